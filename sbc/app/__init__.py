@@ -1,0 +1,1 @@
+"""Wiring: configuration, the service tree, the twistd plugin's entry points."""

@@ -1,0 +1,334 @@
+# -*- test-case-name: tests.app.test_config -*-
+"""
+INI configuration into frozen, typed settings (SPEC §3).
+
+Sections are named after the Kamailio module whose behaviour they configure and keys carry
+Kamailio's parameter names.  Every key has a default, so a file holding only
+C{[core] listen} is complete.  Any fault stops start-up with one line::
+
+    etc/sbc.ini:12: [core] listen: expected proto:ip:port with proto udp, tcp or tls, got 'x'
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
+
+from sbc.core.address import Address, parse_address
+from sbc.core.errors import ParseError
+from sbc.core.uri import SipUri, is_ip_literal, parse_uri
+from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
+
+__all__ = ["ConfigError", "CoreSettings", "Settings", "load", "defaults", "LOG_LEVELS"]
+
+
+class ConfigError(Exception):
+    """A configuration fault; C{str()} is the one line to print."""
+
+
+#: C{log_level} names, plus Kamailio's numeric C{debug} levels mapped onto them.
+LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "notice": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "critical": "critical",
+    "3": "debug",
+    "2": "info",
+    "1": "info",
+    "0": "warn",
+    "-1": "error",
+    "-2": "critical",
+    "-3": "critical",
+}
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The C{[core]} section."""
+
+    listen: tuple[Address, ...] = (
+        Address("udp", "127.0.0.1", 5060),
+        Address("tcp", "127.0.0.1", 5060),
+    )
+    advertise: Optional[tuple[str, Optional[int]]] = None
+    alias: tuple[str, ...] = ()
+    outbound_proxy: Optional[SipUri] = None
+    max_message_size: int = 65535
+    log_level: str = "info"
+    tcp_connection_lifetime: int = 120
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything sbc reads from its configuration.
+
+    @ivar source: the file the settings came from (C{<defaults>} without one)."""
+
+    source: str = "<defaults>"
+    core: CoreSettings = field(default_factory=CoreSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+def defaults() -> Settings:
+    """The settings sbc runs with when given no file."""
+    return Settings()
+
+
+# -- value converters: each raises ValueError("what was expected") -------------------------
+
+_SPLIT = re.compile(r"[\s,]+")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+
+
+def _items(text: str) -> list[str]:
+    return [item for item in _SPLIT.split(text.strip()) if item]
+
+
+def _addresses(text: str) -> tuple[Address, ...]:
+    items = _items(text)
+    if not items:
+        raise ValueError("one or more proto:ip:port")
+    return tuple(parse_address(item) for item in items)
+
+
+def _host(text: str) -> str:
+    if is_ip_literal(text) or _HOSTNAME.match(text):
+        return text
+    raise ValueError("a host name or IP address")
+
+
+def _host_port(text: str) -> Optional[tuple[str, Optional[int]]]:
+    text = text.strip()
+    if not text:
+        return None
+    expected = "host[:port] (IPv6 in brackets)"
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        if end < 0 or not is_ip_literal(host) or (rest and not rest.startswith(":")):
+            raise ValueError(expected)
+        port_text = rest[1:] or None
+    else:
+        host, _, port_text_ = text.partition(":")
+        port_text = port_text_ or None
+        if not (is_ip_literal(host) or _HOSTNAME.match(host)):
+            raise ValueError(expected)
+    if port_text is not None and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ValueError(expected)
+    return host, (int(port_text) if port_text else None)
+
+
+def _domains(text: str) -> tuple[str, ...]:
+    out = []
+    for item in _items(text):
+        try:
+            out.append(_host(item).lower())
+        except ValueError:
+            raise ValueError("a list of domain names") from None
+    return tuple(out)
+
+
+def _sip_uri(text: str) -> Optional[SipUri]:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        uri = parse_uri(text)
+    except ParseError:
+        uri = None
+    if not isinstance(uri, SipUri):
+        raise ValueError("a sip: or sips: URI, or nothing")
+    return uri
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        text = text.strip()
+        if not re.fullmatch(r"-?\d+", text) or not low <= int(text) <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return int(text)
+
+    return convert
+
+
+_TRUE = {"yes", "on", "true", "1"}
+_FALSE = {"no", "off", "false", "0"}
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("yes/no, on/off, true/false or 1/0")
+
+
+def _choice(mapping: dict[str, Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        value = text.strip()
+        for key, result in mapping.items():
+            if key.lower() == value.lower():
+                return result
+        raise ValueError(what)
+
+    return convert
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+_PATH = object()  # marker: a file path, resolved against the config file's folder
+
+
+#: section -> key -> converter; the keys are exactly the dataclass fields.
+_SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
+    "core": (
+        CoreSettings,
+        {
+            "listen": _addresses,
+            "advertise": _host_port,
+            "alias": _domains,
+            "outbound_proxy": _sip_uri,
+            "max_message_size": _integer(1024, 1 << 20),
+            "log_level": _choice(LOG_LEVELS, "one of debug, info, warn, error, critical "
+                                 "(or a Kamailio debug level -3..3)"),
+            "tcp_connection_lifetime": _integer(1, 86400),
+        },
+    ),
+    "tls": (
+        TlsSettings,
+        {
+            "certificate": _PATH,
+            "private_key": _PATH,
+            "ca_list": _PATH,
+            "verify_certificate": _boolean,
+            "require_certificate": _boolean,
+            "tls_method": _choice({k: k for k in TLS_METHODS},
+                                  "one of " + ", ".join(TLS_METHODS) + " (TLS 1.2 or newer)"),
+            "cipher_list": _text,
+        },
+    ),
+}
+
+
+def _line_numbers(lines: list[str]) -> dict[tuple[str, Optional[str]], int]:
+    """Map (section, key) and (section, None) to the line they first appear on."""
+    where: dict[tuple[str, Optional[str]], int] = {}
+    section = ""
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;" or line[0] in " \t":
+            continue
+        m = re.match(r"\[([^\]]+)\]", stripped)
+        if m:
+            section = m.group(1).strip().lower()
+            where.setdefault((section, None), number)
+            continue
+        m = re.match(r"([^=:]+?)\s*[=:]", stripped)
+        if m:
+            where.setdefault((section, m.group(1).strip().lower()), number)
+    return where
+
+
+def load(path: str) -> Settings:
+    """Read and check the INI file at C{path}.
+
+    @raise ConfigError: with the one line naming file, line, section, key and expectation."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the configuration: {error}") from None
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=("#",),
+        strict=True,
+        empty_lines_in_values=False,
+    )
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateOptionError as error:
+        raise ConfigError(f"{path}:{error.lineno}: [{error.section}] {error.option}: "
+                          "expected each key once, got it twice") from None
+    except configparser.DuplicateSectionError as error:
+        raise ConfigError(f"{path}:{error.lineno}: [{error.section}]: "
+                          "expected each section once, got it twice") from None
+    except configparser.MissingSectionHeaderError as error:
+        raise ConfigError(f"{path}:{error.lineno}: expected a [section] header, "
+                          f"got {error.line.strip()!r}") from None
+    except configparser.ParsingError as error:
+        lineno, line = error.errors[0]
+        raise ConfigError(f"{path}:{lineno}: expected 'key = value', got {line.strip()!r}") from None
+    lines = _line_numbers(text.splitlines())
+    base = os.path.dirname(os.path.abspath(path))
+    sections: dict[str, Any] = {}
+    for section_name in parser.sections():
+        section = section_name.strip().lower()
+        if section not in _SCHEMA:
+            raise ConfigError(f"{path}:{lines.get((section, None), 0)}: [{section_name}]: "
+                              f"expected a section among {', '.join(_SCHEMA)}")
+        cls, keys = _SCHEMA[section]
+        values: dict[str, Any] = {}
+        for key, raw in parser.items(section_name):
+            line = lines.get((section, key), lines.get((section, None), 0))
+            where = f"{path}:{line}: [{section}] {key}"
+            if key not in keys:
+                raise ConfigError(f"{where}: expected one of {', '.join(keys)}, got an unknown key")
+            convert = keys[key]
+            if convert is _PATH:
+                values[key] = _resolve_path(raw, base, where)
+                continue
+            try:
+                values[key] = convert(raw)
+            except ValueError as error:
+                raise ConfigError(f"{where}: expected {error}, got {raw.strip()!r}") from None
+        sections[section] = cls(**values)
+    settings = Settings(source=path, **sections)
+    _check(settings, path, lines)
+    return settings
+
+
+def _resolve_path(raw: str, base: str, where: str) -> Optional[str]:
+    value = raw.strip()
+    if not value:
+        return None
+    full = value if os.path.isabs(value) else os.path.join(base, value)
+    if not os.access(full, os.R_OK):
+        raise ConfigError(f"{where}: expected a readable file, got {value!r}")
+    return full
+
+
+def _check(settings: Settings, path: str, lines: dict) -> None:
+    """Checks that involve several keys."""
+    if any(a.transport == "tls" for a in settings.core.listen):
+        tls = settings.tls
+        if not tls.certificate or not tls.private_key:
+            line = lines.get(("core", "listen"), 0)
+            raise ConfigError(f"{path}:{line}: [core] listen: expected [tls] certificate and "
+                              "private_key for a tls listener, got none")
+        try:
+            server_options(tls)
+        except Exception as error:  # ValueError, OSError or OpenSSL.SSL.Error
+            line = lines.get(("tls", "certificate"), 0)
+            raise ConfigError(f"{path}:{line}: [tls] certificate: expected a PEM certificate "
+                              f"chain matching private_key, got {_describe(error)}") from None
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+def settings_fields() -> dict[str, list[str]]:
+    """Every section and key sbc knows (for documentation tests)."""
+    return {name: [f.name for f in fields(cls)] for name, (cls, _) in _SCHEMA.items()}

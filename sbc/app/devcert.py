@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.app.test_devcert -*-
+"""
+Throw-away TLS material for development and tests: a private CA and a server certificate
+signed by it, written as PEM files.  Nothing here is meant for production; no private key is
+ever committed, they are made at run time.
+
+    python -m sbc.app.devcert var/tls
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+__all__ = ["make_certificates"]
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write(path: str, data: bytes, private: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -> dict[str, str]:
+    """
+    Write C{ca.pem}, C{server.pem} (certificate) and C{server.key} into C{folder}; the server
+    certificate names C{hostname}, localhost, 127.0.0.1 and ::1.
+
+    @return: paths by role: C{ca}, C{certificate}, C{private_key}.
+    """
+    os.makedirs(folder, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("sbc throw-away CA"))
+        .issuer_name(_name("sbc throw-away CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(hostname), x509.DNSName("localhost"),
+             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+             x509.IPAddress(ipaddress.ip_address("::1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hostname))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {
+        "ca": os.path.join(folder, "ca.pem"),
+        "certificate": os.path.join(folder, "server.pem"),
+        "private_key": os.path.join(folder, "server.key"),
+    }
+    pem = serialization.Encoding.PEM
+    _write(paths["ca"], ca.public_bytes(pem))
+    _write(paths["certificate"], cert.public_bytes(pem))
+    _write(paths["private_key"], key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()), private=True)
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    """Command line: C{python -m sbc.app.devcert FOLDER} (no-op if FOLDER has them)."""
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m sbc.app.devcert FOLDER\n")
+        return 2
+    folder = argv[1]
+    if all(os.path.exists(os.path.join(folder, n)) for n in ("ca.pem", "server.pem", "server.key")):
+        return 0
+    make_certificates(folder)
+    print(f"throw-away TLS certificate written to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,661 @@
+# -*- test-case-name: tests.core.test_message -*-
+"""
+SIP requests and responses: parse, inspect, change, serialise (RFC 3261 §7, §20, §25).
+
+Theory of operation:
+ - L{parse} splits a message into its start line, header fields and body.  Each header keeps
+   the exact text it arrived as (folding, compact name, odd white space included), so a
+   message that nobody changed serialises to the very bytes that were received.
+ - The header fields that every element needs (Via, From, To, Call-ID, CSeq, Max-Forwards,
+   Content-Length, Contact, Date) are checked while parsing, so a malformed message fails
+   at the edge with a L{ParseError} carrying the status to answer; other headers are parsed
+   only when somebody reads them.
+ - Messages are immutable: the C{with_*}/C{without_*} methods return a new message whose
+   untouched headers are shared with the old one and keep their original text.
+
+Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+from sbc.core.errors import ParseError
+from sbc.core.uri import (
+    NameAddr,
+    OpaqueUri,
+    SipUri,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_commas,
+)
+
+__all__ = [
+    "ParseLimits",
+    "Header",
+    "CSeq",
+    "Message",
+    "Request",
+    "Response",
+    "parse",
+    "header_key",
+    "COMPACT_FORMS",
+]
+
+#: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
+COMPACT_FORMS = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "r": "refer-to",
+    "b": "referred-by",
+    "o": "event",
+    "u": "allow-events",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+#: Headers that may appear once only (RFC 3261 §7.3.1: not defined as comma lists).
+_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type")
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+)
+_CRLF = "\r\n"
+
+
+def header_key(name: str) -> str:
+    """Return the canonical lower-case full name of header C{name} (compact forms expanded)."""
+    lname = name.lower()
+    return COMPACT_FORMS.get(lname, lname)
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """
+    Bounds on what a peer may send.
+
+    @ivar max_message_size: bytes in one message, start line to end of body (larger: 513).
+    @ivar max_headers: header fields in one message (more: 400).
+    """
+
+    max_message_size: int = 65535
+    max_headers: int = 256
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+
+class Header:
+    """
+    One header field as it appears in a message.
+
+    @ivar name: the name as written (C{v}, C{VIA}, C{Via} ...).
+    @ivar key: the canonical lower-case full name, for lookups.
+    @ivar value: the value with folding joined and outer white space stripped.
+    @ivar raw: the exact text of the field including its line end(s), or L{None} for a field
+        made here (then it is written as C{name: value CRLF}).
+    """
+
+    __slots__ = ("name", "key", "value", "raw")
+
+    def __init__(self, name: str, value: str, raw: Optional[str] = None) -> None:
+        self.name = name
+        self.key = header_key(name)
+        self.value = value
+        self.raw = raw
+
+    def line(self) -> str:
+        """The text of this field on the wire, line end included."""
+        return self.raw if self.raw is not None else f"{self.name}: {self.value}{_CRLF}"
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return self.key == other.key and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.value))
+
+
+@dataclass(frozen=True)
+class CSeq:
+    """The CSeq header: sequence number and method."""
+
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+_MAX_CSEQ = 2**31
+
+
+def _parse_cseq(value: str) -> CSeq:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        raise ParseError(400, "bad CSeq")
+    number = int(parts[0])
+    if number >= _MAX_CSEQ:
+        raise ParseError(400, "CSeq number out of range")
+    return CSeq(number, parts[1])
+
+
+class Message:
+    """
+    Behaviour shared by L{Request} and L{Response}.
+
+    @ivar headers: the header fields in order.
+    @ivar body: the message body (exactly Content-Length bytes when one was given).
+    """
+
+    __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache")
+
+    def __init__(self, headers: Iterable[Header], body: bytes = b"") -> None:
+        self.headers: Tuple[Header, ...] = tuple(headers)
+        self.body = body
+        self._raw: Optional[bytes] = None
+        self._start_raw: Optional[str] = None
+        self._blank = _CRLF
+        self._cache: dict = {}
+
+    # -- start line, implemented by subclasses -------------------------------------------
+    def start_line(self) -> str:
+        """The start line without its line end."""
+        raise NotImplementedError
+
+    def _copy_start(self) -> "Message":
+        raise NotImplementedError
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise: the received bytes when unchanged, otherwise rebuilt from the parts."""
+        if self._raw is not None:
+            return self._raw
+        start = self._start_raw if self._start_raw is not None else self.start_line() + _CRLF
+        text = start + "".join([h.line() for h in self.headers]) + self._blank
+        data = text.encode("utf-8", "surrogateescape") + self.body
+        self._raw = data
+        return data
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    # -- header access ------------------------------------------------------------------------
+    def get(self, key: str) -> Optional[str]:
+        """Return the value of the first header C{key} (any form of its name), or L{None}."""
+        key = header_key(key)
+        for h in self.headers:
+            if h.key == key:
+                return h.value
+        return None
+
+    def get_all(self, key: str) -> list[str]:
+        """Return the value of every header C{key}, one item per header field."""
+        key = header_key(key)
+        return [h.value for h in self.headers if h.key == key]
+
+    def values(self, key: str) -> list[str]:
+        """Return every element of list header C{key}: all fields, split at commas."""
+        out: list[str] = []
+        for value in self.get_all(key):
+            out.extend(split_commas(value))
+        return out
+
+    def has(self, key: str) -> bool:
+        """Say whether header C{key} is present."""
+        key = header_key(key)
+        return any(h.key == key for h in self.headers)
+
+    def _typed(self, name: str, build):  # type: ignore[no-untyped-def]
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = build()
+            return value
+
+    def _name_addrs(self, key: str) -> Tuple[NameAddr, ...]:
+        items = []
+        for element in self.values(key):
+            if not element:
+                raise ParseError(400, f"empty element in {key}")
+            items.append(parse_name_addr(element))
+        return tuple(items)
+
+    @property
+    def vias(self) -> Tuple[Via, ...]:
+        """Every Via value, topmost first."""
+
+        def build() -> Tuple[Via, ...]:
+            vias = []
+            for element in self.values("via"):
+                if not element:
+                    raise ParseError(400, "empty Via element")
+                vias.append(parse_via(element))
+            return tuple(vias)
+
+        return self._typed("via", build)
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via value."""
+        vias = self.vias
+        if not vias:
+            raise ParseError(400, "missing Via")
+        return vias[0]
+
+    def _single_name_addr(self, key: str) -> NameAddr:
+        def build() -> NameAddr:
+            value = self.get(key)
+            if value is None:
+                raise ParseError(400, f"missing {key}")
+            return parse_name_addr(value)
+
+        return self._typed(key, build)
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From value."""
+        return self._single_name_addr("from")
+
+    @property
+    def to(self) -> NameAddr:
+        """The To value."""
+        return self._single_name_addr("to")
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        value = self.get("call-id")
+        if not value or any(c in value for c in " \t\r\n"):
+            raise ParseError(400, "bad Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq value."""
+
+        def build() -> CSeq:
+            value = self.get("cseq")
+            if value is None:
+                raise ParseError(400, "missing CSeq")
+            return _parse_cseq(value)
+
+        return self._typed("cseq", build)
+
+    @property
+    def max_forwards(self) -> Optional[int]:
+        """The Max-Forwards value, or L{None} when absent."""
+        value = self.get("max-forwards")
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) > 255:
+            raise ParseError(400, "bad Max-Forwards")
+        return int(value)
+
+    @property
+    def contacts(self) -> Tuple[NameAddr, ...]:
+        """Every Contact value (empty for C{Contact: *}; see L{contact_star})."""
+
+        def build() -> Tuple[NameAddr, ...]:
+            if self.contact_star:
+                return ()
+            return self._name_addrs("contact")
+
+        return self._typed("contact", build)
+
+    @property
+    def contact_star(self) -> bool:
+        """True when the message carries C{Contact: *} (and nothing else in Contact)."""
+        values = self.values("contact")
+        if "*" in values:
+            if len(values) != 1:
+                raise ParseError(400, "Contact * mixed with other contacts")
+            return True
+        return False
+
+    @property
+    def routes(self) -> Tuple[NameAddr, ...]:
+        """Every Route value, topmost first."""
+        return self._typed("route", lambda: self._name_addrs("route"))
+
+    @property
+    def record_routes(self) -> Tuple[NameAddr, ...]:
+        """Every Record-Route value, topmost first."""
+        return self._typed("record-route", lambda: self._name_addrs("record-route"))
+
+    @property
+    def expires(self) -> Optional[int]:
+        """The Expires header in seconds, or L{None} when absent or not a number."""
+        value = self.get("expires")
+        if value is None or not value.isdigit():
+            return None
+        return min(int(value), 2**32 - 1)
+
+    # -- changes: each returns a new message ------------------------------------------------
+    def with_headers(self, headers: Iterable[Header]) -> "Message":
+        """Return a copy with the header list replaced."""
+        new = self._copy_start()
+        new.headers = tuple(headers)
+        new.body = self.body
+        new._blank = self._blank
+        return new
+
+    def with_header_first(self, name: str, value: str) -> "Message":
+        """Return a copy with a new header field placed before all others of the same name."""
+        key = header_key(name)
+        headers = list(self.headers)
+        for i, h in enumerate(headers):
+            if h.key == key:
+                headers.insert(i, Header(name, value))
+                break
+        else:
+            headers.append(Header(name, value))
+        return self.with_headers(headers)
+
+    def with_header_appended(self, name: str, value: str) -> "Message":
+        """Return a copy with a new header field after all others."""
+        return self.with_headers(self.headers + (Header(name, value),))
+
+    def with_header(self, name: str, value: str) -> "Message":
+        """Return a copy where header C{name} occurs once, with C{value}, in the first place
+        it occurred (or at the end)."""
+        key = header_key(name)
+        headers = []
+        placed = False
+        for h in self.headers:
+            if h.key == key:
+                if not placed:
+                    headers.append(Header(name, value))
+                    placed = True
+                continue
+            headers.append(h)
+        if not placed:
+            headers.append(Header(name, value))
+        return self.with_headers(headers)
+
+    def without(self, name: str) -> "Message":
+        """Return a copy without any header C{name}."""
+        key = header_key(name)
+        return self.with_headers(h for h in self.headers if h.key != key)
+
+    def without_first_value(self, name: str) -> "Message":
+        """Return a copy with the first element of list header C{name} removed (e.g. the
+        top Via or the top Route), keeping the other elements of the same field."""
+        key = header_key(name)
+        headers = list(self.headers)
+        for i, h in enumerate(headers):
+            if h.key == key:
+                rest = split_commas(h.value)[1:]
+                if rest:
+                    headers[i] = Header(h.name, ", ".join(rest))
+                else:
+                    del headers[i]
+                break
+        return self.with_headers(headers)
+
+    def with_body(self, body: bytes, content_type: Optional[str] = None) -> "Message":
+        """Return a copy with C{body}, Content-Length set to match (and Content-Type if
+        given)."""
+        new = self.with_header("Content-Length", str(len(body)))
+        if content_type is not None:
+            new = new.with_header("Content-Type", content_type)
+        new.body = body
+        return new
+
+
+class Request(Message):
+    """
+    A SIP request.
+
+    @ivar method: the method token, case-sensitive as RFC 3261 says.
+    @ivar uri: the Request-URI.
+    """
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: Union[SipUri, OpaqueUri],
+        headers: Iterable[Header] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        """C{METHOD uri SIP/2.0}."""
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def _copy_start(self) -> "Request":
+        new = Request(self.method, self.uri)
+        new._start_raw = self._start_raw
+        return new
+
+    def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> "Request":
+        """Return a copy with a new Request-URI."""
+        new = self.with_headers(self.headers)
+        assert isinstance(new, Request)
+        new.uri = uri
+        new._start_raw = None
+        return new
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """
+    A SIP response.
+
+    @ivar status: the status code, 100..699.
+    @ivar reason: the reason phrase (may be empty).
+    """
+
+    __slots__ = ("status", "reason")
+
+    def __init__(
+        self, status: int, reason: str, headers: Iterable[Header] = (), body: bytes = b""
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason
+
+    def start_line(self) -> str:
+        """C{SIP/2.0 code reason}."""
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def _copy_start(self) -> "Response":
+        new = Response(self.status, self.reason)
+        new._start_raw = self._start_raw
+        return new
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _find_head_end(data: bytes) -> tuple[int, int]:
+    """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
+
+    CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
+    best = (-1, -1)
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        best = (i + 2, i + 4)
+    j = data.find(b"\n\n", 0, i if i >= 0 else len(data))
+    if j >= 0 and (best[0] < 0 or j + 1 < best[0]):
+        best = (j + 1, j + 2)
+    k = data.find(b"\n\r\n", 0, i if i >= 0 else len(data))
+    if k >= 0 and (best[0] < 0 or k + 1 < best[0]):
+        best = (k + 1, k + 3)
+    return best
+
+
+def _parse_start(line: str) -> Message:
+    if line.startswith("SIP/") or line[:4].upper() == "SIP/":
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+            raise ParseError(400, "bad status line")
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise ParseError(400, "bad status code")
+        return Response(int(code), parts[2] if len(parts) == 3 else "")
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise ParseError(400, "bad request line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise ParseError(400, "bad method")
+    if version.upper() != "SIP/2.0":
+        if version[:4].upper() == "SIP/":
+            raise ParseError(505, "Version Not Supported")
+        raise ParseError(400, "bad request line")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers:
+        raise ParseError(400, "headers in Request-URI")
+    return Request(method, uri)
+
+
+def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = False) -> Message:
+    """
+    Parse one SIP message.
+
+    @param data: the message; for a datagram, the whole datagram (extra octets after
+        Content-Length are ignored, RFC 3261 §18.3).
+    @param stream: True when C{data} was framed from a stream, where a missing Content-Length
+        means an empty body.
+    @raise ParseError: the message is malformed; C{status} says what to answer (400, 505, 513).
+    """
+    if len(data) > limits.max_message_size:
+        raise ParseError(513, "Message Too Large")
+    head_end, body_start = _find_head_end(data)
+    if head_end < 0:
+        # A datagram is complete by definition: accept one whose sender left out the empty
+        # line after the last header, as long as that header line is terminated.
+        if stream or not data.endswith(b"\n"):
+            raise ParseError(400, "no empty line after the headers")
+        head_end = body_start = len(data)
+    head = data[:head_end].decode("utf-8", "surrogateescape")
+    lines = head.split("\n")
+    lines.pop()  # the text after the last line end: always empty
+    start = lines[0]
+    if start.endswith("\r"):
+        start = start[:-1]
+    message = _parse_start(start)
+    message._start_raw = lines[0] + "\n"
+    message._blank = data[head_end:body_start].decode("ascii") or _CRLF
+
+    headers: list[Header] = []
+    group: list[str] = []
+    max_headers = limits.max_headers
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not group:
+                raise ParseError(400, "continuation line before any header")
+            group.append(line)
+            continue
+        if group:
+            headers.append(_make_header(group))
+            if len(headers) >= max_headers:
+                raise ParseError(400, "Too Many Headers")
+        group = [line]
+    if group:
+        headers.append(_make_header(group))
+    message.headers = tuple(headers)
+
+    lengths = [h.value for h in headers if h.key == "content-length"]
+    if len(lengths) > 1:
+        raise ParseError(400, "multiple Content-Length headers")
+    if lengths:
+        text = lengths[0]
+        if not text.isdigit():
+            raise ParseError(400, "bad Content-Length")
+        length = int(text)
+        end = body_start + length
+        if end > len(data):
+            raise ParseError(400, "Content-Length larger than the message")
+        message.body = data[body_start:end]
+        message._raw = data[:end] if end != len(data) else data
+    elif stream:
+        message.body = b""
+        message._raw = data[:body_start]
+    else:
+        message.body = data[body_start:]
+        message._raw = data
+    _validate(message)
+    return message
+
+
+def _make_header(group: Sequence[str]) -> Header:
+    first = group[0]
+    colon = first.find(":")
+    if colon <= 0:
+        raise ParseError(400, "header line without a colon")
+    name = first[:colon].rstrip(" \t")
+    if not is_token(name):
+        raise ParseError(400, "bad header name")
+    if len(group) == 1:
+        value = first[colon + 1 :]
+        raw = first + "\n"
+    else:
+        value = "".join(line[:-1] if line.endswith("\r") else line for line in group)
+        value = value[colon + 1 :]
+        raw = "\n".join(group) + "\n"
+    return Header(name, value.strip(" \t\r"), raw)
+
+
+def _validate(message: Message) -> None:
+    """Check the headers every SIP element relies on; raise L{ParseError} on the first fault."""
+    seen: dict[str, int] = {}
+    for h in message.headers:
+        seen[h.key] = seen.get(h.key, 0) + 1
+    for key in _REQUIRED:
+        if key not in seen:
+            raise ParseError(400, f"Missing {_display_name(key)} header")
+    for key in _SINGLE:
+        if seen.get(key, 0) > 1:
+            raise ParseError(400, f"multiple {_display_name(key)} headers")
+    message.vias  # noqa: B018 - parsing is the check
+    message.from_  # noqa: B018
+    message.to  # noqa: B018
+    message.call_id  # noqa: B018
+    cseq = message.cseq
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise ParseError(400, "CSeq method does not match the request method")
+    message.max_forwards  # noqa: B018
+    if "contact" in seen:
+        message.contacts  # noqa: B018
+    if "date" in seen:
+        date = message.get("date") or ""
+        if _DATE.match(date) is None:
+            raise ParseError(400, "bad Date")
+
+
+_DISPLAY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
+
+
+def _display_name(key: str) -> str:
+    return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))

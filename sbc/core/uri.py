@@ -1,0 +1,608 @@
+# -*- test-case-name: tests.core.test_uri -*-
+"""
+SIP URIs, name-addr values and Via values (RFC 3261 §19.1, §20, §25).
+
+Every value object keeps the text it was parsed from and serialises to exactly that text until
+one of its parts is replaced (the C{evolve}/C{with_*} methods return new objects whose text is
+rebuilt).  Malformed input raises L{ParseError}, which carries the status a server answers with.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Optional, Tuple
+
+from sbc.core.errors import ParseError
+
+__all__ = [
+    "Params",
+    "SipUri",
+    "OpaqueUri",
+    "Uri",
+    "NameAddr",
+    "Via",
+    "parse_uri",
+    "parse_name_addr",
+    "parse_via",
+    "split_commas",
+    "format_host",
+    "is_ip_literal",
+]
+
+#: RFC 3261 token characters (alphanum and -.!%*_+`'~).
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_HOST = re.compile(r"[A-Za-z0-9\-.]+\Z")
+_IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
+_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
+#: Characters that may never appear unescaped inside a URI (white space, quotes, angle brackets).
+_URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
+_WS = " \t\r\n"
+
+Params = Tuple[Tuple[str, Optional[str]], ...]
+
+
+def is_token(text: str) -> bool:
+    """Say whether C{text} is a non-empty RFC 3261 token."""
+    return _TOKEN.match(text) is not None
+
+
+def is_ip_literal(host: str) -> bool:
+    """Say whether C{host} is an IPv4 address or an IPv6 reference (with or without brackets)."""
+    if host.startswith("["):
+        return host.endswith("]") and ":" in host
+    if ":" in host:
+        return _IPV6_CHARS.match(host) is not None
+    m = _IPV4.match(host)
+    return m is not None and all(int(g) <= 255 for g in m.groups())
+
+
+def format_host(host: str) -> str:
+    """Return C{host} as it is written in a URI or Via: IPv6 in brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def _check_host(host: str, what: str) -> None:
+    if host.startswith("["):
+        if not host.endswith("]") or _IPV6_CHARS.match(host[1:-1]) is None or ":" not in host:
+            raise ParseError(400, f"bad IPv6 reference in {what}")
+        return
+    if not host or _HOST.match(host) is None:
+        raise ParseError(400, f"bad host in {what}")
+
+
+def _parse_port(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+        raise ParseError(400, f"bad port in {what}")
+    return int(text)
+
+
+def _split_hostport(text: str, what: str) -> tuple[str, Optional[int]]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError(400, f"bad IPv6 reference in {what}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ParseError(400, f"bad host in {what}")
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text = text.partition(":")
+        if not sep:
+            port_text = None
+    _check_host(host, what)
+    return host, (None if port_text is None else _parse_port(port_text, what))
+
+
+def _format_params(params: Params) -> str:
+    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
+
+
+def _param_value(params: Params, name: str) -> Optional[str]:
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return "" if value is None else value
+    return None
+
+
+def _has_param(params: Params, name: str) -> bool:
+    lname = name.lower()
+    return any(key.lower() == lname for key, _ in params)
+
+
+def _set_param(params: Params, name: str, value: Optional[str]) -> Params:
+    lname = name.lower()
+    out = []
+    done = False
+    for key, old in params:
+        if key.lower() == lname:
+            if not done:
+                out.append((key, value))
+                done = True
+            continue
+        out.append((key, old))
+    if not done:
+        out.append((name, value))
+    return tuple(out)
+
+
+def _without_param(params: Params, name: str) -> Params:
+    lname = name.lower()
+    return tuple((k, v) for k, v in params if k.lower() != lname)
+
+
+@dataclass(frozen=True, eq=False)
+class SipUri:
+    """
+    A C{sip:} or C{sips:} URI.
+
+    @ivar user: the user part, still %-escaped, or L{None}.
+    @ivar password: the password, or L{None}.
+    @ivar host: host name, IPv4 address, or IPv6 reference in brackets.
+    @ivar port: the port, or L{None} when the URI names none.
+    @ivar params: uri-parameters in order, as (name, value-or-None) pairs.
+    @ivar headers: URI headers (after C{?}), as (name, value) pairs.
+    """
+
+    scheme: str
+    user: Optional[str]
+    password: Optional[str]
+    host: str
+    port: Optional[int]
+    params: Params = ()
+    headers: Tuple[Tuple[str, str], ...] = ()
+    raw: Optional[str] = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        text = f"{self.scheme}:"
+        if self.user is not None:
+            text += self.user
+            if self.password is not None:
+                text += ":" + self.password
+            text += "@"
+        text += format_host(self.host)
+        if self.port is not None:
+            text += f":{self.port}"
+        text += _format_params(self.params)
+        if self.headers:
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.headers)
+        return text
+
+    def __eq__(self, other: object) -> bool:
+        # RFC 3261 §19.1.4 in its most useful approximation: scheme, user and host compared
+        # case-insensitively where the RFC says so, port and parameters by value.
+        if not isinstance(other, SipUri):
+            return NotImplemented
+        return (
+            self.scheme.lower() == other.scheme.lower()
+            and self.user == other.user
+            and self.password == other.password
+            and self.host.lower() == other.host.lower()
+            and self.port == other.port
+            and sorted((k.lower(), v) for k, v in self.params)
+            == sorted((k.lower(), v) for k, v in other.params)
+            and self.headers == other.headers
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.scheme.lower(), self.user, self.host.lower(), self.port))
+
+    def evolve(self, **changes: object) -> "SipUri":
+        """Return a copy with C{changes} applied; its text is rebuilt."""
+        return replace(self, raw=None, **changes)  # type: ignore[arg-type]
+
+    @property
+    def secure(self) -> bool:
+        """True for C{sips:} URIs."""
+        return self.scheme.lower() == "sips"
+
+    @property
+    def host_bare(self) -> str:
+        """The host without IPv6 brackets, lower-cased: what a socket address compares to."""
+        host = self.host[1:-1] if self.host.startswith("[") else self.host
+        return host.lower()
+
+    def param(self, name: str) -> Optional[str]:
+        """Return the value of uri-parameter C{name} (C{""} if it has none), or L{None}."""
+        return _param_value(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        """Say whether the uri-parameter C{name} is present."""
+        return _has_param(self.params, name)
+
+    def with_param(self, name: str, value: Optional[str] = None) -> "SipUri":
+        """Return a copy with parameter C{name} set (replacing an existing one)."""
+        return self.evolve(params=_set_param(self.params, name, value))
+
+    def without_param(self, name: str) -> "SipUri":
+        """Return a copy with every parameter C{name} removed."""
+        return self.evolve(params=_without_param(self.params, name))
+
+    @property
+    def transport(self) -> str:
+        """The C{transport} parameter lower-cased; C{"udp"} when absent (C{"tls"} for sips)."""
+        value = self.param("transport")
+        if value:
+            return value.lower()
+        return "tls" if self.secure else "udp"
+
+
+@dataclass(frozen=True)
+class OpaqueUri:
+    """A URI of any scheme other than sip/sips (tel:, im:, http:, ...), kept as text."""
+
+    scheme: str
+    body: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.body}"
+
+
+Uri = "SipUri | OpaqueUri"
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+
+
+def parse_uri(text: str) -> "SipUri | OpaqueUri":
+    """
+    Parse an absolute URI.
+
+    C{sip:}/C{sips:} URIs are parsed into their parts; other schemes are accepted as
+    L{OpaqueUri} so that the application can answer 416 (RFC 3261 §8.2.2.1).
+    @raise ParseError: for anything that is not an absolute URI.
+    """
+    scheme, sep, rest = text.partition(":")
+    if not sep or _SCHEME.match(scheme) is None:
+        raise ParseError(400, "bad URI scheme")
+    if _URI_FORBIDDEN.search(text) is not None:
+        raise ParseError(400, "forbidden character in URI")
+    lscheme = scheme.lower()
+    if lscheme not in ("sip", "sips"):
+        if not rest:
+            raise ParseError(400, "empty URI")
+        return OpaqueUri(scheme, rest)
+    return _parse_sip_uri(scheme, rest, text)
+
+
+def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
+    user = password = None
+    qmark = rest.find("?")
+    at = rest.rfind("@", 0, qmark if qmark >= 0 else len(rest))
+    if at < 0 and "@" in rest:
+        at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+        if not user:
+            raise ParseError(400, "empty user part in URI")
+    headers_text = None
+    qmark = rest.find("?")
+    if qmark >= 0:
+        rest, headers_text = rest[:qmark], rest[qmark + 1 :]
+    hostport, *param_texts = rest.split(";")
+    host, port = _split_hostport(hostport, "URI")
+    params = []
+    for item in param_texts:
+        name, eq, value = item.partition("=")
+        if not name:
+            raise ParseError(400, "empty URI parameter")
+        params.append((name, value if eq else None))
+    headers = []
+    if headers_text is not None:
+        for item in headers_text.split("&"):
+            name, eq, value = item.partition("=")
+            if not name or not eq:
+                raise ParseError(400, "bad URI header")
+            headers.append((name, value))
+    return SipUri(scheme, user, password, host, port, tuple(params), tuple(headers), raw=text)
+
+
+def split_commas(value: str) -> list[str]:
+    """
+    Split a header value at the commas that separate list elements, ignoring commas inside
+    quoted strings and inside C{<...>}.  Elements are stripped; empty elements are kept so
+    that the caller can reject them.
+    """
+    if "," not in value:
+        return [value.strip()]
+    parts = []
+    start = 0
+    in_quote = False
+    in_angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            parts.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(value[start:].strip())
+    return parts
+
+
+def _scan_quoted(text: str, pos: int) -> int:
+    """Return the index just past the quoted string starting at C{text[pos] == '"'}."""
+    i = pos + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i + 1
+        i += 1
+    raise ParseError(400, "unterminated quoted string")
+
+
+def _parse_header_params(text: str, what: str) -> Params:
+    """
+    Parse C{*( SEMI generic-param )} where C{text} starts at the first C{;} (or is empty).
+    LWS is allowed around C{;} and C{=}; values are tokens, hosts or quoted strings.
+    """
+    params = []
+    i = 0
+    n = len(text)
+    while i < n:
+        while i < n and text[i] in _WS:
+            i += 1
+        if i >= n:
+            break
+        if text[i] != ";":
+            raise ParseError(400, f"junk after {what}")
+        i += 1
+        while i < n and text[i] in _WS:
+            i += 1
+        j = i
+        while j < n and text[j] not in ";=" + _WS:
+            j += 1
+        name = text[i:j]
+        if not is_token(name):
+            raise ParseError(400, f"bad parameter in {what}")
+        while j < n and text[j] in _WS:
+            j += 1
+        value: Optional[str] = None
+        if j < n and text[j] == "=":
+            j += 1
+            while j < n and text[j] in _WS:
+                j += 1
+            if j < n and text[j] == '"':
+                end = _scan_quoted(text, j)
+                value = text[j:end]
+                j = end
+            else:
+                k = j
+                while k < n and text[k] not in ";" + _WS:
+                    k += 1
+                value = text[j:k]
+                if not value or not (is_token(value) or _is_gen_value(value)):
+                    raise ParseError(400, f"bad parameter value in {what}")
+                j = k
+        params.append((name, value))
+        i = j
+    return tuple(params)
+
+
+_GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+\Z")
+
+
+def _is_gen_value(value: str) -> bool:
+    return _GEN_VALUE.match(value) is not None
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """
+    A From/To/Contact/Route/Record-Route value: optional display name, URI, header params.
+
+    @ivar display: the display name as written (a token sequence or a quoted string with its
+        quotes), or L{None}.
+    @ivar angle: whether the URI was written in C{<>} (always true once rebuilt with params
+        that would otherwise bind to the URI).
+    """
+
+    display: Optional[str]
+    uri: "SipUri | OpaqueUri"
+    params: Params = ()
+    angle: bool = True
+    raw: Optional[str] = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        if self.angle or self.display is not None:
+            text = f"{self.display} <{self.uri}>" if self.display else f"<{self.uri}>"
+        else:
+            text = str(self.uri)
+        return text + _format_params(self.params)
+
+    def evolve(self, **changes: object) -> "NameAddr":
+        """Return a copy with C{changes} applied; its text is rebuilt."""
+        new = replace(self, raw=None, **changes)  # type: ignore[arg-type]
+        if "uri" in changes and not new.angle:
+            new = replace(new, angle=True)
+        return new
+
+    @property
+    def tag(self) -> Optional[str]:
+        """The C{tag} header parameter, or L{None}."""
+        return _param_value(self.params, "tag")
+
+    def param(self, name: str) -> Optional[str]:
+        """Return header parameter C{name} (C{""} if valueless), or L{None}."""
+        return _param_value(self.params, name)
+
+    def with_param(self, name: str, value: Optional[str] = None) -> "NameAddr":
+        """Return a copy with header parameter C{name} set."""
+        return self.evolve(params=_set_param(self.params, name, value))
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """
+    Parse C{( name-addr / addr-spec ) *( SEMI param )}.
+
+    In the addr-spec form the URI may not contain C{,}, C{?} or C{;} (RFC 3261 §20): a C{;}
+    starts the header parameters and a C{?} is an error.
+    """
+    s = text.strip(_WS)
+    if not s:
+        raise ParseError(400, "empty address")
+    display: Optional[str] = None
+    if s[0] == '"':
+        end = _scan_quoted(s, 0)
+        display = s[:end]
+        rest = s[end:].lstrip(_WS)
+        if not rest.startswith("<"):
+            raise ParseError(400, "quoted display name without <URI>")
+        return _parse_angle(display, rest, text)
+    lt = s.find("<")
+    if lt >= 0:
+        words = s[:lt].strip(_WS)
+        if words:
+            for word in words.split():
+                if not is_token(word):
+                    raise ParseError(400, "bad display name")
+            display = words
+        return _parse_angle(display, s[lt:], text)
+    uri_text, semi, params_text = s.partition(";")
+    uri_text = uri_text.rstrip(_WS)
+    if "?" in uri_text or "," in uri_text:
+        raise ParseError(400, "URI with headers must be enclosed in <>")
+    uri = parse_uri(uri_text)
+    params = _parse_header_params(semi + params_text, "address")
+    return NameAddr(None, uri, params, angle=False, raw=s)
+
+
+def _parse_angle(display: Optional[str], rest: str, text: str) -> NameAddr:
+    gt = rest.find(">")
+    if gt < 0:
+        raise ParseError(400, "unterminated <URI>")
+    uri_text = rest[1:gt]
+    if not uri_text or uri_text[0] in _WS or uri_text[-1] in _WS:
+        raise ParseError(400, "white space inside <URI>")
+    uri = parse_uri(uri_text)
+    params = _parse_header_params(rest[gt + 1 :], "address")
+    return NameAddr(display, uri, params, angle=True, raw=text.strip(_WS))
+
+
+@dataclass(frozen=True)
+class Via:
+    """
+    One via-parm: C{SIP/2.0/<transport> <sent-by>;params}.
+
+    @ivar transport: the transport token upper-cased (UDP, TCP, TLS, SCTP, WS, ...).
+    @ivar host: sent-by host (IPv6 in brackets).
+    @ivar port: sent-by port, or L{None}.
+    """
+
+    protocol: str
+    transport: str
+    host: str
+    port: Optional[int]
+    params: Params = ()
+    raw: Optional[str] = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}" + _format_params(
+            self.params
+        )
+
+    def evolve(self, **changes: object) -> "Via":
+        """Return a copy with C{changes} applied; its text is rebuilt."""
+        return replace(self, raw=None, **changes)  # type: ignore[arg-type]
+
+    def param(self, name: str) -> Optional[str]:
+        """Return parameter C{name} (C{""} if valueless), or L{None}."""
+        return _param_value(self.params, name)
+
+    def has_param(self, name: str) -> bool:
+        """Say whether parameter C{name} is present."""
+        return _has_param(self.params, name)
+
+    def with_param(self, name: str, value: Optional[str] = None) -> "Via":
+        """Return a copy with parameter C{name} set."""
+        return self.evolve(params=_set_param(self.params, name, value))
+
+    @property
+    def branch(self) -> Optional[str]:
+        """The branch parameter, or L{None}."""
+        return _param_value(self.params, "branch")
+
+    @property
+    def received(self) -> Optional[str]:
+        """The received parameter, or L{None}."""
+        return _param_value(self.params, "received")
+
+    @property
+    def rport(self) -> Optional[str]:
+        """The rport parameter: L{None} absent, C{""} present without value, else the port."""
+        return _param_value(self.params, "rport")
+
+    @property
+    def maddr(self) -> Optional[str]:
+        """The maddr parameter, or L{None}."""
+        return _param_value(self.params, "maddr")
+
+    @property
+    def host_bare(self) -> str:
+        """sent-by host without IPv6 brackets, lower-cased."""
+        host = self.host[1:-1] if self.host.startswith("[") else self.host
+        return host.lower()
+
+
+def parse_via(text: str) -> Via:
+    """Parse one via-parm (the caller splits the header at commas)."""
+    s = text.strip(_WS)
+    parts = s.split("/", 2)
+    if len(parts) != 3:
+        raise ParseError(400, "bad Via sent-protocol")
+    name, version = parts[0].strip(_WS), parts[1].strip(_WS)
+    rest = parts[2].lstrip(_WS)
+    if name.upper() != "SIP" or version != "2.0":
+        raise ParseError(400, "bad Via protocol version")
+    i = 0
+    n = len(rest)
+    while i < n and rest[i] not in _WS:
+        i += 1
+    transport = rest[:i]
+    if not is_token(transport):
+        raise ParseError(400, "bad Via transport")
+    rest = rest[i:].lstrip(_WS)
+    j = 0
+    n = len(rest)
+    while j < n and rest[j] not in ";" + _WS:
+        j += 1
+    sent_by = rest[:j]
+    # LWS is allowed around the colon of sent-by in theory; nobody sends it, so keep it simple.
+    host, port = _split_hostport(sent_by, "Via")
+    if port == 0:
+        raise ParseError(400, "bad port in Via")
+    params = _parse_header_params(rest[j:], "Via")
+    for key, value in params:
+        lkey = key.lower()
+        if lkey == "rport" and value is not None and value != "":
+            _parse_port(value, "Via rport")
+        elif lkey == "ttl" and (value is None or not value.isdigit() or int(value) > 255):
+            raise ParseError(400, "bad Via ttl")
+    return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)

@@ -1,0 +1,1 @@
+"""Twisted adapters around the core: transports, timers, resolver, RTP sockets."""

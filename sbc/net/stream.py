@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.net.test_stream -*-
+"""
+SIP over TCP and TLS: framing each connection with L{StreamFramer}, answering CRLF pings,
+closing idle connections after C{tcp_connection_lifetime}, and a connection table so that
+anything sent to a peer we hold a connection with goes over that connection.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+from typing_extensions import override
+
+from sbc.core.address import normalise_host
+from sbc.core.framing import FramingError, KeepalivePing, KeepalivePong, StreamFramer
+from sbc.net.engine import SipEngine
+from sbc.net.flow import HostPort
+from sbc.net.log import logger
+
+__all__ = ["ConnectionTable", "SipStreamProtocol", "SipStreamFactory"]
+
+log = logger(__name__)
+
+ConnectionKey = tuple[str, str, int]
+
+
+class ConnectionTable:
+    """Open SIP connections keyed by (transport, remote host, remote port)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[ConnectionKey, "SipStreamProtocol"] = {}
+
+    @staticmethod
+    def key(transport: str, host: str, port: int) -> ConnectionKey:
+        """The table key for a peer address."""
+        return (transport, normalise_host(host), port)
+
+    def add(self, connection: "SipStreamProtocol") -> None:
+        """Register C{connection} (a newer connection from the same address wins)."""
+        self._connections[self.key(connection.transport_name, *connection.remote)] = connection
+
+    def remove(self, connection: "SipStreamProtocol") -> None:
+        """Forget C{connection} if it is the one registered for its address."""
+        key = self.key(connection.transport_name, *connection.remote)
+        if self._connections.get(key) is connection:
+            del self._connections[key]
+
+    def get(self, transport: str, host: str, port: int) -> Optional["SipStreamProtocol"]:
+        """The open connection to C{host:port} over C{transport}, if any."""
+        return self._connections.get(self.key(transport, host, port))
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator["SipStreamProtocol"]:
+        return iter(list(self._connections.values()))
+
+
+class SipStreamProtocol(Protocol, TimeoutMixin):
+    """One SIP connection (TCP or TLS); it is its own L{sbc.net.flow.Flow}."""
+
+    reliable = True
+
+    def __init__(self, factory: "SipStreamFactory") -> None:
+        self.factory = factory
+        self.transport_name = factory.transport_name
+        self.framer = StreamFramer(factory.engine.limits.max_message_size)
+        self.remote: HostPort = ("", 0)
+        self.local: HostPort = ("", 0)
+        self.last_pong: Optional[float] = None
+        # TimeoutMixin schedules through this attribute: use the injected clock.
+        self.callLater = factory.clock.callLater  # type: ignore[assignment]
+
+    @override
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        host = self.transport.getHost()
+        self.remote = (normalise_host(peer.host), peer.port)
+        self.local = (normalise_host(host.host), host.port)
+        self.factory.table.add(self)
+        self.factory.engine.stats.incr(f"{self.transport_name}_connections")
+        self.setTimeout(self.factory.lifetime)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        engine = self.factory.engine
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as error:
+            engine.stats.incr("bad_msg_hdr")
+            engine.stats.incr(f"{self.transport_name}_malformed")
+            log.info("closing {transport} connection from {host}:{port}: {reason}",
+                     transport=self.transport_name, host=self.remote[0], port=self.remote[1],
+                     reason=error.reason)
+            self.transport.loseConnection()
+            return
+        for frame in frames:
+            if isinstance(frame, KeepalivePing):
+                engine.stats.incr(f"{self.transport_name}_pings")
+                self.transport.write(b"\r\n")
+            elif isinstance(frame, KeepalivePong):
+                self.last_pong = self.factory.clock.seconds()
+            else:
+                engine.receive(frame, _StreamFlow(self))
+
+    def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
+        """Write C{data} on this connection (C{destination} is implied)."""
+        self.resetTimeout()
+        self.transport.write(data)
+
+    @override
+    def timeoutConnection(self) -> None:
+        log.debug("closing idle {transport} connection to {host}:{port}",
+                  transport=self.transport_name, host=self.remote[0], port=self.remote[1])
+        self.transport.loseConnection()
+
+    @override
+    def connectionLost(self, reason: object = None) -> None:
+        self.setTimeout(None)
+        self.factory.table.remove(self)
+
+
+class _StreamFlow:
+    """The L{sbc.net.flow.Flow} view of a connection."""
+
+    __slots__ = ("connection",)
+    reliable = True
+
+    def __init__(self, connection: SipStreamProtocol) -> None:
+        self.connection = connection
+
+    @property
+    def transport(self) -> str:
+        return self.connection.transport_name
+
+    @property
+    def remote(self) -> HostPort:
+        return self.connection.remote
+
+    @property
+    def local(self) -> HostPort:
+        return self.connection.local
+
+    def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
+        """Reply on the same connection; if it has closed meanwhile, on any open connection
+        to the same peer (RFC 3261 §18.2.2)."""
+        connection = self.connection
+        if connection.transport is None or not connection.transport.connected:
+            other = connection.factory.table.get(connection.transport_name, *connection.remote)
+            if other is None:
+                connection.factory.engine.stats.incr(f"{connection.transport_name}_send_errors")
+                log.info("connection to {host}:{port} is gone; response dropped",
+                         host=connection.remote[0], port=connection.remote[1])
+                return
+            connection = other
+        connection.send(data)
+
+
+class SipStreamFactory(Factory):
+    """Builds L{SipStreamProtocol}s for one listener (or for outgoing connections)."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        engine: SipEngine,
+        transport_name: str,
+        table: ConnectionTable,
+        clock: IReactorTime,
+        lifetime: float = 120.0,
+    ) -> None:
+        self.engine = engine
+        self.transport_name = transport_name
+        self.table = table
+        self.clock = clock
+        self.lifetime = lifetime
+
+    @override
+    def buildProtocol(self, addr: object) -> SipStreamProtocol:
+        return SipStreamProtocol(self)

@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.net.test_tls -*-
+"""
+TLS server contexts from C{[tls]} settings (Kamailio tls module names): certificate chain,
+private key, minimum version (never below TLS 1.2), optional client-certificate checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet.ssl import TLSVersion
+
+__all__ = ["TlsSettings", "TLS_METHODS", "server_options", "read_pem_certificates"]
+
+#: C{tls_method} values accepted: minimum version, and maximum when pinned to one version.
+TLS_METHODS: dict[str, tuple[TLSVersion, Optional[TLSVersion]]] = {
+    "TLSv1.2+": (TLSVersion.TLSv1_2, None),
+    "TLSv1.3+": (TLSVersion.TLSv1_3, None),
+    "TLSv1.2": (TLSVersion.TLSv1_2, TLSVersion.TLSv1_2),
+    "TLSv1.3": (TLSVersion.TLSv1_3, TLSVersion.TLSv1_3),
+}
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The C{[tls]} section."""
+
+    certificate: Optional[str] = None
+    private_key: Optional[str] = None
+    ca_list: Optional[str] = None
+    verify_certificate: bool = False
+    require_certificate: bool = False
+    tls_method: str = "TLSv1.2+"
+    cipher_list: str = ""
+
+
+def read_pem_certificates(path: str) -> list[crypto.X509]:
+    """Every certificate in PEM file C{path}, in file order.
+
+    @raise ValueError: the file holds no certificate or one does not load."""
+    with open(path, "rb") as f:
+        blocks = _PEM_CERT.findall(f.read())
+    if not blocks:
+        raise ValueError("no PEM certificate in the file")
+    return [crypto.load_certificate(crypto.FILETYPE_PEM, block) for block in blocks]
+
+
+def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
+    """Build the server-side context factory.
+
+    @raise ValueError: a file is missing or does not hold what it should.
+    @raise OSError: a file cannot be read."""
+    if not settings.certificate or not settings.private_key:
+        raise ValueError("certificate and private_key are both needed")
+    chain = read_pem_certificates(settings.certificate)
+    with open(settings.private_key, "rb") as f:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
+    minimum, maximum = TLS_METHODS[settings.tls_method]
+    options: dict = {
+        "privateKey": key,
+        "certificate": chain[0],
+        "extraCertChain": chain[1:],
+        "raiseMinimumTo": minimum,
+    }
+    if maximum is not None:
+        options["lowerMaximumSecurityTo"] = maximum
+    if settings.cipher_list:
+        options["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(
+            settings.cipher_list
+        )
+    if settings.verify_certificate or settings.require_certificate:
+        if not settings.ca_list:
+            raise ValueError("ca_list is needed to verify client certificates")
+        options["verify"] = True
+        options["caCerts"] = read_pem_certificates(settings.ca_list)
+        options["requireCertificate"] = settings.require_certificate
+    return ssl.CertificateOptions(**options)

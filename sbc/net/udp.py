@@ -1,0 +1,70 @@
+# -*- test-case-name: tests.net.test_udp -*-
+"""SIP over UDP: one L{SipDatagramProtocol} per listening socket, feeding the engine."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.protocol import DatagramProtocol
+from typing_extensions import override
+
+from sbc.core.framing import is_udp_keepalive
+from sbc.net.engine import SipEngine
+from sbc.net.flow import HostPort
+from sbc.net.log import logger
+
+__all__ = ["SipDatagramProtocol", "DatagramFlow"]
+
+log = logger(__name__)
+
+
+class DatagramFlow:
+    """The flow of one datagram: the socket it arrived on and the peer it came from."""
+
+    __slots__ = ("protocol", "remote")
+    transport = "udp"
+    reliable = False
+
+    def __init__(self, protocol: "SipDatagramProtocol", remote: HostPort) -> None:
+        self.protocol = protocol
+        self.remote = remote
+
+    @property
+    def local(self) -> HostPort:
+        """Our socket's (host, port)."""
+        return self.protocol.local
+
+    def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
+        """Send from the socket the datagram came in on (so NAT bindings are reused)."""
+        self.protocol.send(data, destination or self.remote)
+
+
+class SipDatagramProtocol(DatagramProtocol):
+    """A UDP SIP socket."""
+
+    noisy = False
+
+    def __init__(self, engine: SipEngine) -> None:
+        self.engine = engine
+        self.local: HostPort = ("", 0)
+
+    @override
+    def startProtocol(self) -> None:
+        host = self.transport.getHost()
+        self.local = (host.host, host.port)
+
+    @override
+    def datagramReceived(self, datagram: bytes, addr: tuple) -> None:  # type: ignore[override]
+        if is_udp_keepalive(datagram):
+            self.engine.stats.incr("udp_keepalives")
+            return
+        self.engine.receive(datagram, DatagramFlow(self, (addr[0], addr[1])))
+
+    def send(self, data: bytes, destination: HostPort) -> None:
+        """Send one datagram; a socket error is logged and counted, never raised."""
+        try:
+            self.transport.write(data, destination)
+        except OSError as error:
+            self.engine.stats.incr("udp_send_errors")
+            log.warn("cannot send to {host}:{port}: {error}", host=destination[0],
+                     port=destination[1], error=error)

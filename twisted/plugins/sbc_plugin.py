@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+sbc = ServiceMaker("sbc", "sbc.app.service", "sbc session border controller", "sbc")
