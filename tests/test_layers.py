@@ -1,0 +1,55 @@
+"""The layering rule as a test: core imports no I/O, net never imports app."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+from tests.helpers import ROOT
+
+FORBIDDEN_IN_CORE = {"twisted", "socket", "time", "threading", "asyncio", "select", "selectors"}
+
+
+def modules(package: str) -> list[str]:
+    folder = os.path.join(ROOT, "sbc", package)
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".py"))
+
+
+def imports(path: str) -> list[tuple[str, list[str]]]:
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=os.path.basename)
+def test_core_is_pure(path: str) -> None:
+    """sbc/core imports no twisted/socket/time/threading and not the global random."""
+    for module, names in imports(path):
+        top = module.split(".")[0]
+        assert top not in FORBIDDEN_IN_CORE, f"{path} imports {module}"
+        assert not module.startswith(("sbc.net", "sbc.app")), f"{path} imports {module}"
+        if top == "random":
+            assert names == ["Random"], f"{path} uses the global random ({module} {names})"
+
+
+@pytest.mark.parametrize("path", modules("net"), ids=os.path.basename)
+def test_net_does_not_import_app(path: str) -> None:
+    """sbc/net never imports sbc/app."""
+    for module, _ in imports(path):
+        assert not module.startswith("sbc.app"), f"{path} imports {module}"
+
+
+def test_plugin_is_one_service_maker() -> None:
+    """The plugin file only declares the ServiceMaker (cheap plugin discovery)."""
+    path = os.path.join(ROOT, "twisted", "plugins", "sbc_plugin.py")
+    assert [m for m, _ in imports(path)] == ["twisted.application.service"]
+    assert not os.path.exists(os.path.join(ROOT, "twisted", "__init__.py"))
+    assert not os.path.exists(os.path.join(ROOT, "twisted", "plugins", "__init__.py"))
