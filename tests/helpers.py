@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 RFC4475 = os.path.join(DATA, "rfc4475")

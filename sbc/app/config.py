@@ -14,8 +14,9 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from sbc.core.address import Address, parse_address
 from sbc.core.errors import ParseError
@@ -83,8 +84,10 @@ def defaults() -> Settings:
 # -- value converters: each raises ValueError("what was expected") -------------------------
 
 _SPLIT = re.compile(r"[\s,]+")
-_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?\Z"
+)
 
 
 def _items(text: str) -> list[str]:
@@ -199,8 +202,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "alias": _domains,
             "outbound_proxy": _sip_uri,
             "max_message_size": _integer(1024, 1 << 20),
-            "log_level": _choice(LOG_LEVELS, "one of debug, info, warn, error, critical "
-                                 "(or a Kamailio debug level -3..3)"),
+            "log_level": _choice(
+                LOG_LEVELS,
+                "one of debug, info, warn, error, critical (or a Kamailio debug level -3..3)",
+            ),
             "tcp_connection_lifetime": _integer(1, 86400),
         },
     ),
@@ -212,8 +217,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "ca_list": _PATH,
             "verify_certificate": _boolean,
             "require_certificate": _boolean,
-            "tls_method": _choice({k: k for k in TLS_METHODS},
-                                  "one of " + ", ".join(TLS_METHODS) + " (TLS 1.2 or newer)"),
+            "tls_method": _choice(
+                {k: k for k in TLS_METHODS},
+                "one of " + ", ".join(TLS_METHODS) + " (TLS 1.2 or newer)",
+            ),
             "cipher_list": _text,
         },
     ),
@@ -258,25 +265,33 @@ def load(path: str) -> Settings:
     try:
         parser.read_string(text, source=path)
     except configparser.DuplicateOptionError as error:
-        raise ConfigError(f"{path}:{error.lineno}: [{error.section}] {error.option}: "
-                          "expected each key once, got it twice") from None
+        raise ConfigError(
+            f"{path}:{error.lineno}: [{error.section}] {error.option}: "
+            "expected each key once, got it twice"
+        ) from None
     except configparser.DuplicateSectionError as error:
-        raise ConfigError(f"{path}:{error.lineno}: [{error.section}]: "
-                          "expected each section once, got it twice") from None
+        raise ConfigError(
+            f"{path}:{error.lineno}: [{error.section}]: expected each section once, got it twice"
+        ) from None
     except configparser.MissingSectionHeaderError as error:
-        raise ConfigError(f"{path}:{error.lineno}: expected a [section] header, "
-                          f"got {error.line.strip()!r}") from None
+        raise ConfigError(
+            f"{path}:{error.lineno}: expected a [section] header, got {error.line.strip()!r}"
+        ) from None
     except configparser.ParsingError as error:
         lineno, line = error.errors[0]
-        raise ConfigError(f"{path}:{lineno}: expected 'key = value', got {line.strip()!r}") from None
+        raise ConfigError(
+            f"{path}:{lineno}: expected 'key = value', got {line.strip()!r}"
+        ) from None
     lines = _line_numbers(text.splitlines())
     base = os.path.dirname(os.path.abspath(path))
     sections: dict[str, Any] = {}
     for section_name in parser.sections():
         section = section_name.strip().lower()
         if section not in _SCHEMA:
-            raise ConfigError(f"{path}:{lines.get((section, None), 0)}: [{section_name}]: "
-                              f"expected a section among {', '.join(_SCHEMA)}")
+            raise ConfigError(
+                f"{path}:{lines.get((section, None), 0)}: [{section_name}]: "
+                f"expected a section among {', '.join(_SCHEMA)}"
+            )
         cls, keys = _SCHEMA[section]
         values: dict[str, Any] = {}
         for key, raw in parser.items(section_name):
@@ -314,14 +329,18 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         tls = settings.tls
         if not tls.certificate or not tls.private_key:
             line = lines.get(("core", "listen"), 0)
-            raise ConfigError(f"{path}:{line}: [core] listen: expected [tls] certificate and "
-                              "private_key for a tls listener, got none")
+            raise ConfigError(
+                f"{path}:{line}: [core] listen: expected [tls] certificate and "
+                "private_key for a tls listener, got none"
+            )
         try:
             server_options(tls)
         except Exception as error:  # ValueError, OSError or OpenSSL.SSL.Error
             line = lines.get(("tls", "certificate"), 0)
-            raise ConfigError(f"{path}:{line}: [tls] certificate: expected a PEM certificate "
-                              f"chain matching private_key, got {_describe(error)}") from None
+            raise ConfigError(
+                f"{path}:{line}: [tls] certificate: expected a PEM certificate "
+                f"chain matching private_key, got {_describe(error)}"
+            ) from None
 
 
 def _describe(error: BaseException) -> str:

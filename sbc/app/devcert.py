@@ -40,7 +40,7 @@ def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -
     @return: paths by role: C{ca}, C{certificate}, C{private_key}.
     """
     os.makedirs(folder, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
@@ -54,9 +54,12 @@ def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(hostname), x509.DNSName("localhost"),
-             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-             x509.IPAddress(ipaddress.ip_address("::1"))]
+    names = [
+        x509.DNSName(hostname),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hostname))
@@ -77,8 +80,11 @@ def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -
     pem = serialization.Encoding.PEM
     _write(paths["ca"], ca.public_bytes(pem))
     _write(paths["certificate"], cert.public_bytes(pem))
-    _write(paths["private_key"], key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()), private=True)
+    _write(
+        paths["private_key"],
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        private=True,
+    )
     return paths
 
 

@@ -37,13 +37,13 @@ class Options(usage.Options):
 
     synopsis = "[--config FILE]"
     longdesc = "sbc, a session border controller.  Without --config it runs on built-in defaults."
-    optParameters = [["config", "c", None, "INI configuration file"]]
+    optParameters = [["config", "c", None, "INI configuration file"]]  # noqa: N815
 
 
 class ListenerService(service.Service):
     """One SIP socket: UDP, TCP or TLS on one address."""
 
-    def __init__(self, address: Address, sbc: "SbcService") -> None:
+    def __init__(self, address: Address, sbc: SbcService) -> None:
         self.address = address
         self.sbc = sbc
         self.port: Optional[IListeningPort] = None
@@ -55,16 +55,23 @@ class ListenerService(service.Service):
         reactor = self.sbc.reactor
         a = self.address
         if a.transport == "udp":
-            self.port = reactor.listenUDP(a.port, SipDatagramProtocol(self.sbc.engine),
-                                          interface=a.host)
+            self.port = reactor.listenUDP(
+                a.port, SipDatagramProtocol(self.sbc.engine), interface=a.host
+            )
         else:
-            factory = SipStreamFactory(self.sbc.engine, a.transport, self.sbc.connections,
-                                       reactor, self.sbc.settings.core.tcp_connection_lifetime)
+            factory = SipStreamFactory(
+                self.sbc.engine,
+                a.transport,
+                self.sbc.connections,
+                reactor,
+                self.sbc.settings.core.tcp_connection_lifetime,
+            )
             if a.transport == "tcp":
                 self.port = reactor.listenTCP(a.port, factory, interface=a.host)
             else:
-                self.port = reactor.listenSSL(a.port, factory, self.sbc.tls_options(),
-                                              interface=a.host)
+                self.port = reactor.listenSSL(
+                    a.port, factory, self.sbc.tls_options(), interface=a.host
+                )
 
     @property
     def bound(self) -> Address:
@@ -116,14 +123,16 @@ class SbcService(service.MultiService):
 
     @override
     def startService(self) -> None:
-        log.info("sbc {version} starting with {source}", version=__version__,
-                 source=self.settings.source)
+        log.info(
+            "sbc {version} starting with {source}", version=__version__, source=self.settings.source
+        )
         super().startService()
 
     @override
     def stopService(self):  # type: ignore[no-untyped-def]
         for connection in self.connections:
             connection.transport.loseConnection()
+        log.info("statistics at stop: {statistics}", statistics=self.engine.stats.snapshot())
         return super().stopService()
 
 

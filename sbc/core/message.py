@@ -19,8 +19,9 @@ Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round t
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Optional, Union
 
 from sbc.core.errors import ParseError
 from sbc.core.uri import (
@@ -173,7 +174,7 @@ class Message:
     __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache")
 
     def __init__(self, headers: Iterable[Header], body: bytes = b"") -> None:
-        self.headers: Tuple[Header, ...] = tuple(headers)
+        self.headers: tuple[Header, ...] = tuple(headers)
         self.body = body
         self._raw: Optional[bytes] = None
         self._start_raw: Optional[str] = None
@@ -185,7 +186,7 @@ class Message:
         """The start line without its line end."""
         raise NotImplementedError
 
-    def _copy_start(self) -> "Message":
+    def _copy_start(self) -> Message:
         raise NotImplementedError
 
     # -- serialisation ----------------------------------------------------------------------
@@ -235,7 +236,7 @@ class Message:
             value = self._cache[name] = build()
             return value
 
-    def _name_addrs(self, key: str) -> Tuple[NameAddr, ...]:
+    def _name_addrs(self, key: str) -> tuple[NameAddr, ...]:
         items = []
         for element in self.values(key):
             if not element:
@@ -244,10 +245,10 @@ class Message:
         return tuple(items)
 
     @property
-    def vias(self) -> Tuple[Via, ...]:
+    def vias(self) -> tuple[Via, ...]:
         """Every Via value, topmost first."""
 
-        def build() -> Tuple[Via, ...]:
+        def build() -> tuple[Via, ...]:
             vias = []
             for element in self.values("via"):
                 if not element:
@@ -315,10 +316,10 @@ class Message:
         return int(value)
 
     @property
-    def contacts(self) -> Tuple[NameAddr, ...]:
+    def contacts(self) -> tuple[NameAddr, ...]:
         """Every Contact value (empty for C{Contact: *}; see L{contact_star})."""
 
-        def build() -> Tuple[NameAddr, ...]:
+        def build() -> tuple[NameAddr, ...]:
             if self.contact_star:
                 return ()
             return self._name_addrs("contact")
@@ -336,12 +337,12 @@ class Message:
         return False
 
     @property
-    def routes(self) -> Tuple[NameAddr, ...]:
+    def routes(self) -> tuple[NameAddr, ...]:
         """Every Route value, topmost first."""
         return self._typed("route", lambda: self._name_addrs("route"))
 
     @property
-    def record_routes(self) -> Tuple[NameAddr, ...]:
+    def record_routes(self) -> tuple[NameAddr, ...]:
         """Every Record-Route value, topmost first."""
         return self._typed("record-route", lambda: self._name_addrs("record-route"))
 
@@ -354,7 +355,7 @@ class Message:
         return min(int(value), 2**32 - 1)
 
     # -- changes: each returns a new message ------------------------------------------------
-    def with_headers(self, headers: Iterable[Header]) -> "Message":
+    def with_headers(self, headers: Iterable[Header]) -> Message:
         """Return a copy with the header list replaced."""
         new = self._copy_start()
         new.headers = tuple(headers)
@@ -362,7 +363,7 @@ class Message:
         new._blank = self._blank
         return new
 
-    def with_header_first(self, name: str, value: str) -> "Message":
+    def with_header_first(self, name: str, value: str) -> Message:
         """Return a copy with a new header field placed before all others of the same name."""
         key = header_key(name)
         headers = list(self.headers)
@@ -374,11 +375,11 @@ class Message:
             headers.append(Header(name, value))
         return self.with_headers(headers)
 
-    def with_header_appended(self, name: str, value: str) -> "Message":
+    def with_header_appended(self, name: str, value: str) -> Message:
         """Return a copy with a new header field after all others."""
         return self.with_headers(self.headers + (Header(name, value),))
 
-    def with_header(self, name: str, value: str) -> "Message":
+    def with_header(self, name: str, value: str) -> Message:
         """Return a copy where header C{name} occurs once, with C{value}, in the first place
         it occurred (or at the end)."""
         key = header_key(name)
@@ -395,12 +396,12 @@ class Message:
             headers.append(Header(name, value))
         return self.with_headers(headers)
 
-    def without(self, name: str) -> "Message":
+    def without(self, name: str) -> Message:
         """Return a copy without any header C{name}."""
         key = header_key(name)
         return self.with_headers(h for h in self.headers if h.key != key)
 
-    def without_first_value(self, name: str) -> "Message":
+    def without_first_value(self, name: str) -> Message:
         """Return a copy with the first element of list header C{name} removed (e.g. the
         top Via or the top Route), keeping the other elements of the same field."""
         key = header_key(name)
@@ -415,7 +416,7 @@ class Message:
                 break
         return self.with_headers(headers)
 
-    def with_body(self, body: bytes, content_type: Optional[str] = None) -> "Message":
+    def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if
         given)."""
         new = self.with_header("Content-Length", str(len(body)))
@@ -450,12 +451,12 @@ class Request(Message):
         """C{METHOD uri SIP/2.0}."""
         return f"{self.method} {self.uri} SIP/2.0"
 
-    def _copy_start(self) -> "Request":
+    def _copy_start(self) -> Request:
         new = Request(self.method, self.uri)
         new._start_raw = self._start_raw
         return new
 
-    def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> "Request":
+    def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> Request:
         """Return a copy with a new Request-URI."""
         new = self.with_headers(self.headers)
         assert isinstance(new, Request)
@@ -488,7 +489,7 @@ class Response(Message):
         """C{SIP/2.0 code reason}."""
         return f"SIP/2.0 {self.status} {self.reason}"
 
-    def _copy_start(self) -> "Response":
+    def _copy_start(self) -> Response:
         new = Response(self.status, self.reason)
         new._start_raw = self._start_raw
         return new

@@ -73,4 +73,3 @@ def response_target(via: Via) -> tuple[str, int]:
     if via.received:
         return normalise_host(via.received), port
     return normalise_host(via.host), port
-

@@ -9,8 +9,9 @@ back, or L{None} for "say nothing" (ACK).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 from sbc.core.address import Address, normalise_host
 from sbc.core.message import Request, Response
@@ -44,9 +45,11 @@ class LocalIdentity:
 
     @classmethod
     def from_addresses(
-        cls, listen: Iterable[Address], advertise: Iterable[tuple[str, Optional[int]]] = (),
+        cls,
+        listen: Iterable[Address],
+        advertise: Iterable[tuple[str, Optional[int]]] = (),
         domains: Iterable[str] = (),
-    ) -> "LocalIdentity":
+    ) -> LocalIdentity:
         """Collect the identity from listen addresses, advertised (host, port)s and aliases."""
         hosts = set()
         ports = set()

@@ -7,7 +7,8 @@ request too broken to parse, from whatever of its Via/From/To/Call-ID/CSeq lines
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Header, Request, Response, header_key
@@ -53,7 +54,8 @@ _COPIED = ("via", "from", "to", "call-id", "cseq")
 def to_tag_for(call_id: str, from_tag: str, branch: str) -> str:
     """A To tag that is the same for every retransmission of one request, so that a
     stateless reply to a retransmission matches the first one."""
-    digest = hashlib.blake2s(f"{call_id}\0{from_tag}\0{branch}".encode(), digest_size=8)
+    text = f"{call_id}\0{from_tag}\0{branch}".encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2s(text, digest_size=8)
     return digest.hexdigest()
 
 
@@ -78,7 +80,9 @@ def make_response(
     for h in request.headers:
         if h.key in _COPIED:
             if h.key == "to" and status > 100 and request.to.tag is None:
-                tag = to_tag_for(request.call_id, request.from_.tag or "", request.top_via.branch or "")
+                tag = to_tag_for(
+                    request.call_id, request.from_.tag or "", request.top_via.branch or ""
+                )
                 out.append(Header(h.name, _with_to_tag(h.value, tag)))
             else:
                 out.append(Header(h.name, h.value))
@@ -123,7 +127,13 @@ def error_response(data: bytes, error: RemoteProtocolError) -> Optional[bytes]:
     status = error.status
     reason = error.reason[:1].upper() + error.reason[1:]
     lines = [f"SIP/2.0 {status} {_safe(reason)}"]
-    for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")):
+    for key, name in (
+        ("via", "Via"),
+        ("from", "From"),
+        ("to", "To"),
+        ("call-id", "Call-ID"),
+        ("cseq", "CSeq"),
+    ):
         for value in fields.get(key, ()):
             if key == "to" and ";tag=" not in value.replace(" ", "").lower():
                 value = _with_to_tag(value, to_tag_for("", "", value))

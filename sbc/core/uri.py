@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Optional, Tuple
+from typing import Optional
 
 from sbc.core.errors import ParseError
 
@@ -39,7 +39,7 @@ _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
 _WS = " \t\r\n"
 
-Params = Tuple[Tuple[str, Optional[str]], ...]
+Params = tuple[tuple[str, Optional[str]], ...]
 
 
 def is_token(text: str) -> bool:
@@ -153,7 +153,7 @@ class SipUri:
     host: str
     port: Optional[int]
     params: Params = ()
-    headers: Tuple[Tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
     raw: Optional[str] = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
@@ -192,7 +192,7 @@ class SipUri:
     def __hash__(self) -> int:
         return hash((self.scheme.lower(), self.user, self.host.lower(), self.port))
 
-    def evolve(self, **changes: object) -> "SipUri":
+    def evolve(self, **changes: object) -> SipUri:
         """Return a copy with C{changes} applied; its text is rebuilt."""
         return replace(self, raw=None, **changes)  # type: ignore[arg-type]
 
@@ -215,11 +215,11 @@ class SipUri:
         """Say whether the uri-parameter C{name} is present."""
         return _has_param(self.params, name)
 
-    def with_param(self, name: str, value: Optional[str] = None) -> "SipUri":
+    def with_param(self, name: str, value: Optional[str] = None) -> SipUri:
         """Return a copy with parameter C{name} set (replacing an existing one)."""
         return self.evolve(params=_set_param(self.params, name, value))
 
-    def without_param(self, name: str) -> "SipUri":
+    def without_param(self, name: str) -> SipUri:
         """Return a copy with every parameter C{name} removed."""
         return self.evolve(params=_without_param(self.params, name))
 
@@ -248,7 +248,7 @@ Uri = "SipUri | OpaqueUri"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
 
-def parse_uri(text: str) -> "SipUri | OpaqueUri":
+def parse_uri(text: str) -> SipUri | OpaqueUri:
     """
     Parse an absolute URI.
 
@@ -420,7 +420,7 @@ class NameAddr:
     """
 
     display: Optional[str]
-    uri: "SipUri | OpaqueUri"
+    uri: SipUri | OpaqueUri
     params: Params = ()
     angle: bool = True
     raw: Optional[str] = field(default=None, compare=False, repr=False)
@@ -434,7 +434,7 @@ class NameAddr:
             text = str(self.uri)
         return text + _format_params(self.params)
 
-    def evolve(self, **changes: object) -> "NameAddr":
+    def evolve(self, **changes: object) -> NameAddr:
         """Return a copy with C{changes} applied; its text is rebuilt."""
         new = replace(self, raw=None, **changes)  # type: ignore[arg-type]
         if "uri" in changes and not new.angle:
@@ -450,7 +450,7 @@ class NameAddr:
         """Return header parameter C{name} (C{""} if valueless), or L{None}."""
         return _param_value(self.params, name)
 
-    def with_param(self, name: str, value: Optional[str] = None) -> "NameAddr":
+    def with_param(self, name: str, value: Optional[str] = None) -> NameAddr:
         """Return a copy with header parameter C{name} set."""
         return self.evolve(params=_set_param(self.params, name, value))
 
@@ -528,7 +528,7 @@ class Via:
             self.params
         )
 
-    def evolve(self, **changes: object) -> "Via":
+    def evolve(self, **changes: object) -> Via:
         """Return a copy with C{changes} applied; its text is rebuilt."""
         return replace(self, raw=None, **changes)  # type: ignore[arg-type]
 
@@ -540,7 +540,7 @@ class Via:
         """Say whether parameter C{name} is present."""
         return _has_param(self.params, name)
 
-    def with_param(self, name: str, value: Optional[str] = None) -> "Via":
+    def with_param(self, name: str, value: Optional[str] = None) -> Via:
         """Return a copy with parameter C{name} set."""
         return self.evolve(params=_set_param(self.params, name, value))
 

@@ -92,8 +92,7 @@ class SipEngine:
         allowed, suppressed = self._malformed_log.allow()
         if allowed:
             log.info(
-                "malformed message from {transport}:{host}:{port}: {status} {reason}"
-                "{suppressed}",
+                "malformed message from {transport}:{host}:{port}: {status} {reason}{suppressed}",
                 transport=flow.transport,
                 host=flow.remote[0],
                 port=flow.remote[1],

@@ -7,7 +7,8 @@ anything sent to a peer we hold a connection with goes over that connection.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -31,31 +32,31 @@ class ConnectionTable:
     """Open SIP connections keyed by (transport, remote host, remote port)."""
 
     def __init__(self) -> None:
-        self._connections: dict[ConnectionKey, "SipStreamProtocol"] = {}
+        self._connections: dict[ConnectionKey, SipStreamProtocol] = {}
 
     @staticmethod
     def key(transport: str, host: str, port: int) -> ConnectionKey:
         """The table key for a peer address."""
         return (transport, normalise_host(host), port)
 
-    def add(self, connection: "SipStreamProtocol") -> None:
+    def add(self, connection: SipStreamProtocol) -> None:
         """Register C{connection} (a newer connection from the same address wins)."""
         self._connections[self.key(connection.transport_name, *connection.remote)] = connection
 
-    def remove(self, connection: "SipStreamProtocol") -> None:
+    def remove(self, connection: SipStreamProtocol) -> None:
         """Forget C{connection} if it is the one registered for its address."""
         key = self.key(connection.transport_name, *connection.remote)
         if self._connections.get(key) is connection:
             del self._connections[key]
 
-    def get(self, transport: str, host: str, port: int) -> Optional["SipStreamProtocol"]:
+    def get(self, transport: str, host: str, port: int) -> Optional[SipStreamProtocol]:
         """The open connection to C{host:port} over C{transport}, if any."""
         return self._connections.get(self.key(transport, host, port))
 
     def __len__(self) -> int:
         return len(self._connections)
 
-    def __iter__(self) -> Iterator["SipStreamProtocol"]:
+    def __iter__(self) -> Iterator[SipStreamProtocol]:
         return iter(list(self._connections.values()))
 
 
@@ -64,7 +65,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
 
     reliable = True
 
-    def __init__(self, factory: "SipStreamFactory") -> None:
+    def __init__(self, factory: SipStreamFactory) -> None:
         self.factory = factory
         self.transport_name = factory.transport_name
         self.framer = StreamFramer(factory.engine.limits.max_message_size)
@@ -93,9 +94,13 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         except FramingError as error:
             engine.stats.incr("bad_msg_hdr")
             engine.stats.incr(f"{self.transport_name}_malformed")
-            log.info("closing {transport} connection from {host}:{port}: {reason}",
-                     transport=self.transport_name, host=self.remote[0], port=self.remote[1],
-                     reason=error.reason)
+            log.info(
+                "closing {transport} connection from {host}:{port}: {reason}",
+                transport=self.transport_name,
+                host=self.remote[0],
+                port=self.remote[1],
+                reason=error.reason,
+            )
             self.transport.loseConnection()
             return
         for frame in frames:
@@ -114,8 +119,12 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
 
     @override
     def timeoutConnection(self) -> None:
-        log.debug("closing idle {transport} connection to {host}:{port}",
-                  transport=self.transport_name, host=self.remote[0], port=self.remote[1])
+        log.debug(
+            "closing idle {transport} connection to {host}:{port}",
+            transport=self.transport_name,
+            host=self.remote[0],
+            port=self.remote[1],
+        )
         self.transport.loseConnection()
 
     @override
@@ -153,8 +162,11 @@ class _StreamFlow:
             other = connection.factory.table.get(connection.transport_name, *connection.remote)
             if other is None:
                 connection.factory.engine.stats.incr(f"{connection.transport_name}_send_errors")
-                log.info("connection to {host}:{port} is gone; response dropped",
-                         host=connection.remote[0], port=connection.remote[1])
+                log.info(
+                    "connection to {host}:{port} is gone; response dropped",
+                    host=connection.remote[0],
+                    port=connection.remote[1],
+                )
                 return
             connection = other
         connection.send(data)

@@ -6,10 +6,11 @@ private key, minimum version (never below TLS 1.2), optional client-certificate 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.ssl import TLSVersion
@@ -23,8 +24,6 @@ TLS_METHODS: dict[str, tuple[TLSVersion, Optional[TLSVersion]]] = {
     "TLSv1.2": (TLSVersion.TLSv1_2, TLSVersion.TLSv1_2),
     "TLSv1.3": (TLSVersion.TLSv1_3, TLSVersion.TLSv1_3),
 }
-
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,12 @@ class TlsSettings:
     cipher_list: str = ""
 
 
-def read_pem_certificates(path: str) -> list[crypto.X509]:
+def read_pem_certificates(path: str) -> list[x509.Certificate]:
     """Every certificate in PEM file C{path}, in file order.
 
     @raise ValueError: the file holds no certificate or one does not load."""
     with open(path, "rb") as f:
-        blocks = _PEM_CERT.findall(f.read())
-    if not blocks:
-        raise ValueError("no PEM certificate in the file")
-    return [crypto.load_certificate(crypto.FILETYPE_PEM, block) for block in blocks]
+        return x509.load_pem_x509_certificates(f.read())
 
 
 def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
@@ -60,7 +56,7 @@ def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
         raise ValueError("certificate and private_key are both needed")
     chain = read_pem_certificates(settings.certificate)
     with open(settings.private_key, "rb") as f:
-        key = crypto.load_privatekey(crypto.FILETYPE_PEM, f.read())
+        key = serialization.load_pem_private_key(f.read(), password=None)
     minimum, maximum = TLS_METHODS[settings.tls_method]
     options: dict = {
         "privateKey": key,
@@ -78,6 +74,13 @@ def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
         if not settings.ca_list:
             raise ValueError("ca_list is needed to verify client certificates")
         options["verify"] = True
-        options["caCerts"] = read_pem_certificates(settings.ca_list)
+        # Twisted's trust store still wants pyOpenSSL certificates.
+        options["caCerts"] = [
+            crypto.X509.from_cryptography(c) for c in read_pem_certificates(settings.ca_list)
+        ]
         options["requireCertificate"] = settings.require_certificate
-    return ssl.CertificateOptions(**options)
+    context_factory = ssl.CertificateOptions(**options)
+    # Build the context now, so a key that does not match the certificate stops start-up
+    # instead of failing the first handshake.
+    context_factory.getContext()
+    return context_factory

@@ -25,7 +25,7 @@ class DatagramFlow:
     transport = "udp"
     reliable = False
 
-    def __init__(self, protocol: "SipDatagramProtocol", remote: HostPort) -> None:
+    def __init__(self, protocol: SipDatagramProtocol, remote: HostPort) -> None:
         self.protocol = protocol
         self.remote = remote
 
@@ -66,5 +66,9 @@ class SipDatagramProtocol(DatagramProtocol):
             self.transport.write(data, destination)
         except OSError as error:
             self.engine.stats.incr("udp_send_errors")
-            log.warn("cannot send to {host}:{port}: {error}", host=destination[0],
-                     port=destination[1], error=error)
+            log.warn(
+                "cannot send to {host}:{port}: {error}",
+                host=destination[0],
+                port=destination[1],
+                error=error,
+            )

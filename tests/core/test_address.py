@@ -23,8 +23,18 @@ def test_parse_address(text: str, expected: Address) -> None:
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["udp", "sctp:1.2.3.4:5", "udp:example.com:5060", "udp:1.2.3.4:x",
-                                  "udp:[::1", "udp:::1:5060", "udp:1.2.3.4:70000"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "udp",
+        "sctp:1.2.3.4:5",
+        "udp:example.com:5060",
+        "udp:1.2.3.4:x",
+        "udp:[::1",
+        "udp:::1:5060",
+        "udp:1.2.3.4:70000",
+    ],
+)
 def test_bad_addresses(text: str) -> None:
     """Anything else is a ValueError saying what was expected."""
     with pytest.raises(ValueError):

@@ -49,7 +49,12 @@ def test_any_split_gives_the_same_frames(cuts: list[int]) -> None:
         frames.extend(framer.feed(stream[pos : pos + cut]))
         pos += cut
     frames.extend(framer.feed(stream[pos:]))
-    assert [f if isinstance(f, bytes) else "ping" for f in frames] == [INVITE, OPTIONS, "ping", INVITE]
+    assert [f if isinstance(f, bytes) else "ping" for f in frames] == [
+        INVITE,
+        OPTIONS,
+        "ping",
+        INVITE,
+    ]
 
 
 def test_lone_crlf_is_a_pong() -> None:
@@ -103,7 +108,8 @@ def test_oversized_content_length_is_refused_early() -> None:
     """A Content-Length that would exceed the limit is refused before the body arrives."""
     with pytest.raises(FramingError):
         StreamFramer(max_message_size=4096).feed(
-            OPTIONS.replace(b"Content-Length: 0", b"Content-Length: 1000000"))
+            OPTIONS.replace(b"Content-Length: 0", b"Content-Length: 1000000")
+        )
 
 
 def test_udp_keepalives() -> None:

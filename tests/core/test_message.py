@@ -15,10 +15,23 @@ VALID = [name for name, verdict in CASES if verdict.startswith("valid")]
 INVALID = [name for name, verdict in CASES if verdict == "invalid"]
 # Sections 3.3/3.4: parse; the application decides (some of them decide 400 in the parser).
 APPLICATION = {
-    "badbranch": None, "unkscm": None, "novelsc": None, "unksm2": None, "bext01": None,
-    "invut": None, "regaut01": None, "bcast": None, "zeromf": None, "cparam01": None,
-    "cparam02": None, "regescrt": None, "sdp01": None, "inv2543": None,
-    "insuf": 400, "multi01": 400, "mcl01": 400,
+    "badbranch": None,
+    "unkscm": None,
+    "novelsc": None,
+    "unksm2": None,
+    "bext01": None,
+    "invut": None,
+    "regaut01": None,
+    "bcast": None,
+    "zeromf": None,
+    "cparam01": None,
+    "cparam02": None,
+    "regescrt": None,
+    "sdp01": None,
+    "inv2543": None,
+    "insuf": 400,
+    "multi01": 400,
+    "mcl01": 400,
 }
 
 
@@ -104,11 +117,13 @@ def test_escaped_header_name_is_another_header() -> None:
 
 def test_multi_value_headers_split_outside_quotes_and_brackets() -> None:
     """Comma lists split at commas, never inside quotes or <>."""
-    data = request_bytes(headers=[
-        ("Contact", '"Doe, John" <sip:a@h1>;q=0.5, <sip:b,c@h2>'),
-        ("Route", "<sip:p1;lr>, <sip:p2;lr>"),
-        ("Route", "<sip:p3;lr>"),
-    ])
+    data = request_bytes(
+        headers=[
+            ("Contact", '"Doe, John" <sip:a@h1>;q=0.5, <sip:b,c@h2>'),
+            ("Route", "<sip:p1;lr>, <sip:p2;lr>"),
+            ("Route", "<sip:p3;lr>"),
+        ]
+    )
     m = parse(data)
     assert [c.display for c in m.contacts] == ['"Doe, John"', None]
     assert [str(r.uri) for r in m.routes] == ["sip:p1;lr", "sip:p2;lr", "sip:p3;lr"]
@@ -136,7 +151,11 @@ def test_changes_return_new_messages_and_keep_other_headers_verbatim() -> None:
 
 def test_without_first_value_pops_one_element_of_a_list_header() -> None:
     """Removing the top Via keeps the other Vias of the same header field."""
-    m = parse(request_bytes(via="SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/UDP b.example;branch=z9hG4bK2"))
+    m = parse(
+        request_bytes(
+            via="SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/UDP b.example;branch=z9hG4bK2"
+        )
+    )
     popped = m.without_first_value("Via")
     assert [v.host for v in popped.vias] == ["b.example"]
 
@@ -223,11 +242,18 @@ def test_header_equality_is_by_key_and_value() -> None:
 
 # -- property tests ----------------------------------------------------------------------------
 
-_token = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
-                 min_size=1, max_size=12)
+_token = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+    min_size=1,
+    max_size=12,
+)
 _host = st.from_regex(r"[a-z][a-z0-9\-]{0,10}(\.[a-z]{2,5}){0,2}", fullmatch=True)
-_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\r\n"),
-                 max_size=30).map(str.strip)
+_value = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\r\n"), max_size=30
+).map(str.strip)
+
+
+FOLD = "\r\n "
 
 
 @st.composite
@@ -239,16 +265,25 @@ def messages(draw) -> bytes:  # type: ignore[no-untyped-def]
     uri = f"sip:{user + '@' if user else ''}{host}"
     port = draw(st.one_of(st.none(), st.integers(1, 65535)))
     branch = "z9hG4bK" + draw(st.from_regex(r"[a-zA-Z0-9]{1,10}", fullmatch=True))
-    via = f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {host}" + (
-        f":{port}" if port else "") + f";branch={branch}"
-    extra = draw(st.lists(st.tuples(st.from_regex(r"X-[A-Za-z]{1,8}", fullmatch=True), _value),
-                          max_size=5))
+    via = (
+        f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {host}"
+        + (f":{port}" if port else "")
+        + f";branch={branch}"
+    )
+    extra = draw(
+        st.lists(st.tuples(st.from_regex(r"X-[A-Za-z]{1,8}", fullmatch=True), _value), max_size=5)
+    )
     folded = draw(st.booleans())
     body = draw(st.binary(max_size=64))
-    lines = [f"{method} {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
-             f"From: <sip:a@{host}>;tag={draw(_token)}", f"To: <{uri}>",
-             f"Call-ID: {draw(_token)}@{host}",
-             f"CSeq: {draw(st.integers(0, 2**31 - 1))}{chr(13) + chr(10) + ' ' if folded else ' '}{method}"]
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: {via}",
+        "Max-Forwards: 70",
+        f"From: <sip:a@{host}>;tag={draw(_token)}",
+        f"To: <{uri}>",
+        f"Call-ID: {draw(_token)}@{host}",
+        f"CSeq: {draw(st.integers(0, 2**31 - 1))}{FOLD if folded else ' '}{method}",
+    ]
     lines += [f"{k}: {v}" for k, v in extra]
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

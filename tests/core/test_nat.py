@@ -20,20 +20,35 @@ def request(via: str) -> Request:
     "via, source, expected",
     [
         # sent-by equals the source and no rport: untouched (RFC 3261 §18.2.1)
-        ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1", ("192.0.2.1", 5060),
-         "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1"),
+        (
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1",
+            ("192.0.2.1", 5060),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1",
+        ),
         # behind NAT: received added
-        ("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1", ("203.0.113.7", 40000),
-         "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=203.0.113.7"),
+        (
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1",
+            ("203.0.113.7", 40000),
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=203.0.113.7",
+        ),
         # rport asked for: filled in, received always added (RFC 3581 §4)
-        ("SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1", ("192.0.2.1", 5060),
-         "SIP/2.0/UDP 192.0.2.1:5060;rport=5060;branch=z9hG4bK1;received=192.0.2.1"),
+        (
+            "SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1",
+            ("192.0.2.1", 5060),
+            "SIP/2.0/UDP 192.0.2.1:5060;rport=5060;branch=z9hG4bK1;received=192.0.2.1",
+        ),
         # a host name is always stamped
-        ("SIP/2.0/TCP pc.example.com;branch=z9hG4bK1", ("192.0.2.9", 1234),
-         "SIP/2.0/TCP pc.example.com;branch=z9hG4bK1;received=192.0.2.9"),
+        (
+            "SIP/2.0/TCP pc.example.com;branch=z9hG4bK1",
+            ("192.0.2.9", 1234),
+            "SIP/2.0/TCP pc.example.com;branch=z9hG4bK1;received=192.0.2.9",
+        ),
         # IPv6 source, bare in received
-        ("SIP/2.0/UDP [2001:db8::5];rport;branch=z9hG4bK1", ("2001:db8::6", 5062),
-         "SIP/2.0/UDP [2001:db8::5];rport=5062;branch=z9hG4bK1;received=2001:db8::6"),
+        (
+            "SIP/2.0/UDP [2001:db8::5];rport;branch=z9hG4bK1",
+            ("2001:db8::6", 5062),
+            "SIP/2.0/UDP [2001:db8::5];rport=5062;branch=z9hG4bK1;received=2001:db8::6",
+        ),
     ],
 )
 def test_stamp_via(via: str, source: tuple[str, int], expected: str) -> None:
@@ -44,7 +59,9 @@ def test_stamp_via(via: str, source: tuple[str, int], expected: str) -> None:
 
 def test_stamp_via_leaves_the_input_alone_and_other_vias_verbatim() -> None:
     """The input message is unchanged; lower Vias in the same field are kept."""
-    original = request("SIP/2.0/UDP 10.0.0.5;rport;branch=z9hG4bK1, SIP/2.0/UDP p.example;branch=z9hG4bK0")
+    original = request(
+        "SIP/2.0/UDP 10.0.0.5;rport;branch=z9hG4bK1, SIP/2.0/UDP p.example;branch=z9hG4bK0"
+    )
     stamped = stamp_via(original, "203.0.113.7", 4000)
     assert original.top_via.rport == ""
     assert stamped.top_via.rport == "4000"
@@ -53,8 +70,9 @@ def test_stamp_via_leaves_the_input_alone_and_other_vias_verbatim() -> None:
 
 def test_force_rport() -> None:
     """force_rport stamps rport even when the client did not ask."""
-    stamped = stamp_via(request("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1"), "203.0.113.7", 4000,
-                        force_rport=True)
+    stamped = stamp_via(
+        request("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1"), "203.0.113.7", 4000, force_rport=True
+    )
     assert stamped.top_via.rport == "4000" and stamped.top_via.received == "203.0.113.7"
 
 

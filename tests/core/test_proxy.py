@@ -75,3 +75,39 @@ def test_options_to_us_gets_200_with_capabilities() -> None:
 def test_other_requests(data: bytes, status: Optional[int]) -> None:
     """ACK is absorbed; the rest get a precise refusal."""
     assert answer(data) == status
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sbc.core.errors import ParseError  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 400), st.binary(min_size=1, max_size=4))
+def test_any_parseable_request_gets_a_serialisable_answer(at: int, junk: bytes) -> None:
+    """Whatever bytes a parseable request carries, deciding and serialising the answer
+    raises nothing but ParseError (no encoding errors from odd bytes)."""
+    for base in (request_bytes(), request_bytes(uri="sip:x@example.com")):
+        data = base[: at % len(base)] + junk + base[at % len(base) :]
+        try:
+            m = parse(data)
+            if isinstance(m, Request):
+                response = handle_request(m, IDENTITY)
+                if response is not None:
+                    parse(response.to_bytes())
+        except ParseError:
+            pass
+
+
+def test_non_utf8_bytes_do_not_break_replies() -> None:
+    """Invalid UTF-8 in Call-ID and display name still yields a reply that round-trips."""
+    data = request_bytes(call_id="CALLID").replace(b"CALLID", b"\xff\xfe@h")
+    data = data.replace(b"From: <", b'From: "\xc3\x28" <')
+    assert b"\xff\xfe@h" in data
+    m = parse(data)
+    assert isinstance(m, Request)
+    response = handle_request(m, IDENTITY)
+    assert response is not None
+    again = parse(response.to_bytes())
+    assert again.call_id == m.call_id and again.from_.display == m.from_.display

@@ -31,7 +31,9 @@ def test_100_has_no_to_tag_and_existing_tags_are_kept() -> None:
     m = parse(request_bytes())
     assert isinstance(m, Request)
     assert make_response(m, 100).to.tag is None
-    tagged = parse(request_bytes().replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=x"))
+    tagged = parse(
+        request_bytes().replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=x")
+    )
     assert isinstance(tagged, Request)
     assert make_response(tagged, 200).to.tag == "x"
 

@@ -24,8 +24,13 @@ from sbc.core.uri import (
         ("sips:alice:secret@example.com:5061", "alice", "secret", "example.com", 5061),
         ("sip:[2001:db8::1]:5070", None, None, "[2001:db8::1]", 5070),
         ("sip:bob@[::1]", "bob", None, "[::1]", None),
-        ("sip:user;par=u%40example.net@example.com", "user;par=u%40example.net", None,
-         "example.com", None),
+        (
+            "sip:user;par=u%40example.net@example.com",
+            "user;par=u%40example.net",
+            None,
+            "example.com",
+            None,
+        ),
         ("sip:203.0.113.9", None, None, "203.0.113.9", None),
     ],
 )
@@ -79,8 +84,21 @@ def test_other_schemes_are_opaque() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "sip:", "sip:a@", "sip:@h", "sip:h:port", "sip:h:70000", "sip:a b@h", "<sip:a@h>",
-     "sip:[::1", "sip:h;;lr", "sip:h?x", "1sip:h", "sip:h_x.example"],
+    [
+        "",
+        "sip:",
+        "sip:a@",
+        "sip:@h",
+        "sip:h:port",
+        "sip:h:70000",
+        "sip:a b@h",
+        "<sip:a@h>",
+        "sip:[::1",
+        "sip:h;;lr",
+        "sip:h?x",
+        "1sip:h",
+        "sip:h_x.example",
+    ],
 )
 def test_bad_uris(text: str) -> None:
     """Malformed URIs raise ParseError with status 400."""
@@ -109,8 +127,15 @@ def test_name_addr_changes() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['"unterminated <sip:a@h>', "< sip:a@h >", "Bell, Alexander <sip:a@h>",
-     "sip:a@h?Route=x", "<sip:a@h>;;", "<sip:a@h", '"x" sip:a@h'],
+    [
+        '"unterminated <sip:a@h>',
+        "< sip:a@h >",
+        "Bell, Alexander <sip:a@h>",
+        "sip:a@h?Route=x",
+        "<sip:a@h>;;",
+        "<sip:a@h",
+        '"x" sip:a@h',
+    ],
 )
 def test_bad_name_addrs(text: str) -> None:
     """RFC 4475 style faults in name-addr raise ParseError."""
@@ -125,13 +150,21 @@ def test_via_parts() -> None:
     assert via.branch == "z9hG4bKx" and via.rport == "" and via.received == "2001:db8::1"
     assert via.host_bare == "2001:db8::9"
     assert str(via.with_param("rport", "4000")) == (
-        "SIP/2.0/TCP [2001:db8::9]:5080;branch=z9hG4bKx;rport=4000;received=2001:db8::1")
+        "SIP/2.0/TCP [2001:db8::9]:5080;branch=z9hG4bKx;rport=4000;received=2001:db8::1"
+    )
 
 
 @pytest.mark.parametrize(
     "text",
-    ["SIP/2.0/UDP", "SIP/3.0/UDP h", "SIP/2.0 h", "SIP/2.0/UDP h;;", "SIP/2.0/UDP h;rport=x",
-     "SIP/2.0/UDP h;ttl=300", "SIP/2.0/UDP h:0"],
+    [
+        "SIP/2.0/UDP",
+        "SIP/3.0/UDP h",
+        "SIP/2.0 h",
+        "SIP/2.0/UDP h;;",
+        "SIP/2.0/UDP h;rport=x",
+        "SIP/2.0/UDP h;ttl=300",
+        "SIP/2.0/UDP h:0",
+    ],
 )
 def test_bad_vias(text: str) -> None:
     """Malformed via-parms raise ParseError."""

@@ -1,0 +1,156 @@
+"""Tests for L{sbc.app.config}: typed settings, defaults, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from sbc.app.config import ConfigError, defaults, load
+from sbc.app.devcert import make_certificates
+from sbc.core.address import Address
+from tests.helpers import ROOT
+
+
+def write(tmp_path, text: str) -> str:  # type: ignore[no-untyped-def]
+    path = tmp_path / "sbc.ini"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_listen_only_is_a_complete_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A file with only [core] listen is valid; everything else takes its default."""
+    settings = load(write(tmp_path, "[core]\nlisten = udp:127.0.0.1:5070, tcp:[::1]:5070\n"))
+    assert settings.core.listen == (Address("udp", "127.0.0.1", 5070), Address("tcp", "::1", 5070))
+    assert settings.core.tcp_connection_lifetime == defaults().core.tcp_connection_lifetime
+    assert settings.tls == defaults().tls
+
+
+def test_example_config_loads() -> None:
+    """etc/sbc.ini is valid (with the throw-away certificate in place)."""
+    make_certificates(os.path.join(ROOT, "var", "tls"))
+    settings = load(os.path.join(ROOT, "etc", "sbc.ini"))
+    assert "sbc.test" in settings.core.alias
+    assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls"}
+
+
+def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Booleans, log levels and lists accept Kamailio's spellings."""
+    certs = make_certificates(str(tmp_path / "tls"))
+    settings = load(
+        write(
+            tmp_path,
+            f"""
+        [core]
+        listen = udp:127.0.0.1:5060
+        alias = Sbc.Test other.example
+        advertise = 198.51.100.1:5060
+        outbound_proxy = sip:core.example;lr
+        log_level = 3
+        [tls]
+        certificate = {certs["certificate"]}
+        private_key = tls/server.key
+        verify_certificate = on
+        require_certificate = 0
+        ca_list = tls/ca.pem
+        """,
+        )
+    )
+    assert settings.core.alias == ("sbc.test", "other.example")
+    assert settings.core.advertise == ("198.51.100.1", 5060)
+    assert str(settings.core.outbound_proxy) == "sip:core.example;lr"
+    assert settings.core.log_level == "debug"
+    assert settings.tls.verify_certificate is True and settings.tls.require_certificate is False
+    assert settings.tls.private_key == certs["private_key"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[core]\nlisten = udp:1.2.3.4:99999\n",
+            "sbc.ini:2: [core] listen: expected a port number 0..65535, got 'udp:1.2.3.4:99999'",
+        ),
+        (
+            "[core]\nlisten = udp:127.0.0.1\n\nfoo = 1\n",
+            "sbc.ini:4: [core] foo: expected one of listen, advertise, alias, outbound_proxy, "
+            "max_message_size, log_level, tcp_connection_lifetime, got an unknown key",
+        ),
+        (
+            "[core]\nmax_message_size = 10\n",
+            "sbc.ini:2: [core] max_message_size: expected an integer from 1024 to 1048576, "
+            "got '10'",
+        ),
+        (
+            "[tls]\nverify_certificate = maybe\n",
+            "sbc.ini:2: [tls] verify_certificate: expected yes/no, on/off, true/false or 1/0, "
+            "got 'maybe'",
+        ),
+        (
+            "[tls]\ntls_method = TLSv1.0\n",
+            "sbc.ini:2: [tls] tls_method: expected one of TLSv1.2+, TLSv1.3+, TLSv1.2, TLSv1.3 "
+            "(TLS 1.2 or newer), got 'TLSv1.0'",
+        ),
+        (
+            "[tls]\ncertificate = missing.pem\n",
+            "sbc.ini:2: [tls] certificate: expected a readable file, got 'missing.pem'",
+        ),
+        (
+            "[core]\nlisten = tls:127.0.0.1:5061\n",
+            "sbc.ini:2: [core] listen: expected [tls] certificate and private_key for a tls "
+            "listener, got none",
+        ),
+        ("[rtpengine]\nx = 1\n", "sbc.ini:1: [rtpengine]: expected a section among core, tls"),
+        (
+            "[core]\nlisten = udp:127.0.0.1\nlisten = udp:127.0.0.2\n",
+            "sbc.ini:3: [core] listen: expected each key once, got it twice",
+        ),
+        (
+            "listen = udp:127.0.0.1\n",
+            "sbc.ini:1: expected a [section] header, got 'listen = udp:127.0.0.1'",
+        ),
+        (
+            "[core]\noutbound_proxy = tel:+1555\n",
+            "sbc.ini:2: [core] outbound_proxy: expected a sip: or sips: URI, or nothing, "
+            "got 'tel:+1555'",
+        ),
+        (
+            "[core]\nadvertise = bad host\n",
+            "sbc.ini:2: [core] advertise: expected host[:port] (IPv6 in brackets), got 'bad host'",
+        ),
+    ],
+)
+def test_errors_are_one_line_naming_file_line_section_key(
+    tmp_path, text: str, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Every fault is one line: file:line: [section] key: expected ..., got ..."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{os.path.dirname(path)}/{message}"
+    assert "\n" not in str(info.value)
+
+
+def test_certificate_that_does_not_match_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A certificate and key that do not belong together stop start-up at the certificate line."""
+    a = make_certificates(str(tmp_path / "a"))
+    b = make_certificates(str(tmp_path / "b"))
+    path = write(
+        tmp_path,
+        f"""
+        [core]
+        listen = tls:127.0.0.1:5061
+        [tls]
+        certificate = {a["certificate"]}
+        private_key = {b["private_key"]}
+        """,
+    )
+    with pytest.raises(ConfigError, match=r"sbc.ini:5: \[tls\] certificate: expected a PEM"):
+        load(path)
+
+
+def test_unreadable_file() -> None:
+    """A missing file is one line too."""
+    with pytest.raises(ConfigError, match="nope.ini: cannot read"):
+        load("/nonexistent/nope.ini")

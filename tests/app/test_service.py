@@ -1,0 +1,96 @@
+"""Tests for L{sbc.app.service}: the service tree, built without starting it, and the plugin."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from sbc.app.config import defaults, load
+from sbc.app.devcert import make_certificates
+from sbc.app.service import ListenerService, Options, build_service, makeService
+from sbc.core.address import Address
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """makeService/build_service produce the expected tree."""
+
+    def test_one_listener_per_listen_address(self) -> None:
+        """Each [core] listen address becomes a named ListenerService child."""
+        service = build_service(defaults(), MemoryReactorClock())
+        names = sorted(child.name for child in service)
+        self.assertEqual(names, ["tcp:127.0.0.1:5060", "udp:127.0.0.1:5060"])
+        self.assertTrue(all(isinstance(child, ListenerService) for child in service))
+
+    def test_tcp_listener_binds_on_privileged_start(self) -> None:
+        """Binding happens in privilegedStartService, on the configured interface."""
+        reactor = MemoryReactorClock()
+        service = build_service(defaults(), reactor)
+        tcp = service.getServiceNamed("tcp:127.0.0.1:5060")
+        tcp.privilegedStartService()
+        [(port, factory, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (5060, "127.0.0.1"))
+        self.assertEqual(factory.transport_name, "tcp")
+
+    def test_tls_listener_uses_the_configured_certificate(self) -> None:
+        """A tls listen address binds with an SSL context made from [tls]."""
+        tmp = os.path.abspath(self.mktemp())
+        certs = make_certificates(tmp)
+        path = os.path.join(tmp, "sbc.ini")
+        with open(path, "w") as f:
+            f.write(
+                textwrap.dedent(f"""
+                [core]
+                listen = tls:[::1]:5061
+                [tls]
+                certificate = {certs["certificate"]}
+                private_key = {certs["private_key"]}
+                """)
+            )
+        reactor = MemoryReactorClock()
+        service = build_service(load(path), reactor)
+        service.getServiceNamed("tls:[::1]:5061").privilegedStartService()
+        [(port, factory, context, backlog, interface)] = reactor.sslServers
+        self.assertEqual((port, interface), (5061, "::1"))
+        self.assertIsNotNone(context.getContext())
+
+    def test_identity_includes_aliases_and_advertise(self) -> None:
+        """The engine knows our listen, advertised and alias names."""
+        from dataclasses import replace
+
+        settings = defaults()
+        core = replace(
+            settings.core,
+            alias=("sbc.test",),
+            advertise=("198.51.100.1", 5060),
+            listen=(Address("udp", "127.0.0.1", 5060),),
+        )
+        service = build_service(replace(settings, core=core), MemoryReactorClock())
+        identity = service.engine.identity
+        self.assertIn("sbc.test", identity.domains)
+        self.assertIn("198.51.100.1", identity.hosts)
+
+    def test_options_parse_config(self) -> None:
+        """--config is the one option."""
+        options = Options()
+        options.parseOptions(["--config", "etc/sbc.ini"])
+        self.assertEqual(options["config"], "etc/sbc.ini")
+
+    def test_bad_config_exits_with_one_line(self) -> None:
+        """A config fault raises SystemExit(1) after printing the line."""
+        options = Options()
+        options.parseOptions(["--config", "/nonexistent.ini"])
+        with self.assertRaises(SystemExit) as info:
+            makeService(options)
+        self.assertEqual(info.exception.code, 1)
+
+    def test_plugin_is_discoverable(self) -> None:
+        """twistd finds the sbc plugin."""
+        import twisted.plugins
+
+        names = [p.tapname for p in getPlugins(IServiceMaker, twisted.plugins)]
+        self.assertIn("sbc", names)
