@@ -82,10 +82,19 @@ _DATE = re.compile(
 _CRLF = "\r\n"
 
 
+_KEYS: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """Return the canonical lower-case full name of header C{name} (compact forms expanded)."""
-    lname = name.lower()
-    return COMPACT_FORMS.get(lname, lname)
+    try:
+        return _KEYS[name]
+    except KeyError:
+        lname = name.lower()
+        key = COMPACT_FORMS.get(lname, lname)
+        if len(_KEYS) < 4096:  # peers choose names: keep the memo bounded
+            _KEYS[name] = key
+        return key
 
 
 @dataclass(frozen=True)
