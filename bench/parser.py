@@ -42,7 +42,8 @@ INVITE = (
     b"To: <sip:bob@sbc.test>\r\n"
     b"Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
     b"CSeq: 314159 INVITE\r\n"
-    b"Contact: <sip:alice@10.0.0.5:5060;transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"\r\n"
+    b"Contact: <sip:alice@10.0.0.5:5060;transport=udp>"
+    b';+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"\r\n'
     b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, NOTIFY\r\n"
     b"Supported: replaces, timer, 100rel\r\n"
     b"Session-Expires: 1800\r\n"
