@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from sbc.core.address import Address, parse_address
 from sbc.core.errors import ParseError
+from sbc.core.registrar import RegistrarSettings
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
 
@@ -66,6 +67,28 @@ class CoreSettings:
 
 
 @dataclass(frozen=True)
+class TmSettings:
+    """The C{[tm]} section; durations in milliseconds as in Kamailio."""
+
+    fr_timer: int = 30000
+    fr_inv_timer: int = 120000
+    retr_timer1: int = 500
+    retr_timer2: int = 4000
+    max_inv_lifetime: int = 180000
+    max_noninv_lifetime: int = 32000
+    restart_fr_on_each_reply: bool = True
+    remap_503_500: bool = True
+
+
+@dataclass(frozen=True)
+class RrSettings:
+    """The C{[rr]} section."""
+
+    enable_double_rr: int = 1
+    append_fromtag: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything sbc reads from its configuration.
 
@@ -74,6 +97,9 @@ class Settings:
     source: str = "<defaults>"
     core: CoreSettings = field(default_factory=CoreSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    tm: TmSettings = field(default_factory=TmSettings)
+    rr: RrSettings = field(default_factory=RrSettings)
+    registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
 
 
 def defaults() -> Settings:
@@ -224,6 +250,35 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "cipher_list": _text,
         },
     ),
+    "tm": (
+        TmSettings,
+        {
+            "fr_timer": _integer(100, 3_600_000),
+            "fr_inv_timer": _integer(100, 3_600_000),
+            "retr_timer1": _integer(10, 60_000),
+            "retr_timer2": _integer(10, 60_000),
+            "max_inv_lifetime": _integer(100, 86_400_000),
+            "max_noninv_lifetime": _integer(100, 3_600_000),
+            "restart_fr_on_each_reply": _boolean,
+            "remap_503_500": _boolean,
+        },
+    ),
+    "rr": (
+        RrSettings,
+        {
+            "enable_double_rr": _integer(0, 2),
+            "append_fromtag": _boolean,
+        },
+    ),
+    "registrar": (
+        RegistrarSettings,
+        {
+            "default_expires": _integer(1, 31_536_000),
+            "min_expires": _integer(0, 31_536_000),
+            "max_expires": _integer(0, 31_536_000),
+            "max_contacts": _integer(0, 10_000),
+        },
+    ),
 }
 
 
@@ -325,6 +380,20 @@ def _resolve_path(raw: str, base: str, where: str) -> Optional[str]:
 
 def _check(settings: Settings, path: str, lines: dict) -> None:
     """Checks that involve several keys."""
+    tm = settings.tm
+    if tm.retr_timer2 < tm.retr_timer1:
+        line = lines.get(("tm", "retr_timer2"), lines.get(("tm", None), 0))
+        raise ConfigError(
+            f"{path}:{line}: [tm] retr_timer2: expected at least retr_timer1 "
+            f"({tm.retr_timer1}), got {tm.retr_timer2}"
+        )
+    reg = settings.registrar
+    if reg.max_expires and reg.max_expires < reg.min_expires:
+        line = lines.get(("registrar", "max_expires"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [registrar] max_expires: expected 0 or at least "
+            f"min_expires ({reg.min_expires}), got {reg.max_expires}"
+        )
     if any(a.transport == "tls" for a in settings.core.listen):
         tls = settings.tls
         if not tls.certificate or not tls.private_key:

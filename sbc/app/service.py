@@ -1,16 +1,18 @@
 # -*- test-case-name: tests.app.test_service -*-
 """
 The twistd plugin's C{Options} and C{makeService}: settings in, a L{MultiService} of
-listeners around one engine out.  Binding happens in C{privilegedStartService}, so a port
-that cannot be bound stops twistd before it daemonises.
+listeners around one proxy core and engine out.  Binding happens in
+C{privilegedStartService}, so a port that cannot be bound stops twistd before it daemonises.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 from typing import Optional
 
 from twisted.application import service
+from twisted.internet import ssl
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import LogLevel
 from twisted.python import usage
@@ -19,15 +21,25 @@ from typing_extensions import override
 from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.core.address import Address
+from sbc.core.identity import LocalIdentity
 from sbc.core.message import ParseLimits
-from sbc.core.proxy import LocalIdentity
+from sbc.core.proxy import Proxy, ProxySettings
+from sbc.core.registrar import Registrar
+from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
 from sbc.net.log import logger, set_level
-from sbc.net.stream import ConnectionTable, SipStreamFactory
+from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import server_options
 from sbc.net.udp import SipDatagramProtocol
 
-__all__ = ["Options", "makeService", "build_service", "SbcService", "ListenerService"]
+__all__ = [
+    "Options",
+    "makeService",
+    "build_service",
+    "proxy_settings",
+    "SbcService",
+    "ListenerService",
+]
 
 log = logger(__name__)
 
@@ -43,7 +55,7 @@ class Options(usage.Options):
 class ListenerService(service.Service):
     """One SIP socket: UDP, TCP or TLS on one address."""
 
-    def __init__(self, address: Address, sbc: SbcService) -> None:
+    def __init__(self, address: Address, sbc: "SbcService") -> None:
         self.address = address
         self.sbc = sbc
         self.port: Optional[IListeningPort] = None
@@ -54,24 +66,17 @@ class ListenerService(service.Service):
             return
         reactor = self.sbc.reactor
         a = self.address
+        protocol = None
         if a.transport == "udp":
-            self.port = reactor.listenUDP(
-                a.port, SipDatagramProtocol(self.sbc.engine), interface=a.host
-            )
+            protocol = SipDatagramProtocol(self.sbc.engine)
+            self.port = reactor.listenUDP(a.port, protocol, interface=a.host)
+        elif a.transport == "tcp":
+            self.port = reactor.listenTCP(a.port, self.sbc.stream_factory("tcp"), interface=a.host)
         else:
-            factory = SipStreamFactory(
-                self.sbc.engine,
-                a.transport,
-                self.sbc.connections,
-                reactor,
-                self.sbc.settings.core.tcp_connection_lifetime,
+            self.port = reactor.listenSSL(
+                a.port, self.sbc.stream_factory("tls"), self.sbc.tls_options(), interface=a.host
             )
-            if a.transport == "tcp":
-                self.port = reactor.listenTCP(a.port, factory, interface=a.host)
-            else:
-                self.port = reactor.listenSSL(
-                    a.port, factory, self.sbc.tls_options(), interface=a.host
-                )
+        self.sbc.socket_bound(self.bound, protocol)
 
     @property
     def bound(self) -> Address:
@@ -99,8 +104,37 @@ class ListenerService(service.Service):
         return None
 
 
+def proxy_settings(settings: Settings) -> ProxySettings:
+    """Map the [tm], [rr] and [core] keys onto the proxy core's settings (ms -> s)."""
+    tm = settings.tm
+    timers = Timers(
+        t1=tm.retr_timer1 / 1000,
+        t2=tm.retr_timer2 / 1000,
+        fr_timer=tm.fr_timer / 1000,
+        fr_inv_timer=tm.fr_inv_timer / 1000,
+        restart_fr_on_each_reply=tm.restart_fr_on_each_reply,
+    )
+    return ProxySettings(
+        timers=timers,
+        max_inv_lifetime=tm.max_inv_lifetime / 1000,
+        max_noninv_lifetime=tm.max_noninv_lifetime / 1000,
+        remap_503_500=tm.remap_503_500,
+        enable_double_rr=settings.rr.enable_double_rr,
+        append_fromtag=settings.rr.append_fromtag,
+        outbound_proxy=settings.core.outbound_proxy,
+        advertise=settings.core.advertise,
+    )
+
+
+def _client_tls_options() -> ssl.CertificateOptions:
+    """Outgoing TLS: TLS 1.2 at least.  The peer's certificate is not verified yet (peer
+    verification with service_identity comes with the security issue)."""
+    return ssl.CertificateOptions(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
 class SbcService(service.MultiService):
-    """The root service: the engine, the connection table and one child per listener."""
+    """The root service: the proxy core, the engine, the connection table and one child
+    per listener."""
 
     def __init__(self, settings: Settings, reactor) -> None:  # type: ignore[no-untyped-def]
         super().__init__()
@@ -109,13 +143,52 @@ class SbcService(service.MultiService):
         core = settings.core
         advertise = [core.advertise] if core.advertise else []
         identity = LocalIdentity.from_addresses(core.listen, advertise, core.alias)
-        self.engine = SipEngine(identity, reactor, ParseLimits(core.max_message_size))
+        self.registrar = Registrar(settings.registrar)
+        self.proxy = Proxy(
+            identity, [], self.registrar, proxy_settings(settings), random.SystemRandom()
+        )
+        self.engine = SipEngine(self.proxy, reactor, ParseLimits(core.max_message_size))
         self.connections = ConnectionTable()
-        self._tls_options = None
+        self._tls_options: Optional[ssl.CertificateOptions] = None
+        self._stream_factories: dict[str, SipStreamFactory] = {}
+        wants_tls = any(a.transport == "tls" for a in core.listen)
+        self.connector = StreamConnector(
+            reactor, self.stream_factory("tcp"), _client_tls_options() if wants_tls else None
+        )
+        self.engine.send_stream = self.connector.send
         for address in core.listen:
             ListenerService(address, self).setServiceParent(self)
 
-    def tls_options(self):  # type: ignore[no-untyped-def]
+    def stream_factory(self, transport: str) -> SipStreamFactory:
+        """The factory for incoming connections of one transport (shared by listeners)."""
+        factory = self._stream_factories.get(transport)
+        if factory is None:
+            factory = SipStreamFactory(
+                self.engine,
+                transport,
+                self.connections,
+                self.reactor,
+                self.settings.core.tcp_connection_lifetime,
+            )
+            self._stream_factories[transport] = factory
+        return factory
+
+    def socket_bound(self, address: Address, datagram: Optional[SipDatagramProtocol]) -> None:
+        """A listener is bound: the proxy names it in Via/Record-Route, the engine sends
+        from it, and its actual port counts as ours."""
+        proxy = self.proxy
+        if address not in proxy.sockets:
+            proxy.sockets.append(address)
+        identity = proxy.identity
+        proxy.identity = LocalIdentity(
+            identity.hosts | {address.host}, identity.ports | {address.port}, identity.domains
+        )
+        if datagram is not None:
+            self.engine.datagram_sockets[address] = datagram.send
+        else:
+            self.connector.listeners.append(address)
+
+    def tls_options(self) -> ssl.CertificateOptions:
         """The TLS server context, built once."""
         if self._tls_options is None:
             self._tls_options = server_options(self.settings.tls)
@@ -124,12 +197,15 @@ class SbcService(service.MultiService):
     @override
     def startService(self) -> None:
         log.info(
-            "sbc {version} starting with {source}", version=__version__, source=self.settings.source
+            "sbc {version} starting with {source}",
+            version=__version__,
+            source=self.settings.source,
         )
         super().startService()
 
     @override
     def stopService(self):  # type: ignore[no-untyped-def]
+        self.engine.timer.cancel()
         for connection in self.connections:
             connection.transport.loseConnection()
         log.info("statistics at stop: {statistics}", statistics=self.engine.stats.snapshot())

@@ -1,103 +1,680 @@
 # -*- test-case-name: tests.core.test_proxy -*-
 """
-What sbc does with a request, decided without I/O.
+The stateful proxy and registrar front end (RFC 3261 §16), decided without I/O.
 
-Until the stateful proxy lands, sbc answers OPTIONS addressed to itself with 200 and
-refuses everything else with a precise status; each decision is a L{Response} to send
-back, or L{None} for "say nothing" (ACK).
+Theory of operation:
+ - The engine hands every parsed, Via-stamped request and response to L{Proxy} with the
+   transport address it came from and the socket it came in on, and C{now}.  The proxy
+   answers with effects: L{Send} (transmit a message) and dialog events.
+ - Each new request gets a server transaction; requests sbc forwards get one client
+   transaction per branch, grouped in a L{_Forwarding} (the transaction user of §16).
+   Responses are matched to branches, 1xx and 2xx relayed at once, other finals collected
+   until every branch is done and the best one chosen (K: TM-11, 503 remapped to 500).
+ - Every machine with timers sits in one heap; L{Proxy.next_deadline} is its head and
+   L{Proxy.handle_timer} fires what is due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import heapq
+import itertools
+import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from sbc.core.address import Address, normalise_host
-from sbc.core.message import Request, Response
-from sbc.core.reply import make_response
-from sbc.core.uri import OpaqueUri, SipUri
+from sbc.core.dialog import DialogEvent, DialogTable
+from sbc.core.identity import LocalIdentity
+from sbc.core.message import Header, Request, Response
+from sbc.core.nat import response_target
+from sbc.core.registrar import Registrar
+from sbc.core.reply import REASONS, make_response
+from sbc.core.routing import RouteOutcome, loose_route, record_route_value, uri_target
+from sbc.core.transaction import (
+    ClientTransaction,
+    ResponseReceived,
+    Send,
+    ServerTransaction,
+    State,
+    TimedOut,
+    Timers,
+    client_key,
+    response_class,
+    server_key,
+)
+from sbc.core.uri import OpaqueUri, SipUri, format_host
 
-__all__ = ["LocalIdentity", "ALLOW", "SUPPORTED", "ACCEPT", "handle_request"]
+__all__ = ["ProxySettings", "Proxy", "Effect", "ALLOW", "SUPPORTED", "ACCEPT", "priority"]
 
-#: Methods sbc handles itself; grows as the proxy and registrar land.
-ALLOW = ("OPTIONS",)
+#: Methods sbc accepts (as proxy, registrar, or for itself).
+ALLOW = (
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "MESSAGE",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+)
 #: Option tags sbc supports (RFC 3261 §20.37); none yet.
 SUPPORTED: tuple[str, ...] = ()
 #: Bodies sbc understands.
 ACCEPT = ("application/sdp",)
+#: Methods whose initial request creates a dialog: sbc record-routes them.
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+_BRANCH_PREFIX = "z9hG4bKsbc"
+
+Effect = Union[Send, DialogEvent]
 
 
 @dataclass(frozen=True)
-class LocalIdentity:
+class ProxySettings:
     """
-    The names sbc answers to (Kamailio's C{myself}): listen and advertised addresses, and
-    the C{[core] alias} domains.
+    Proxy behaviour ([tm], [rr] and [core] keys).
 
-    @ivar hosts: bare, lower-cased IP addresses and host names of our sockets.
-    @ivar ports: the ports we listen on (a URI with another port is not for us).
-    @ivar domains: alias domains, matched whatever the port.
+    @ivar max_inv_lifetime: seconds an INVITE transaction may live (Timer C cap, TM-04).
+    @ivar max_noninv_lifetime: the same for other requests.
+    @ivar enable_double_rr: 0 never, 1 when in and out sockets differ, 2 always (RR-02).
     """
 
-    hosts: frozenset[str]
-    ports: frozenset[int]
-    domains: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_addresses(
-        cls,
-        listen: Iterable[Address],
-        advertise: Iterable[tuple[str, Optional[int]]] = (),
-        domains: Iterable[str] = (),
-    ) -> LocalIdentity:
-        """Collect the identity from listen addresses, advertised (host, port)s and aliases."""
-        hosts = set()
-        ports = set()
-        for address in listen:
-            hosts.add(normalise_host(address.host))
-            ports.add(address.port)
-        for host, port in advertise:
-            hosts.add(normalise_host(host))
-            if port is not None:
-                ports.add(port)
-        return cls(frozenset(hosts), frozenset(ports), frozenset(d.lower() for d in domains))
-
-    def is_myself(self, uri: SipUri) -> bool:
-        """Say whether C{uri} names sbc itself (an alias domain, or one of our sockets)."""
-        host = uri.host_bare
-        if host in self.domains:
-            return True
-        if host not in self.hosts:
-            return False
-        port = uri.port if uri.port is not None else (5061 if uri.secure else 5060)
-        return port in self.ports
+    timers: Timers = Timers()
+    max_inv_lifetime: float = 180.0
+    max_noninv_lifetime: float = 32.0
+    remap_503_500: bool = True
+    enable_double_rr: int = 1
+    append_fromtag: bool = True
+    outbound_proxy: Optional[SipUri] = None
+    advertise: Optional[tuple[str, Optional[int]]] = None
 
 
-def handle_request(request: Request, identity: LocalIdentity) -> Optional[Response]:
-    """Decide the answer to C{request} (already stamped by the transport layer)."""
-    if request.method == "ACK":
+def priority(status: int) -> int:
+    """Kamailio's reply priority (TM-11): the lowest value is the best final response."""
+    xx = status % 100
+    cls = status // 100
+    if cls == 6:
+        return 1000 + xx
+    if cls == 3:
+        return 3000 + xx
+    if cls == 4:
+        return 4000 + xx if status in (401, 407, 415, 420, 484) else 4100 + xx
+    if cls == 5:
+        return 5000 + xx
+    if cls == 1:
+        return 11000 + status
+    return 10000 + status
+
+
+def _unresolvable(request: Request) -> Response:
+    """Kamailio's answer when the next hop has no address (DNS arrives with its own issue)."""
+    return make_response(request, 478, "Unresolvable destination")
+
+
+@dataclass
+class _Branch:
+    client: ClientTransaction
+    final: Optional[Response] = None
+    faked: bool = False  # final made here (408 on timeout, 487), not received
+    cancel_pending: bool = False
+    cancelled: bool = False
+
+
+class _Forwarding:
+    """One proxied request: the server transaction and its branches."""
+
+    def __init__(self, server: ServerTransaction, lifetime_end: float) -> None:
+        self.server = server
+        self.branches: list[_Branch] = []
+        self.final_sent = False
+        self.cancel_requested = False
+        self.lifetime_end: Optional[float] = lifetime_end
+
+    def next_deadline(self) -> Optional[float]:
+        return None if self.final_sent else self.lifetime_end
+
+    @property
+    def terminated(self) -> bool:
+        return self.server.terminated
+
+
+class Proxy:
+    """
+    The SIP proxy core.
+
+    @ivar sockets: our bound listen addresses (what Via and Record-Route name).
+    @ivar rng: randomness for branch ids, injected so tests are reproducible.
+    """
+
+    def __init__(
+        self,
+        identity: LocalIdentity,
+        sockets: list[Address],
+        registrar: Registrar,
+        settings: ProxySettings = ProxySettings(),
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.identity = identity
+        self.sockets = list(sockets)
+        self.registrar = registrar
+        self.settings = settings
+        self.rng = rng or random.Random(0)
+        self.dialogs = DialogTable()
+        self._servers: dict[tuple, ServerTransaction] = {}
+        self._forwardings: dict[tuple, _Forwarding] = {}
+        self._clients: dict[tuple, ClientTransaction] = {}
+        self._branch_of: dict[tuple, tuple[_Forwarding, _Branch]] = {}
+        self._heap: list[tuple[float, int, object]] = []
+        self._counter = itertools.count()
+        self._housekeeping = 0.0
+
+    # -- timers ------------------------------------------------------------------------------
+    def _schedule(self, machine: object) -> None:
+        deadline = machine.next_deadline()  # type: ignore[attr-defined]
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._counter), machine))
+
+    def next_deadline(self) -> Optional[float]:
+        """When L{handle_timer} must run next (L{None}: nothing pending)."""
+        heap = self._heap
+        while heap:
+            when, _, machine = heap[0]
+            if machine.next_deadline() == when:  # type: ignore[attr-defined]
+                return min(when, self._housekeeping) if self._housekeeping else when
+            heapq.heappop(heap)
+        return self._housekeeping or None
+
+    def handle_timer(self, now: float) -> list[Effect]:
+        """Fire everything due at C{now}."""
+        effects: list[Effect] = []
+        if self._housekeeping and now >= self._housekeeping:
+            self.registrar.expire(now)
+            self._housekeeping = 0.0
+        while self._heap and self._heap[0][0] <= now:
+            when, _, machine = heapq.heappop(self._heap)
+            if machine.next_deadline() != when:  # type: ignore[attr-defined]
+                continue
+            if isinstance(machine, _Forwarding):
+                effects += self._lifetime_expired(machine, now)
+            elif isinstance(machine, ClientTransaction):
+                effects += self._client_effects(machine, machine.handle_timer(now), now)
+            else:
+                assert isinstance(machine, ServerTransaction)
+                effects += [e for e in machine.handle_timer(now) if isinstance(e, Send)]
+                self._server_done(machine)
+                self._schedule(machine)
+        return effects
+
+    def _server_done(self, server: ServerTransaction) -> None:
+        if server.terminated:
+            key = server_key(server.request)
+            self._servers.pop(key, None)
+            self._forwardings.pop(key, None)
+
+    # -- requests ---------------------------------------------------------------------------
+    def receive_request(
+        self, request: Request, source: Address, local: Address, now: float
+    ) -> list[Effect]:
+        """Handle a request that arrived from C{source} on our socket C{local}."""
+        if not self._housekeeping:
+            self._housekeeping = now + 10.0
+        key = server_key(request)
+        server = self._servers.get(key)
+        if server is not None and request.method == "ACK" and server.state is State.ACCEPTED:
+            # The ACK for a 2xx is end to end even when a UAC reuses the INVITE's branch.
+            return self._forward_stateless(request, source, local)
+        if server is not None:
+            effects: list[Effect] = list(server.receive_request(request, now))
+            self._schedule(server)
+            return effects
+        if request.method == "ACK":
+            return self._forward_stateless(request, source, local)
+        peer = self._reply_peer(request, source)
+        server = ServerTransaction(request, peer, local, self.settings.timers)
+        self._servers[key] = server
+        if request.method == "CANCEL":
+            return self._cancel(request, server, now)
+        effects = []
+        if request.method == "INVITE":
+            effects += server.send_response(make_response(request, 100), now)
+        refusal = self._check(request)
+        if refusal is not None:
+            return effects + self._reply(server, refusal, now)
+        if request.method == "BYE":
+            effects += self.dialogs.bye(request)
+        return effects + self._route(request, server, source, local, now)
+
+    def _reply_peer(self, request: Request, source: Address) -> Address:
+        if source.reliable:
+            return source
+        host, port = response_target(request.top_via)
+        return Address("udp", host, port)
+
+    def _reply(self, server: ServerTransaction, response: Response, now: float) -> list[Effect]:
+        effects: list[Effect] = list(server.send_response(response, now))
+        self._schedule(server)
+        self._server_done(server)
+        return effects
+
+    def _check(self, request: Request) -> Optional[Response]:
+        """RFC 3261 §16.3 request validation: a response when the request is refused."""
+        uri = request.uri
+        if isinstance(uri, OpaqueUri) and uri.scheme.lower() != "tel":
+            return make_response(request, 416)
+        mine = isinstance(uri, SipUri) and self.identity.is_myself(uri) and not request.routes
+        if request.max_forwards == 0 and not (mine and request.method == "OPTIONS"):
+            return make_response(request, 483)
+        if self._is_loop(request):
+            return make_response(request, 482)
+        # As the UAS we check Require (§8.2.2.3), as a proxy Proxy-Require (§16.3).
+        required = [t for t in request.values("require" if mine else "proxy-require") if t]
+        unsupported = [t for t in required if t.lower() not in SUPPORTED]
+        if unsupported:
+            return make_response(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
         return None
-    uri = request.uri
-    if isinstance(uri, OpaqueUri) and uri.scheme.lower() != "tel":
-        return make_response(request, 416)
-    mine = isinstance(uri, SipUri) and identity.is_myself(uri)
-    # As the UAS we check Require (RFC 3261 §8.2.2.3), as a proxy Proxy-Require (§16.3).
-    required = [tag for tag in request.values("require" if mine else "proxy-require") if tag]
-    unsupported = [tag for tag in required if tag.lower() not in SUPPORTED]
-    if unsupported:
-        return make_response(request, 420, headers=[("Unsupported", ", ".join(unsupported))])
-    if mine and request.method == "OPTIONS" and uri.user is None:
-        return make_response(
-            request,
-            200,
-            headers=[
-                ("Allow", ", ".join(ALLOW)),
-                ("Supported", ", ".join(SUPPORTED)),
-                ("Accept", ", ".join(ACCEPT)),
-            ],
+
+    def _loop_hash(self, request: Request) -> str:
+        """A digest of what identifies a request at this hop (RFC 3261 §16.6 step 8)."""
+        parts = (
+            str(request.uri),
+            request.from_.tag or "",
+            request.to.tag or "",
+            request.call_id,
+            str(request.cseq.number),
+            str(request.top_via),
+            ",".join(request.get_all("proxy-require")),
+            ",".join(request.get_all("route")),
         )
-    if request.max_forwards == 0:
-        return make_response(request, 483)
-    if mine:
-        return make_response(request, 501)
-    return make_response(request, 403, "Relaying Not Implemented")
+        text = "\0".join(parts).encode("utf-8", "surrogateescape")
+        return hashlib.blake2s(text, digest_size=6).hexdigest()
+
+    def _is_loop(self, request: Request) -> bool:
+        """A loop (482): one of the Vias is ours and carries this very request's hash; a
+        spiral (same request back with another R-URI) has another hash."""
+        mine = {(s.host, s.port) for s in self.sockets}
+        prefix = _BRANCH_PREFIX + self._loop_hash(request)
+        for via in request.vias[1:]:
+            if (normalise_host(via.host), via.port or 5060) in mine and (
+                via.branch or ""
+            ).startswith(prefix):
+                return True
+        return False
+
+    def _route(
+        self,
+        request: Request,
+        server: ServerTransaction,
+        source: Address,
+        local: Address,
+        now: float,
+    ) -> list[Effect]:
+        """Decide where the request goes and forward it, or answer it locally."""
+        original = request
+        routed = loose_route(request, self.identity)
+        request = routed.request
+        hop = routed.next_hop
+        if (
+            hop is None
+            and routed.outcome is RouteOutcome.NEXT_HOP
+            and isinstance(request.uri, SipUri)
+            and not self.identity.is_myself(request.uri)
+        ):
+            hop = request.uri  # in-dialog: our Route entries consumed, R-URI is the target
+        answer: Union[Response, list[tuple[Request, Address]]]
+        if hop is not None:
+            target = uri_target(hop)
+            answer = [(request, target)] if target is not None else _unresolvable(original)
+        else:
+            answer = self._local(request, original, source, local, now)
+        if isinstance(answer, Response):
+            return self._reply(server, answer, now)
+        return self._forward(original, server, answer, source, local, now)
+
+    def _local(
+        self, request: Request, original: Request, source: Address, local: Address, now: float
+    ) -> Union[Response, list[tuple[Request, Address]]]:
+        """Requests whose R-URI is not forwarded as is: ours (registrar, lookup, OPTIONS),
+        or another domain's (outbound proxy / R-URI host)."""
+        uri = request.uri
+        if isinstance(uri, SipUri) and self.identity.is_myself(uri):
+            if request.method == "REGISTER":
+                result = self.registrar.register(request, source, local, now)
+                return make_response(
+                    original, result.status, result.reason or None, headers=result.headers
+                )
+            if uri.user is None or request.to.tag is not None:
+                if request.method == "OPTIONS":
+                    return make_response(
+                        original,
+                        200,
+                        headers=[
+                            ("Allow", ", ".join(ALLOW)),
+                            ("Supported", ", ".join(SUPPORTED)),
+                            ("Accept", ", ".join(ACCEPT)),
+                        ],
+                    )
+                return make_response(original, 404)
+            bindings = self.registrar.lookup(uri.user, now)
+            if bindings is None:
+                return make_response(original, 404)
+            if not bindings:
+                return make_response(original, 480)
+            targets = []
+            for binding in bindings:
+                branch_request = request.with_uri(binding.uri)
+                target = binding.source if binding.source.reliable else uri_target(binding.uri)
+                if target is not None:
+                    targets.append((branch_request, target))
+            return targets or make_response(original, 480)
+        if self.settings.outbound_proxy is not None:
+            target = uri_target(self.settings.outbound_proxy)
+            return [(request, target)] if target is not None else _unresolvable(original)
+        if isinstance(uri, SipUri):
+            target = uri_target(uri)
+            return [(request, target)] if target is not None else _unresolvable(original)
+        return make_response(original, 404)
+
+    def _socket_for(self, target: Address, preferred: Address) -> Optional[Address]:
+        if preferred.transport == target.transport and preferred.family == target.family:
+            return preferred
+        for socket in self.sockets:
+            if socket.transport == target.transport and socket.family == target.family:
+                return socket
+        return None
+
+    def _via_host(self, socket: Address) -> tuple[str, int]:
+        advertise = self.settings.advertise
+        if advertise is not None:
+            return advertise[0], advertise[1] if advertise[1] is not None else socket.port
+        return socket.host, socket.port
+
+    def _prepare(
+        self, original: Request, request: Request, socket: Address, inbound: Address, branch: str
+    ) -> Request:
+        """The copy for one branch: Max-Forwards, Record-Route, our Via (§16.6)."""
+        mf = request.max_forwards
+        out = request.with_header("Max-Forwards", str((mf if mf is not None else 70) - 1))
+        if original.method in _DIALOG_CREATING and original.to.tag is None:
+            ftag = original.from_.tag if self.settings.append_fromtag else None
+            advertise = self.settings.advertise
+            double = self.settings.enable_double_rr == 2 or (
+                self.settings.enable_double_rr == 1 and socket != inbound
+            )
+            if double:
+                out = out.with_header_first(
+                    "Record-Route",
+                    record_route_value(inbound, ftag=ftag, r2=True, advertise=advertise),
+                )
+                out = out.with_header_first(
+                    "Record-Route",
+                    record_route_value(socket, ftag=ftag, r2=True, advertise=advertise),
+                )
+            else:
+                out = out.with_header_first(
+                    "Record-Route", record_route_value(socket, ftag=ftag, advertise=advertise)
+                )
+        host, port = self._via_host(socket)
+        via = f"SIP/2.0/{socket.transport.upper()} {format_host(host)}:{port};branch={branch}"
+        out = out.with_header_first("Via", via)
+        assert isinstance(out, Request)
+        return out
+
+    def _new_branch_id(self, original: Request) -> str:
+        return f"{_BRANCH_PREFIX}{self._loop_hash(original)}.{self.rng.getrandbits(40):010x}"
+
+    def _forward(
+        self,
+        original: Request,
+        server: ServerTransaction,
+        targets: list[tuple[Request, Address]],
+        source: Address,
+        local: Address,
+        now: float,
+    ) -> list[Effect]:
+        lifetime = (
+            self.settings.max_inv_lifetime
+            if original.method == "INVITE"
+            else self.settings.max_noninv_lifetime
+        )
+        forwarding = _Forwarding(server, now + lifetime)
+        self._forwardings[server_key(original)] = forwarding
+        effects: list[Effect] = []
+        for request, target in targets:
+            socket = self._socket_for(target, local)
+            if socket is None:
+                continue
+            out = self._prepare(original, request, socket, local, self._new_branch_id(original))
+            client = ClientTransaction(out, target, socket, self.settings.timers)
+            branch = _Branch(client)
+            forwarding.branches.append(branch)
+            self._clients[client.key] = client
+            self._branch_of[client.key] = (forwarding, branch)
+            effects += client.start(now)
+            self._schedule(client)
+        if not forwarding.branches:
+            return effects + self._reply(
+                server,
+                make_response(original, 503, "No socket for the destination's transport"),
+                now,
+            )
+        self._schedule(forwarding)
+        return effects
+
+    def _forward_stateless(self, request: Request, source: Address, local: Address) -> list[Effect]:
+        """ACK for a 2xx (and stray ACKs): forwarded along the route set, no transaction."""
+        routed = loose_route(request, self.identity)
+        out = routed.request
+        hop = routed.next_hop
+        if hop is None and isinstance(out.uri, SipUri) and not self.identity.is_myself(out.uri):
+            hop = out.uri
+        if hop is None:
+            return []
+        target = uri_target(hop)
+        if target is None:
+            return []
+        socket = self._socket_for(target, local)
+        if socket is None:
+            return []
+        digest = hashlib.blake2s(
+            str(request.top_via).encode("utf-8", "surrogateescape"), digest_size=8
+        ).hexdigest()
+        out = self._prepare(request, out, socket, local, f"{_BRANCH_PREFIX}a{digest}")
+        return [Send(out, target, socket)]
+
+    # -- CANCEL -------------------------------------------------------------------------------
+    def _cancel(self, cancel: Request, server: ServerTransaction, now: float) -> list[Effect]:
+        key = server_key(cancel)
+        forwarding = self._forwardings.get(key[:-1] + ("INVITE",))
+        if forwarding is None or forwarding.final_sent:
+            return self._reply(server, make_response(cancel, 481), now)
+        effects = self._reply(server, make_response(cancel, 200), now)
+        forwarding.cancel_requested = True
+        for branch in forwarding.branches:
+            effects += self._cancel_branch(branch, now)
+        return effects
+
+    def _cancel_branch(self, branch: _Branch, now: float) -> list[Effect]:
+        """CANCEL a branch once it has a provisional response (§9.1); until then, note it."""
+        if branch.final is not None or branch.cancelled:
+            return []
+        client = branch.client
+        if not client.invite:
+            return []
+        if client.provisional == 0:
+            branch.cancel_pending = True
+            return []
+        branch.cancelled = True
+        invite = client.request
+        headers = [Header("Via", str(invite.top_via))]
+        for h in invite.headers:
+            if h.key in ("from", "to", "call-id", "route", "max-forwards"):
+                headers.append(Header(h.name, h.value))
+        headers += [Header("CSeq", f"{invite.cseq.number} CANCEL"), Header("Content-Length", "0")]
+        cancel = Request("CANCEL", invite.uri, headers)
+        cancel_client = ClientTransaction(cancel, client.peer, client.local, self.settings.timers)
+        self._clients[cancel_client.key] = cancel_client
+        effects = list(cancel_client.start(now))
+        self._schedule(cancel_client)
+        return effects
+
+    # -- responses ------------------------------------------------------------------------------
+    def receive_response(self, response: Response, source: Address, now: float) -> list[Effect]:
+        """Handle a response from a next hop."""
+        via = response.top_via
+        key = client_key(via.branch or "", response.cseq.method)
+        client = self._clients.get(key)
+        if client is None:
+            return self._stray_response(response)
+        return self._client_effects(client, client.receive_response(response, now), now)
+
+    def _stray_response(self, response: Response) -> list[Effect]:
+        """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias
+        (§16.7 step 10 for 2xx); anything else unmatched is dropped."""
+        if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
+            return []
+        if not (response.top_via.branch or "").startswith(_BRANCH_PREFIX) or len(response.vias) < 2:
+            return []
+        upstream = response.without_first_value("Via")
+        assert isinstance(upstream, Response)
+        via = upstream.top_via
+        transport = via.transport.lower()
+        if transport not in ("udp", "tcp", "tls"):
+            return []
+        host, port = response_target(via)
+        peer = Address(transport, host, port)
+        socket = self._socket_for(peer, self.sockets[0]) if self.sockets else None
+        return [Send(upstream, peer, socket)]
+
+    def _client_effects(self, client: ClientTransaction, effects: list, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        found = self._branch_of.get(client.key)
+        for effect in effects:
+            if isinstance(effect, Send):
+                out.append(effect)
+            elif found is None:
+                continue  # a CANCEL's own transaction: its outcome changes nothing
+            elif isinstance(effect, ResponseReceived):
+                out += self._branch_response(found[0], found[1], effect.response, now)
+            elif isinstance(effect, TimedOut):
+                out += self._branch_timeout(found[0], found[1], effect.timer, now)
+        if client.terminated:
+            self._clients.pop(client.key, None)
+            self._branch_of.pop(client.key, None)
+        else:
+            self._schedule(client)
+        return out
+
+    @staticmethod
+    def _upstream(server: ServerTransaction, response: Response) -> Response:
+        """C{response} without our Via; rebuilt on the request's Vias when the next hop
+        dropped them (a response must never go upstream without Via)."""
+        upstream = response.without_first_value("Via")
+        assert isinstance(upstream, Response)
+        if not upstream.has("via"):
+            to_value = response.get("to")
+            rebuilt = make_response(server.request, response.status, response.reason)
+            if to_value is not None:
+                rebuilt = rebuilt.with_header("To", to_value)
+            assert isinstance(rebuilt, Response)
+            return rebuilt
+        return upstream
+
+    def _relay(self, forwarding: _Forwarding, response: Response, now: float) -> list[Effect]:
+        """Send C{response} upstream through the server transaction, if it still may."""
+        server = forwarding.server
+        upstream = self._upstream(server, response)
+        if (server.state, response_class(upstream.status)) not in server.table:
+            return []
+        if upstream.status >= 200:
+            forwarding.final_sent = True
+        return self._reply(server, upstream, now)
+
+    def _branch_response(
+        self, forwarding: _Forwarding, branch: _Branch, response: Response, now: float
+    ) -> list[Effect]:
+        effects: list[Effect] = []
+        invite = forwarding.server.request
+        if response.status == 100:
+            return effects
+        if branch.final is not None and response.status >= 300:
+            return effects  # e.g. the 487 after we cancelled a timed-out branch
+        if invite.method == "INVITE":
+            effects += self.dialogs.invite_response(invite, response, now)
+        if response.status < 200:
+            if branch.cancel_pending:
+                branch.cancel_pending = False
+                effects += self._cancel_branch(branch, now)
+            if not forwarding.final_sent:
+                effects += self._relay(forwarding, response, now)
+            return effects
+        if response.status < 300:
+            branch.final = response
+            effects += self._relay_2xx(forwarding, response, now)
+            if invite.method == "INVITE":
+                for other in forwarding.branches:
+                    if other is not branch:
+                        effects += self._cancel_branch(other, now)
+            return effects
+        branch.final = response
+        if response.status >= 600 and invite.method == "INVITE":
+            for other in forwarding.branches:
+                if other is not branch:
+                    effects += self._cancel_branch(other, now)
+                    if other.final is None and other.client.provisional == 0:
+                        other.final, other.faked = make_response(invite, 487), True
+        return effects + self._maybe_complete(forwarding, now)
+
+    def _relay_2xx(self, forwarding: _Forwarding, response: Response, now: float) -> list[Effect]:
+        server = forwarding.server
+        upstream = self._upstream(server, response)
+        forwarding.final_sent = True
+        if (server.state, "2xx") not in server.table:
+            # A later 2xx of another branch, after the transaction moved on: relay it
+            # statelessly to the same peer (§16.7 step 10).
+            return [Send(upstream, server.peer, server.local)]
+        return self._reply(server, upstream, now)
+
+    def _branch_timeout(
+        self, forwarding: _Forwarding, branch: _Branch, timer: str, now: float
+    ) -> list[Effect]:
+        effects: list[Effect] = []
+        if branch.final is not None:
+            return effects
+        if timer == "C":
+            effects += self._cancel_branch(branch, now)
+        branch.final, branch.faked = make_response(forwarding.server.request, 408), True
+        return effects + self._maybe_complete(forwarding, now)
+
+    def _lifetime_expired(self, forwarding: _Forwarding, now: float) -> list[Effect]:
+        forwarding.lifetime_end = None
+        effects: list[Effect] = []
+        for branch in forwarding.branches:
+            if branch.final is None:
+                effects += self._cancel_branch(branch, now)
+                branch.final, branch.faked = make_response(forwarding.server.request, 408), True
+        return effects + self._maybe_complete(forwarding, now)
+
+    def _maybe_complete(self, forwarding: _Forwarding, now: float) -> list[Effect]:
+        """When every branch has a final response and none was a 2xx, send the best one."""
+        if forwarding.final_sent or any(b.final is None for b in forwarding.branches):
+            return []
+        winner = min(forwarding.branches, key=lambda b: priority(b.final.status))  # type: ignore[union-attr]
+        best = winner.final
+        assert best is not None
+        invite = forwarding.server.request
+        effects: list[Effect] = []
+        if invite.method == "INVITE" and best.status == 408:
+            effects += self.dialogs.invite_timed_out(invite)
+        if best.status == 503 and self.settings.remap_503_500:
+            best = Response(500, REASONS[500], best.headers, best.body)
+        if forwarding.cancel_requested and invite.method == "INVITE" and winner.faked:
+            best, winner.faked = make_response(invite, 487), True
+        if not winner.faked:
+            return effects + self._relay(forwarding, best, now)
+        forwarding.final_sent = True
+        return effects + self._reply(forwarding.server, best, now)

@@ -1,21 +1,30 @@
 # -*- test-case-name: tests.net.test_engine -*-
 """
-The engine: every transport hands it what it received; it runs the core's decisions and
-sends what they say.  It owns the statistics and never lets a peer's input raise out of it.
+The engine: every transport hands it what it received; it runs the core's decisions
+(L{sbc.core.proxy.Proxy}) and carries out their effects: sending on the right socket or
+connection, re-arming the one timer, telling dialog subscribers.  It owns the statistics
+and never lets a peer's input raise out of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 from twisted.internet.interfaces import IReactorTime
 
+from sbc.core.address import Address
+from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
 from sbc.core.errors import RemoteProtocolError
-from sbc.core.message import ParseLimits, Request, Response, parse
-from sbc.core.nat import response_target, stamp_via
-from sbc.core.proxy import LocalIdentity, handle_request
+from sbc.core.message import Message, ParseLimits, Request, parse
+from sbc.core.nat import stamp_via
+from sbc.core.proxy import Effect, Proxy
 from sbc.core.reply import error_response
 from sbc.core.stats import Statistics
+from sbc.core.transaction import Send
 from sbc.net.flow import Flow
 from sbc.net.log import logger
+from sbc.net.timers import DeadlineTimer
 
 __all__ = ["SipEngine"]
 
@@ -50,21 +59,37 @@ class SipEngine:
     """
     Receive SIP messages from any flow and act on them.
 
+    @ivar proxy: the core that decides.
     @ivar stats: the counters (Kamailio names plus C{<transport>_*}).
+    @ivar datagram_sockets: our UDP sockets by bound address (set by the listeners).
+    @ivar send_stream: sends bytes to a stream peer (connection reuse or a new connection);
+        set by the wiring.
+    @ivar dialog_listeners: callables told of every dialog event.
     """
 
     def __init__(
         self,
-        identity: LocalIdentity,
+        proxy: Proxy,
         clock: IReactorTime,
         limits: ParseLimits = ParseLimits(),
-        stats: Statistics | None = None,
+        stats: Optional[Statistics] = None,
     ) -> None:
-        self.identity = identity
+        self.proxy = proxy
+        self.clock = clock
         self.limits = limits
         self.stats = stats if stats is not None else Statistics()
+        self.datagram_sockets: dict[Address, Callable[[bytes, tuple[str, int]], None]] = {}
+        self.send_stream: Optional[Callable[[Address, bytes], bool]] = None
+        self.dialog_listeners: list[Callable[[DialogEvent], None]] = []
+        self.timer = DeadlineTimer(clock, self._on_timer)
         self._malformed_log = _RateLimitedLog(clock)
 
+    @property
+    def identity(self):  # type: ignore[no-untyped-def]
+        """Who we are (the proxy's view)."""
+        return self.proxy.identity
+
+    # -- input -------------------------------------------------------------------------------
     def receive(self, data: bytes, flow: Flow) -> None:
         """Handle one framed message (a datagram, or one message cut from a stream)."""
         self.stats.incr(f"{flow.transport}_received")
@@ -74,16 +99,27 @@ class SipEngine:
             self._malformed(data, flow, error)
             return
         try:
-            if isinstance(message, Request):
-                self._request(message, flow)
-            else:
-                self._response(message, flow)
+            self._dispatch(message, flow)
         except RemoteProtocolError as error:
             # A header parsed on demand (Route, Record-Route, ...) turned out malformed.
             self._malformed(data, flow, error)
         except Exception:
             self.stats.incr("internal_errors")
             log.failure("error handling a message from {remote}", remote=flow.remote)
+        self.timer.rearm(self.proxy.next_deadline())
+
+    def _dispatch(self, message: Message, flow: Flow) -> None:
+        now = self.clock.seconds()
+        source = Address(flow.transport, flow.remote[0], flow.remote[1])
+        if isinstance(message, Request):
+            self.stats.incr("rcv_requests")
+            request = stamp_via(message, flow.remote[0], flow.remote[1])
+            local = Address(flow.transport, flow.local[0], flow.local[1])
+            effects = self.proxy.receive_request(request, source, local, now)
+        else:
+            self.stats.incr("rcv_replies")
+            effects = self.proxy.receive_response(message, source, now)
+        self.execute(effects)
 
     def _malformed(self, data: bytes, flow: Flow, error: RemoteProtocolError) -> None:
         self.stats.incr("bad_msg_hdr")
@@ -108,24 +144,48 @@ class SipEngine:
         # The Via of a broken request is not trusted: the answer goes back where it came from.
         flow.send(reply)
 
-    def _request(self, request: Request, flow: Flow) -> None:
-        self.stats.incr("rcv_requests")
-        request = stamp_via(request, flow.remote[0], flow.remote[1])
-        response = handle_request(request, self.identity)
-        if response is not None:
-            self.stats.incr("rpl_generated")
-            self.send_response(response, flow)
+    def _on_timer(self, now: float) -> None:
+        try:
+            self.execute(self.proxy.handle_timer(now))
+        except Exception:
+            self.stats.incr("internal_errors")
+            log.failure("error in timer processing")
+        self.timer.rearm(self.proxy.next_deadline())
 
-    def _response(self, response: Response, flow: Flow) -> None:
-        self.stats.incr("rcv_replies")
-        self.stats.incr("drop_replies")
+    # -- output ------------------------------------------------------------------------------
+    def execute(self, effects: list[Effect]) -> None:
+        """Carry out the core's effects in order."""
+        for effect in effects:
+            if isinstance(effect, Send):
+                self.transmit(effect)
+            else:
+                if isinstance(effect, DialogCreated):
+                    self.stats.incr("dialogs_created")
+                elif isinstance(effect, DialogTerminated):
+                    self.stats.incr("dialogs_terminated")
+                for listener in list(self.dialog_listeners):
+                    try:
+                        listener(effect)
+                    except Exception:
+                        log.failure("dialog listener failed")
 
-    def send_response(self, response: Response, flow: Flow) -> None:
-        """Send C{response} per RFC 3261 §18.2.2 / RFC 3581: on the connection the request
-        came on, or on the same socket to the top Via's received/rport."""
-        data = response.to_bytes()
-        if flow.reliable:
-            flow.send(data)
-        else:
-            flow.send(data, response_target(response.top_via))
-        self.stats.incr("rpl_sent")
+    def transmit(self, send: Send) -> None:
+        """Send one message: UDP from the chosen socket, streams over a held connection or a
+        new one."""
+        data = send.message.to_bytes()
+        peer = send.peer
+        self.stats.incr("fwd_requests" if isinstance(send.message, Request) else "rpl_sent")
+        if peer.transport == "udp":
+            socket = self.datagram_sockets.get(send.local) if send.local else None
+            if socket is None:
+                socket = next(
+                    (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
+                )
+            if socket is None:
+                self.stats.incr("udp_send_errors")
+                log.warn("no UDP socket for {peer}", peer=str(peer))
+                return
+            socket(data, (peer.host, peer.port))
+            return
+        if self.send_stream is None or not self.send_stream(peer, data):
+            self.stats.incr(f"{peer.transport}_send_errors")

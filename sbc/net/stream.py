@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from typing_extensions import override
 
-from sbc.core.address import normalise_host
+from sbc.core.address import Address, normalise_host
 from sbc.core.framing import FramingError, KeepalivePing, KeepalivePong, StreamFramer
 from sbc.net.engine import SipEngine
 from sbc.net.flow import HostPort
 from sbc.net.log import logger
 
-__all__ = ["ConnectionTable", "SipStreamProtocol", "SipStreamFactory"]
+__all__ = ["ConnectionTable", "SipStreamProtocol", "SipStreamFactory", "StreamConnector"]
 
 log = logger(__name__)
 
@@ -80,10 +80,12 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         host = self.transport.getHost()
         self.remote = (normalise_host(peer.host), peer.port)
-        self.local = (normalise_host(host.host), host.port)
+        self.local = self.factory.local or (normalise_host(host.host), host.port)
         self.factory.table.add(self)
         self.factory.engine.stats.incr(f"{self.transport_name}_connections")
         self.setTimeout(self.factory.lifetime)
+        for data in self.factory.take_pending():
+            self.send(data)
 
     @override
     def dataReceived(self, data: bytes) -> None:
@@ -190,7 +192,89 @@ class SipStreamFactory(Factory):
         self.table = table
         self.clock = clock
         self.lifetime = lifetime
+        #: For outgoing connections: the listener address that stands for us on them.
+        self.local: Optional[HostPort] = None
+
+    def take_pending(self) -> list[bytes]:
+        """Messages queued for a connection still being made (none for listeners)."""
+        return []
 
     @override
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
         return SipStreamProtocol(self)
+
+
+class _OutboundFactory(SipStreamFactory, ClientFactory):
+    """One outgoing connection: queues messages until it is up, drops them if it fails."""
+
+    def __init__(self, connector: StreamConnector, peer: Address) -> None:
+        parent = connector.factory
+        super().__init__(parent.engine, peer.transport, parent.table, parent.clock, parent.lifetime)
+        self.connector = connector
+        self.peer = peer
+        self.pending: list[bytes] = []
+        self.local = connector.local_for(peer)
+
+    def take_pending(self) -> list[bytes]:
+        pending, self.pending = self.pending, []
+        self.connector.connecting.pop(self.peer, None)
+        return pending
+
+    @override
+    def clientConnectionFailed(self, connector: object, reason: object) -> None:
+        self.connector.connecting.pop(self.peer, None)
+        self.engine.stats.incr(f"{self.peer.transport}_connect_errors")
+        log.info(
+            "cannot connect to {peer}: {reason} ({count} message(s) dropped)",
+            peer=str(self.peer),
+            reason=getattr(reason, "value", reason),
+            count=len(self.pending),
+        )
+        self.pending = []
+
+
+class StreamConnector:
+    """
+    Sends to stream peers: over the connection we hold with them (the connection table:
+    whoever connected first, they or we), else over a new one.
+
+    @ivar listeners: our stream listen addresses, named as "us" on outgoing connections.
+    """
+
+    def __init__(self, reactor, factory: SipStreamFactory, tls_options=None) -> None:  # type: ignore[no-untyped-def]
+        self.reactor = reactor
+        self.factory = factory
+        self.tls_options = tls_options
+        self.listeners: list[Address] = []
+        self.connecting: dict[Address, _OutboundFactory] = {}
+
+    def local_for(self, peer: Address) -> Optional[HostPort]:
+        for address in self.listeners:
+            if address.transport == peer.transport and address.family == peer.family:
+                return (address.host, address.port)
+        return None
+
+    def send(self, peer: Address, data: bytes) -> bool:
+        """Queue C{data} for C{peer}; False when it cannot be sent at all."""
+        connection = self.factory.table.get(peer.transport, peer.host, peer.port)
+        if (
+            connection is not None
+            and connection.transport is not None
+            and connection.transport.connected
+        ):
+            connection.send(data)
+            return True
+        pending = self.connecting.get(peer)
+        if pending is not None:
+            pending.pending.append(data)
+            return True
+        if peer.transport == "tls" and self.tls_options is None:
+            return False
+        factory = _OutboundFactory(self, peer)
+        factory.pending.append(data)
+        self.connecting[peer] = factory
+        if peer.transport == "tls":
+            self.reactor.connectSSL(peer.host, peer.port, factory, self.tls_options, timeout=10)
+        else:
+            self.reactor.connectTCP(peer.host, peer.port, factory, timeout=10)
+        return True

@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.core.test_registrar -*-
+"""
+The built-in registrar (RFC 3261 §10.3; Kamailio registrar/usrloc behaviour): bindings per
+address-of-record with expiry driven by C{now}, C{q}, C{Contact: *}, 423 with Min-Expires.
+
+Address-of-record keys are the user part of the To URI, as Kamailio's usrloc does with its
+default C{use_domain=0}: C{sip:bob@sbc.test} and C{sip:bob@127.0.0.1} are the same user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sbc.core.address import Address
+from sbc.core.message import Request
+from sbc.core.uri import NameAddr, SipUri
+
+__all__ = ["RegistrarSettings", "Binding", "Registrar", "RegisterResult", "aor_of"]
+
+
+@dataclass(frozen=True)
+class RegistrarSettings:
+    """
+    The C{[registrar]} section (seconds).
+
+    @ivar max_expires: 0 means no upper bound (Kamailio's default).
+    @ivar max_contacts: 0 means no limit.
+    """
+
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 0
+    max_contacts: int = 0
+
+
+@dataclass(frozen=True)
+class Binding:
+    """
+    One registered contact.
+
+    @ivar uri: the contact URI as the UA sent it.
+    @ivar expires_at: absolute time (same clock as C{now}).
+    @ivar source: the transport address the REGISTER came from (for NAT handling and
+        connection reuse).
+    @ivar local: the socket it arrived on.
+    """
+
+    uri: SipUri
+    expires_at: float
+    q: Optional[float]
+    call_id: str
+    cseq: int
+    source: Address
+    local: Optional[Address] = None
+    params: tuple[tuple[str, Optional[str]], ...] = field(default=())
+
+    def expires_in(self, now: float) -> int:
+        """Whole seconds left (never negative)."""
+        return max(0, int(self.expires_at - now + 0.5))
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What to answer: status, reason (empty: the default one) and extra headers."""
+
+    status: int
+    reason: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def aor_of(uri: object) -> Optional[str]:
+    """The address-of-record key for a URI (its user part), or L{None} when it has none."""
+    if isinstance(uri, SipUri) and uri.user:
+        return uri.user
+    return None
+
+
+def _q_value(contact: NameAddr) -> Optional[float]:
+    text = contact.param("q")
+    if text is None:
+        return None
+    try:
+        q = float(text)
+    except ValueError:
+        raise ValueError("bad q") from None
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("bad q")
+    return q
+
+
+class Registrar:
+    """In-memory bindings: C{aor -> [Binding]}, expired lazily and by L{expire}."""
+
+    def __init__(self, settings: RegistrarSettings = RegistrarSettings()) -> None:
+        self.settings = settings
+        self._bindings: dict[str, list[Binding]] = {}
+        self._known: set[str] = set()
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._bindings.values())
+
+    def aors(self) -> list[str]:
+        """Every address-of-record that has at least one binding."""
+        return sorted(self._bindings)
+
+    def lookup(self, aor: str, now: float) -> Optional[list[Binding]]:
+        """The live bindings of C{aor}, highest q first; L{None} when the user never
+        registered (404), an empty list when all bindings are gone (480)."""
+        if aor not in self._known:
+            return None
+        live = [b for b in self._bindings.get(aor, []) if b.expires_at > now]
+        return sorted(live, key=lambda b: -(b.q if b.q is not None else 1.0))
+
+    def expire(self, now: float) -> int:
+        """Drop expired bindings; return how many went."""
+        gone = 0
+        for aor in list(self._bindings):
+            keep = [b for b in self._bindings[aor] if b.expires_at > now]
+            gone += len(self._bindings[aor]) - len(keep)
+            if keep:
+                self._bindings[aor] = keep
+            else:
+                del self._bindings[aor]
+        return gone
+
+    def next_expiry(self) -> Optional[float]:
+        """When the next binding expires, or L{None}."""
+        times = [b.expires_at for bs in self._bindings.values() for b in bs]
+        return min(times) if times else None
+
+    def _expires_for(self, request: Request, contact: Optional[NameAddr]) -> int:
+        text = contact.param("expires") if contact is not None else None
+        if text is not None and text.isdigit():
+            value = int(text)
+        elif request.expires is not None:
+            value = request.expires
+        else:
+            value = self.settings.default_expires
+        if self.settings.max_expires and value > self.settings.max_expires:
+            value = self.settings.max_expires
+        return value
+
+    def register(
+        self, request: Request, source: Address, local: Optional[Address], now: float
+    ) -> RegisterResult:
+        """Apply a REGISTER (RFC 3261 §10.3 steps 5-8) and say what to answer."""
+        aor = aor_of(request.to.uri)
+        if aor is None:
+            return RegisterResult(400, "Bad To: no user part")
+        current = [b for b in self._bindings.get(aor, []) if b.expires_at > now]
+        call_id, cseq = request.call_id, request.cseq.number
+        if request.contact_star:
+            if self._expires_for(request, None) != 0 or request.expires is None:
+                return RegisterResult(400, "Contact * needs Expires: 0")
+            for b in current:
+                if b.call_id == call_id and b.cseq >= cseq:
+                    return RegisterResult(500, "Out of order CSeq")
+            self._bindings.pop(aor, None)
+            self._known.add(aor)
+            return self._ok(aor, now)
+        changes: list[tuple[NameAddr, int]] = []
+        for contact in request.contacts:
+            if not isinstance(contact.uri, SipUri):
+                return RegisterResult(400, "Contact is not a SIP URI")
+            expires = self._expires_for(request, contact)
+            if 0 < expires < self.settings.min_expires:
+                return RegisterResult(423, "", (("Min-Expires", str(self.settings.min_expires)),))
+            try:
+                _q_value(contact)
+            except ValueError:
+                return RegisterResult(400, "Bad q value")
+            changes.append((contact, expires))
+        updated = list(current)
+        for contact, expires in changes:
+            uri = contact.uri
+            assert isinstance(uri, SipUri)
+            old = next((b for b in updated if b.uri == uri), None)
+            if old is not None:
+                if old.call_id == call_id and old.cseq >= cseq:
+                    return RegisterResult(500, "Out of order CSeq")
+                updated.remove(old)
+            if expires == 0:
+                continue
+            updated.append(
+                Binding(
+                    uri,
+                    now + expires,
+                    _q_value(contact),
+                    call_id,
+                    cseq,
+                    source,
+                    local,
+                    contact.params,
+                )
+            )
+        limit = self.settings.max_contacts
+        if limit and len(updated) > limit:
+            return RegisterResult(503, "Too many registered contacts")
+        self._known.add(aor)
+        if updated:
+            self._bindings[aor] = updated
+        else:
+            self._bindings.pop(aor, None)
+        return self._ok(aor, now)
+
+    def _ok(self, aor: str, now: float) -> RegisterResult:
+        contacts = tuple(
+            ("Contact", f"<{b.uri}>;expires={b.expires_in(now)}")
+            for b in self._bindings.get(aor, [])
+        )
+        return RegisterResult(200, "", contacts)
