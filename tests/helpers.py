@@ -8,6 +8,11 @@ import socket
 from collections.abc import Iterable
 from typing import Optional
 
+from sbc.core.address import Address
+from sbc.core.identity import LocalIdentity
+from sbc.core.proxy import Proxy, ProxySettings
+from sbc.core.registrar import Registrar, RegistrarSettings
+
 DATA = os.path.join(os.path.dirname(__file__), "data")
 RFC4475 = os.path.join(DATA, "rfc4475")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,3 +72,18 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
             continue
         return port
     raise RuntimeError("no free port")
+
+
+def make_proxy(
+    sockets: list[Address],
+    settings: ProxySettings = ProxySettings(),
+    registrar: Optional[RegistrarSettings] = None,
+    domains: Iterable[str] = ("sbc.test",),
+) -> Proxy:
+    """A proxy core on C{sockets}, authoritative for C{domains}, seeded randomness."""
+    import random
+
+    identity = LocalIdentity.from_addresses(sockets, domains=domains)
+    return Proxy(
+        identity, sockets, Registrar(registrar or RegistrarSettings()), settings, random.Random(7)
+    )

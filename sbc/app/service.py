@@ -55,7 +55,7 @@ class Options(usage.Options):
 class ListenerService(service.Service):
     """One SIP socket: UDP, TCP or TLS on one address."""
 
-    def __init__(self, address: Address, sbc: "SbcService") -> None:
+    def __init__(self, address: Address, sbc: SbcService) -> None:
         self.address = address
         self.sbc = sbc
         self.port: Optional[IListeningPort] = None

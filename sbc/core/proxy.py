@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-import random
 from dataclasses import dataclass
+from random import Random
 from typing import Optional, Union
 
-from sbc.core.address import Address, normalise_host
+from sbc.core.address import Address
 from sbc.core.dialog import DialogEvent, DialogTable
 from sbc.core.identity import LocalIdentity
 from sbc.core.message import Header, Request, Response
@@ -157,13 +157,13 @@ class Proxy:
         sockets: list[Address],
         registrar: Registrar,
         settings: ProxySettings = ProxySettings(),
-        rng: Optional[random.Random] = None,
+        rng: Optional[Random] = None,
     ) -> None:
         self.identity = identity
         self.sockets = list(sockets)
         self.registrar = registrar
         self.settings = settings
-        self.rng = rng or random.Random(0)
+        self.rng = rng or Random(0)
         self.dialogs = DialogTable()
         self._servers: dict[tuple, ServerTransaction] = {}
         self._forwardings: dict[tuple, _Forwarding] = {}
@@ -279,14 +279,19 @@ class Proxy:
         return None
 
     def _loop_hash(self, request: Request) -> str:
-        """A digest of what identifies a request at this hop (RFC 3261 §16.6 step 8)."""
+        """A digest of what identifies a request at this hop (RFC 3261 §16.6 step 8), over
+        the topmost Via that is not ours, so that a request coming back carries the hash
+        it left with."""
+        mine = {(s.host, s.port) for s in self.sockets}
+        vias = request.vias
+        top = next((v for v in vias if (v.host_bare, v.port or 5060) not in mine), vias[0])
         parts = (
             str(request.uri),
             request.from_.tag or "",
             request.to.tag or "",
             request.call_id,
             str(request.cseq.number),
-            str(request.top_via),
+            str(top),
             ",".join(request.get_all("proxy-require")),
             ",".join(request.get_all("route")),
         )
@@ -298,10 +303,8 @@ class Proxy:
         spiral (same request back with another R-URI) has another hash."""
         mine = {(s.host, s.port) for s in self.sockets}
         prefix = _BRANCH_PREFIX + self._loop_hash(request)
-        for via in request.vias[1:]:
-            if (normalise_host(via.host), via.port or 5060) in mine and (
-                via.branch or ""
-            ).startswith(prefix):
+        for via in request.vias:
+            if (via.host_bare, via.port or 5060) in mine and (via.branch or "").startswith(prefix):
                 return True
         return False
 

@@ -101,7 +101,10 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "sbc.ini:2: [core] listen: expected [tls] certificate and private_key for a tls "
             "listener, got none",
         ),
-        ("[rtpengine]\nx = 1\n", "sbc.ini:1: [rtpengine]: expected a section among core, tls"),
+        (
+            "[rtpengine]\nx = 1\n",
+            "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, rr, registrar",
+        ),
         (
             "[core]\nlisten = udp:127.0.0.1\nlisten = udp:127.0.0.2\n",
             "sbc.ini:3: [core] listen: expected each key once, got it twice",

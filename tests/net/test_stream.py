@@ -9,17 +9,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sbc.core.address import parse_address
 from sbc.core.message import Response, parse
-from sbc.core.proxy import LocalIdentity
 from sbc.net.engine import SipEngine
-from sbc.net.stream import ConnectionTable, SipStreamFactory
-from tests.helpers import request_bytes
+from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
+from tests.helpers import make_proxy, request_bytes
 
 
 def make_factory(clock: Clock, lifetime: float = 120) -> SipStreamFactory:
-    identity = LocalIdentity.from_addresses(
-        [parse_address("tcp:127.0.0.1:5060")], domains=["sbc.test"]
-    )
-    return SipStreamFactory(SipEngine(identity, clock), "tcp", ConnectionTable(), clock, lifetime)
+    engine = SipEngine(make_proxy([parse_address("tcp:127.0.0.1:5060")]), clock)
+    factory = SipStreamFactory(engine, "tcp", ConnectionTable(), clock, lifetime)
+    engine.send_stream = StreamConnector(None, factory).send
+    return factory
 
 
 def connect(factory: SipStreamFactory, port: int = 40000):  # type: ignore[no-untyped-def]
