@@ -20,12 +20,10 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -138,39 +136,102 @@ def main() -> None:
             f.writelines(f"bench{i};{args.domain}\n" for i in range(args.users))
         uas_port = free_port()
         uas = subprocess.Popen(
-            ["sipp", "-nostdin", "-i", "127.0.0.1", "-p", str(uas_port), "-sf",
-             os.path.join(HERE, "uas_bench.xml"), "-timeout", "900s"],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "sipp",
+                "-nostdin",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(uas_port),
+                "-sf",
+                os.path.join(HERE, "uas_bench.xml"),
+                "-timeout",
+                "900s",
+            ],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         started.append(uas)
-        reg = sipp(["-sf", os.path.join(HERE, "register_bench.xml"), "-inf", users, "-m",
-                    str(args.users), "-r", "500", "-key", "contact_port", str(uas_port),
-                    "-timeout", "120s", target], folder, 180)
+        reg = sipp(
+            [
+                "-sf",
+                os.path.join(HERE, "register_bench.xml"),
+                "-inf",
+                users,
+                "-m",
+                str(args.users),
+                "-r",
+                "500",
+                "-key",
+                "contact_port",
+                str(uas_port),
+                "-timeout",
+                "120s",
+                target,
+            ],
+            folder,
+            180,
+        )
         if reg.returncode != 0:
             raise SystemExit("registration failed:\n" + reg.stdout[-2000:])
         print(f"proxy {target}; {args.users} users registered; {args.step_seconds} s per step")
-        print(f"{'rate':>5} {'attempted':>9} {'completed':>9} {'failed':>6} {'retrans':>7} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'cpu %':>6} {'rss MiB':>8}")
+        print(
+            f"{'rate':>5} {'attempted':>9} {'completed':>9} {'failed':>6} {'retrans':>7} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'cpu %':>6} {'rss MiB':>8}"
+        )
         for rate in (int(r) for r in args.rates.split(",")):
             step = os.path.join(folder, f"rate-{rate}")
             os.makedirs(step)
             calls = rate * args.step_seconds
-            cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
-            run = sipp(["-sf", os.path.join(HERE, "uac_bench.xml"), "-inf", users, "-r",
-                        str(rate), "-m", str(calls), "-trace_stat", "-fd", "1", "-trace_rtt",
-                        "-rtt_freq", "1", "-timeout", f"{args.step_seconds + 60}s", target],
-                       step, args.step_seconds + 90)
-            elapsed = time.monotonic() - t0
-            cpu = 100 * (cpu_seconds(pid) - cpu0) / elapsed if pid else float("nan")
+            cpu0 = cpu_seconds(pid) if pid else 0.0
+            run = subprocess.Popen(
+                [
+                    "sipp",
+                    "-nostdin",
+                    "-i",
+                    "127.0.0.1",
+                    "-sf",
+                    os.path.join(HERE, "uac_bench.xml"),
+                    "-inf",
+                    users,
+                    "-r",
+                    str(rate),
+                    "-m",
+                    str(calls),
+                    "-trace_stat",
+                    "-fd",
+                    "1",
+                    "-trace_rtt",
+                    "-rtt_freq",
+                    "1",
+                    "-timeout",
+                    f"{args.step_seconds + 60}s",
+                    target,
+                ],
+                cwd=step,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            started.append(run)
+            # CPU while the calls are being placed (the step's window), not while SIPp waits
+            # for stragglers afterwards.
+            time.sleep(args.step_seconds)
+            cpu = 100 * (cpu_seconds(pid) - cpu0) / args.step_seconds if pid else float("nan")
+            rss = rss_mib(pid) if pid else float("nan")
+            run.wait(args.step_seconds + 90)
             stats = last_stats(step, "uac_bench_*_.csv")
             done = int(stats.get("SuccessfulCall(C)", 0))
             failed = int(stats.get("FailedCall(C)", 0))
             attempted = int(stats.get("OutgoingCall(C)", done + failed))
             retrans = int(stats.get("Retransmissions(C)", 0))
             times = setup_times(step)
-            print(f"{rate:>5} {attempted:>9} {done:>9} {failed:>6} {retrans:>7} "
-                  f"{percentile(times, 50):>7.1f} {percentile(times, 99):>7.1f} {cpu:>6.0f} "
-                  f"{rss_mib(pid) if pid else float('nan'):>8.1f}", flush=True)
+            print(
+                f"{rate:>5} {attempted:>9} {done:>9} {failed:>6} {retrans:>7} "
+                f"{percentile(times, 50):>7.1f} {percentile(times, 99):>7.1f} {cpu:>6.0f} "
+                f"{rss:>8.1f}",
+                flush=True,
+            )
             if run.returncode not in (0, 1) or failed > 0.05 * max(attempted, 1):
                 print("more than 5 % failed: stopping here")
                 break

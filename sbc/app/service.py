@@ -8,6 +8,7 @@ C{privilegedStartService}, so a port that cannot be bound stops twistd before it
 from __future__ import annotations
 
 import random
+import socket
 import sys
 from typing import Optional
 
@@ -70,6 +71,7 @@ class ListenerService(service.Service):
         if a.transport == "udp":
             protocol = SipDatagramProtocol(self.sbc.engine)
             self.port = reactor.listenUDP(a.port, protocol, interface=a.host)
+            _enlarge_receive_buffer(self.port)
         elif a.transport == "tcp":
             self.port = reactor.listenTCP(a.port, self.sbc.stream_factory("tcp"), interface=a.host)
         else:
@@ -102,6 +104,21 @@ class ListenerService(service.Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+#: UDP receive buffer asked for: absorbs bursts while the reactor is busy (the kernel may
+#: cap it at net.core.rmem_max).
+UDP_RECEIVE_BUFFER = 4 << 20
+
+
+def _enlarge_receive_buffer(port: object) -> None:
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    except OSError as error:
+        log.info("cannot enlarge the UDP receive buffer: {error}", error=error)
 
 
 def proxy_settings(settings: Settings) -> ProxySettings:

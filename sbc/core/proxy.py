@@ -173,6 +173,17 @@ class Proxy:
         self._counter = itertools.count()
         self._housekeeping = 0.0
 
+    def sizes(self) -> dict[str, int]:
+        """How much state the proxy holds (for statistics and leak tests)."""
+        return {
+            "server_transactions": len(self._servers),
+            "client_transactions": len(self._clients),
+            "forwardings": len(self._forwardings),
+            "dialogs": len(self.dialogs),
+            "timer_heap": len(self._heap),
+            "registrations": len(self.registrar),
+        }
+
     # -- timers ------------------------------------------------------------------------------
     def _schedule(self, machine: object) -> None:
         deadline = machine.next_deadline()  # type: ignore[attr-defined]

@@ -420,3 +420,35 @@ def test_non_utf8_bytes_do_not_break_replies() -> None:
     [response] = sent(send_request(proxy(), data))
     again = parse(response.to_bytes())
     assert again.call_id == to_request(data).call_id
+
+
+def test_no_state_is_left_after_calls_end() -> None:
+    """After many complete calls and the linger timers, no transaction or heap entry stays."""
+    p = proxy()
+    register(p, BOB1)
+    now = 0.0
+    for i in range(50):
+        effects = send_request(p, invite(branch=f"z9hG4bKleak{i}", call_id=f"leak{i}"), now)
+        [out] = sent(effects, BOB1)
+        answer(p, out, 180, BOB1, now + 0.1, to_tag=f"t{i}")
+        answer(p, out, 200, BOB1, now + 0.2, to_tag=f"t{i}")
+        bye = request_bytes(
+            "BYE",
+            "sip:bob@192.0.2.21:5081",
+            call_id=f"leak{i}",
+            cseq=2,
+            via=f"SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKbye{i};rport",
+            headers=[("Route", "<sip:127.0.0.1;lr;ftag=from1>")],
+        )
+        bye = bye.replace(
+            b"To: <sip:bob@example.com>", f"To: <sip:bob@example.com>;tag=t{i}".encode()
+        )
+        [out_bye] = sent(send_request(p, bye, now + 1.0), BOB1)
+        answer(p, out_bye, 200, BOB1, now + 1.1, to_tag=f"t{i}")
+        now += 0.5
+    while (deadline := p.next_deadline()) is not None and deadline < now + 100:
+        p.handle_timer(deadline)
+    sizes = p.sizes()
+    assert sizes["server_transactions"] == sizes["client_transactions"] == 0, sizes
+    assert sizes["forwardings"] == sizes["dialogs"] == 0, sizes
+    assert sizes["timer_heap"] <= 1, sizes

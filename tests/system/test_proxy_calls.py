@@ -41,28 +41,71 @@ def sbc(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def register(sbc, tmp_path, user: str, contact_port: int) -> None:  # type: ignore[no-untyped-def]
-    result = run_sipp("register.xml", f"127.0.0.1:{sbc.port}", "u1", local_ip="127.0.0.1",
-                      cwd=str(tmp_path), extra=("-s", user, "-key", "contact_port", str(contact_port)))
+    result = run_sipp(
+        "register.xml",
+        f"127.0.0.1:{sbc.port}",
+        "u1",
+        local_ip="127.0.0.1",
+        cwd=str(tmp_path),
+        extra=("-s", user, "-key", "contact_port", str(contact_port)),
+    )
     assert result.returncode == 0, sipp_summary(result)
 
 
-def call(sbc, tmp_path, uas: str, uac: str, user: str, contact_port: int, *,  # type: ignore[no-untyped-def]
-         calls: int = 1, uac_transport: str = "u1", extra: tuple[str, ...] = (),
-         uas_extra: tuple[str, ...] = ()) -> None:
+def call(
+    sbc,
+    tmp_path,
+    uas: str,
+    uac: str,
+    user: str,
+    contact_port: int,
+    *,  # type: ignore[no-untyped-def]
+    calls: int = 1,
+    uac_transport: str = "u1",
+    extra: tuple[str, ...] = (),
+    uas_extra: tuple[str, ...] = (),
+) -> None:
     """Run a SIPp UAS on the registered contact port and a SIPp UAC calling C{user}."""
     sipp = require_sipp()
     uas_dir = tmp_path / f"uas-{contact_port}"
     uas_dir.mkdir(exist_ok=True)
     uas_process = subprocess.Popen(
-        [sipp, "-sf", f"{SCENARIOS}/{uas}", "-s", user, "-i", "127.0.0.1", "-p", str(contact_port),
-         "-m", str(calls), "-nostdin", "-trace_err", "-timeout", "40s", "-timeout_error",
-         *uas_extra],
-        cwd=str(uas_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sipp,
+            "-sf",
+            f"{SCENARIOS}/{uas}",
+            "-s",
+            user,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(contact_port),
+            "-m",
+            str(calls),
+            "-nostdin",
+            "-trace_err",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            *uas_extra,
+        ],
+        cwd=str(uas_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         time.sleep(0.5)
         rate = ("-r", "5") if calls > 1 else ()
-        result = run_sipp(uac, f"127.0.0.1:{sbc.port}", uac_transport, local_ip="127.0.0.1",
-                          calls=calls, cwd=str(tmp_path), extra=("-s", user, *rate, *extra))
+        result = run_sipp(
+            uac,
+            f"127.0.0.1:{sbc.port}",
+            uac_transport,
+            local_ip="127.0.0.1",
+            calls=calls,
+            cwd=str(tmp_path),
+            extra=("-s", user, *rate, *extra),
+        )
         assert result.returncode == 0, sipp_summary(result) + "\n".join(sbc.lines[-30:])
         out, _ = uas_process.communicate(timeout=45)
         assert uas_process.returncode == 0, out[-3000:]
@@ -91,8 +134,9 @@ def test_full_call_through_sbc(sbc, users, tmp_path, user: str) -> None:  # type
 
 def test_tcp_caller_udp_callee_gets_double_record_route(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A caller on TCP and a callee on UDP: the call completes over both transports."""
-    call(sbc, tmp_path, "uas_answer.xml", "uac_call.xml", "alice", users["alice"],
-         uac_transport="t1")
+    call(
+        sbc, tmp_path, "uas_answer.xml", "uac_call.xml", "alice", users["alice"], uac_transport="t1"
+    )
 
 
 def test_cancel_while_ringing(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -114,11 +158,21 @@ def test_busy_reaches_the_caller(sbc, users, tmp_path) -> None:  # type: ignore[
 
 def test_calls_complete_through_packet_loss(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """With SIPp dropping 10 % of packets on both sides, retransmissions complete the calls."""
-    call(sbc, tmp_path, "uas_answer.xml", "uac_call.xml", "alice", users["alice"], calls=10,
-         extra=("-lost", "10"), uas_extra=("-lost", "10"))
+    call(
+        sbc,
+        tmp_path,
+        "uas_answer.xml",
+        "uac_call.xml",
+        "alice",
+        users["alice"],
+        calls=10,
+        extra=("-lost", "10"),
+        uas_extra=("-lost", "10"),
+    )
 
 
 # -- REGISTER edge cases over a real socket ---------------------------------------------------
+
 
 class Client:
     """A UDP SIP client with its own socket."""
@@ -130,16 +184,22 @@ class Client:
         self.target = ("127.0.0.1", port)
         self.cseq = 0
 
-    def register(self, user: str, contacts: list[str], expires: Optional[int] = None,
-                 call_id: str = "edge-1") -> Response:
+    def register(
+        self, user: str, contacts: list[str], expires: Optional[int] = None, call_id: str = "edge-1"
+    ) -> Response:
         self.cseq += 1
         local = self.sock.getsockname()
         headers = [("Contact", c) for c in contacts]
         if expires is not None:
             headers.append(("Expires", str(expires)))
-        data = request_bytes("REGISTER", "sip:sbc.test", cseq=self.cseq, call_id=call_id,
-                             via=f"SIP/2.0/UDP {local[0]}:{local[1]};rport;branch=z9hG4bKe{self.cseq}",
-                             headers=headers)
+        data = request_bytes(
+            "REGISTER",
+            "sip:sbc.test",
+            cseq=self.cseq,
+            call_id=call_id,
+            via=f"SIP/2.0/UDP {local[0]}:{local[1]};rport;branch=z9hG4bKe{self.cseq}",
+            headers=headers,
+        )
         data = data.replace(b"To: <sip:bob@example.com>", f"To: <sip:{user}@sbc.test>".encode())
         return self.send(data)
 
@@ -206,9 +266,17 @@ def test_expired_registration_gives_480_and_unknown_user_404(client) -> None:  #
     """After its expiry a user is 480; a user never seen is 404."""
     assert client.register("erin", ["<sip:erin@192.0.2.5:5005>"], 1).status == 200
     time.sleep(1.5)
-    invite = request_bytes("INVITE", "sip:erin@sbc.test", call_id="inv-erin",
-                           via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKinv1")
+    invite = request_bytes(
+        "INVITE",
+        "sip:erin@sbc.test",
+        call_id="inv-erin",
+        via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKinv1",
+    )
     assert client.send(invite).status == 480
-    unknown = request_bytes("INVITE", "sip:nobody@sbc.test", call_id="inv-nobody",
-                            via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKinv2")
+    unknown = request_bytes(
+        "INVITE",
+        "sip:nobody@sbc.test",
+        call_id="inv-nobody",
+        via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKinv2",
+    )
     assert client.send(unknown).status == 404
