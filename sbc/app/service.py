@@ -7,6 +7,7 @@ C{privilegedStartService}, so a port that cannot be bound stops twistd before it
 
 from __future__ import annotations
 
+import gc
 import random
 import socket
 import sys
@@ -244,4 +245,23 @@ def makeService(options: Options) -> SbcService:  # noqa: N802 - twistd's name
     except ConfigError as error:
         sys.stderr.write(f"{error}\n")
         raise SystemExit(1) from None
-    return build_service(settings, reactor)
+    service = build_service(settings, reactor)
+    tune_garbage_collector()
+    return service
+
+
+#: Collector thresholds for a process that allocates many short-lived objects per message
+#: and keeps a large, slowly changing set of transactions and bindings alive.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never scan what start-up built.
+
+    With Python's defaults a full collection walks every live transaction and binding
+    every few seconds under load; measured with bench/calls.py at 200 calls/s that showed
+    as p99 setup times of 200 ms (4 ms after tuning) and as retransmissions at 400 calls/s.
+    Reference cycles are still collected, only less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

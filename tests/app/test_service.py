@@ -94,3 +94,31 @@ class MakeServiceTests(SynchronousTestCase):
 
         names = [p.tapname for p in getPlugins(IServiceMaker, twisted.plugins)]
         self.assertIn("sbc", names)
+
+
+class WiringTests(SynchronousTestCase):
+    """Bound listeners become the proxy's sockets; the collector is tuned for load."""
+
+    def test_bound_sockets_reach_the_proxy_and_the_engine(self) -> None:
+        """Each bound listener is named in Via/Record-Route and counts as 'myself'."""
+        reactor = MemoryReactorClock()
+        service = build_service(defaults(), reactor)
+        service.getServiceNamed("tcp:127.0.0.1:5060").privilegedStartService()
+        self.assertIn(Address("tcp", "127.0.0.1", 5060), service.proxy.sockets)
+        self.assertIn(5060, service.proxy.identity.ports)
+        self.assertEqual(service.connector.listeners, [Address("tcp", "127.0.0.1", 5060)])
+
+    def test_tune_garbage_collector(self) -> None:
+        """Thresholds raised and start-up objects frozen (restored after the test)."""
+        import gc
+
+        from sbc.app.service import GC_THRESHOLDS, tune_garbage_collector
+
+        before = gc.get_threshold()
+        try:
+            tune_garbage_collector()
+            self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+            self.assertGreater(gc.get_freeze_count(), 0)
+        finally:
+            gc.unfreeze()
+            gc.set_threshold(*before)
