@@ -3,19 +3,219 @@
 NAT handling as pure functions: they take a message and explicit addresses and return a new
 message or a verdict, never touching a socket.
 
-So far: the server-transport rules of RFC 3261 §18.2.1 and RFC 3581 (C{received} and
-C{rport} on the top Via) and where a response goes (RFC 3261 §18.2.2, RFC 3581 §4).
+Here: NAT detection (Kamailio's C{nat_uac_test} and C{client_nat_test}, K: NATD-01..14,
+with the private ranges of DEF-01/DEF-02 configurable), the server-transport rules of
+RFC 3261 §18.2.1 and RFC 3581 (C{received} and C{rport} on the top Via), and where a
+response goes (RFC 3261 §18.2.2, RFC 3581 §4).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional, Union
 
-from sbc.core.address import DEFAULT_PORTS, normalise_host
-from sbc.core.message import Header, Request
-from sbc.core.uri import Via, split_commas
+from sbc.core.address import DEFAULT_PORTS, Address, normalise_host
+from sbc.core.errors import ParseError
+from sbc.core.message import Header, Message, Request
+from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
+from sbc.core.uri import SipUri, Via, split_commas
 
-__all__ = ["stamp_via", "response_target"]
+__all__ = [
+    "is_rfc1918",
+    "stamp_via",
+    "response_target",
+    "PrivateRanges",
+    "BASE_RANGES",
+    "EXTRA_RANGES",
+    "nat_uac_test",
+    "client_nat_test",
+    "NAT_FLAGS",
+]
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: DEF-01/02 base list: RFC 1918, RFC 6598 (CGNAT), RFC 7335 (192.0.0.0/29).
+BASE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/29")
+#: Added to nathelper's list when nat_addr_mode = 1 (the default): IETF protocol assignments.
+EXTRA_RANGES = ("192.0.0.0/24",)
+#: Every nat_uac_test bit (NATD-11).
+NAT_FLAGS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class PrivateRanges:
+    """Networks whose addresses count as private (IPv4 and, for sbc's tests, IPv6 ULA)."""
+
+    networks: tuple[Network, ...]
+
+    @classmethod
+    def of(cls, cidrs: Iterable[str]) -> PrivateRanges:
+        """Build from CIDR strings.
+
+        @raise ValueError: a string is not a network."""
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+    def contains(self, host: Optional[str]) -> bool:
+        """Whether C{host} is an IP literal inside one of the networks (names: no)."""
+        if not host:
+            return False
+        try:
+            ip = ipaddress.ip_address(normalise_host(host))
+        except ValueError:
+            return False
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+def _same_ip(host: str, source: str) -> bool:
+    """NATD-02's comparison: the textual host equals the source address (IPv6 with or
+    without brackets, any case); host names never do (no DNS)."""
+    try:
+        return ipaddress.ip_address(normalise_host(host)) == ipaddress.ip_address(source)
+    except ValueError:
+        return False
+
+
+def _first_contact_uri(message: Message) -> Optional[SipUri]:
+    try:
+        if message.contact_star or not message.contacts:
+            return None
+        uri = message.contacts[0].uri
+    except ParseError:  # an unparsable Contact makes the test false, as in Kamailio
+        return None
+    return uri if isinstance(uri, SipUri) else None
+
+
+def _sdp_of(message: Message):  # type: ignore[no-untyped-def]
+    if not message.body:
+        return None
+    content_type = (message.get("content-type") or "application/sdp").split(";")[0].strip()
+    if content_type.lower() != "application/sdp":
+        return None
+    try:
+        return parse_sdp(message.body)
+    except SdpError:
+        return None
+
+
+def _sdp_private(message: Message, ranges: PrivateRanges) -> bool:
+    sdp = _sdp_of(message)
+    if sdp is None:
+        return False
+    for address in media_connections(sdp):
+        if address is None:
+            continue
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # DISC-04: scanning stops at the first non-IPv4 address
+        if ip.version != 4 or address == "0.0.0.0":
+            return False
+        if ranges.contains(address):
+            return True
+    return False
+
+
+def _sdp_differs(message: Message, source: str) -> bool:
+    sdp = _sdp_of(message)
+    if sdp is None:
+        return False
+    session = session_connection(sdp)
+    return session is not None and not _same_ip(session, source)
+
+
+def _destination_test(message: Message, destination: Optional[SipUri]) -> bool:
+    """NATD-10 (bit 512), for what sbc supports (no WebSocket transports)."""
+    if isinstance(message, Request):
+        if destination is None or not isinstance(message.uri, SipUri):
+            return False
+        uri = message.uri
+        port = lambda u: u.port or (5061 if u.transport == "tls" else 5060)  # noqa: E731
+        if port(destination) != port(uri):
+            return True
+        a, b = destination.host_bare, uri.host_bare
+        a_ip, b_ip = _is_ip(a), _is_ip(b)
+        if a_ip != b_ip:
+            return True
+        return not _same_ip(a, b) if a_ip else a != b
+    vias = message.vias
+    if len(vias) < 2:
+        return False
+    via = vias[1]
+    default = DEFAULT_PORTS.get(via.transport.lower(), 5060)
+    if via.rport and int(via.rport) != (via.port or default):
+        return True
+    if via.received is None:
+        return False
+    return not _same_ip(via.received, via.host_bare) if _is_ip(via.host_bare) else True
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def nat_uac_test(
+    message: Message,
+    source: Address,
+    flags: int,
+    ranges: PrivateRanges,
+    destination: Optional[SipUri] = None,
+) -> bool:
+    """
+    Kamailio nathelper's C{nat_uac_test(flags)}: true when any selected test says the
+    sender is behind NAT (tests run in Kamailio's order 16, 2, 1, 8, 4, 32, 64, 128, 256,
+    512).  C{source} is where the message came from; C{destination} is C{$du} for bit 512.
+    """
+    via = message.top_via
+    if flags & 16 and source.port != (via.port or 5060):
+        return True
+    if flags & 2 and not _same_ip(via.host, source.host):
+        return True
+    contact = _first_contact_uri(message) if flags & (1 | 128) else None
+    if flags & 1 and contact is not None and ranges.contains(contact.host):
+        return True
+    if flags & 8 and _sdp_private(message, ranges):
+        return True
+    if flags & 4 and ranges.contains(via.host):
+        return True
+    if flags & 32 and ranges.contains(source.host):
+        return True
+    # bit 64: WebSocket transports; sbc speaks none.
+    if flags & 128 and contact is not None and source.port != (contact.port or 5060):
+        return True
+    if flags & 256 and _sdp_differs(message, source.host):
+        return True
+    return bool(flags & 512) and _destination_test(message, destination)
+
+
+def client_nat_test(message: Message, source: Address, flags: int, ranges: PrivateRanges) -> bool:
+    """
+    nat_traversal's C{client_nat_test(type)} (NATD-14): 1 Contact private, 2 Via host or
+    port differs from the source (ports compared, unlike nathelper's bit 2), 4 Via private.
+    """
+    if flags & 1:
+        contact = _first_contact_uri(message)
+        if contact is not None and ranges.contains(contact.host):
+            return True
+    via = message.top_via
+    if flags & 2 and (not _same_ip(via.host, source.host) or source.port != (via.port or 5060)):
+        return True
+    return bool(flags & 4) and ranges.contains(via.host)
+
+
+def is_rfc1918(host: str, nat_addr_mode: int = 1) -> bool:
+    """Kamailio's C{is_rfc1918()} (NATD-12): IPv4 only, DEF-01 (+ 192.0.0.0/24 in mode 1)."""
+    cidrs = BASE_RANGES + (EXTRA_RANGES if nat_addr_mode == 1 else ())
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.version == 4 and PrivateRanges.of(cidrs).contains(host)
 
 
 def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = False) -> Request:

@@ -90,3 +90,138 @@ def test_force_rport() -> None:
 def test_response_target(via: str, target: tuple[str, int]) -> None:
     """Responses go to maddr, else received:rport, else sent-by (RFC 3261 §18.2.2, RFC 3581)."""
     assert response_target(parse_via(via)) == target
+
+
+# -- detection: TV-01 .. TV-04 -----------------------------------------------------------------
+
+from sbc.core.address import Address  # noqa: E402
+from sbc.core.nat import (  # noqa: E402
+    BASE_RANGES,
+    EXTRA_RANGES,
+    PrivateRanges,
+    client_nat_test,
+    is_rfc1918,
+    nat_uac_test,
+)
+
+RANGES = PrivateRanges.of(BASE_RANGES + EXTRA_RANGES)
+NT_RANGES = PrivateRanges.of(BASE_RANGES)
+
+
+def tv01() -> Request:
+    return request("SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKx;rport")
+
+
+def with_contact_and_sdp(via: str, contact: str, sdp: bytes = b"") -> Request:
+    data = request_bytes(
+        via=via,
+        headers=[("Contact", contact)] + ([("Content-Type", "application/sdp")] if sdp else []),
+        body=sdp,
+    )
+    m = parse(data)
+    assert isinstance(m, Request)
+    return m
+
+
+@pytest.mark.parametrize(
+    "bit, expected",
+    [
+        (1, True),
+        (2, True),
+        (4, True),
+        (8, False),
+        (16, True),
+        (32, False),
+        (64, False),
+        (128, True),
+        (256, False),
+        (512, False),
+    ],
+)
+def test_tv01_register_behind_nat(bit: int, expected: bool) -> None:
+    """TV-01: every bit as the vector says."""
+    m = with_contact_and_sdp(
+        "SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKx;rport", "<sip:alice@192.168.1.10:5060>"
+    )
+    src = Address("udp", "198.51.100.20", 40123)
+    assert nat_uac_test(m, src, bit, RANGES) is expected
+
+
+def test_tv01_combinations() -> None:
+    """19 true, 96 false; client_nat_test 3 and 4 true."""
+    m = with_contact_and_sdp(
+        "SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKx;rport", "<sip:alice@192.168.1.10:5060>"
+    )
+    src = Address("udp", "198.51.100.20", 40123)
+    assert nat_uac_test(m, src, 19, RANGES) and not nat_uac_test(m, src, 96, RANGES)
+    assert client_nat_test(m, src, 3, NT_RANGES) and client_nat_test(m, src, 4, NT_RANGES)
+
+
+SDP_PUBLIC = b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+def test_tv02_public_ua() -> None:
+    """TV-02: nothing says NAT."""
+    m = with_contact_and_sdp(
+        "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:bob@203.0.113.5>", SDP_PUBLIC
+    )
+    src = Address("udp", "203.0.113.5", 5060)
+    assert not nat_uac_test(m, src, 511, RANGES)
+    assert not client_nat_test(m, src, 7, NT_RANGES)
+
+
+def test_tv03_rport_only_nat() -> None:
+    """TV-03: port differs only: bit 2 false, 16 and 128 true, client_nat_test 2 true."""
+    m = with_contact_and_sdp(
+        "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:bob@203.0.113.5>", SDP_PUBLIC
+    )
+    src = Address("udp", "203.0.113.5", 5070)
+    assert not nat_uac_test(m, src, 2, RANGES)
+    assert nat_uac_test(m, src, 16, RANGES) and nat_uac_test(m, src, 128, RANGES)
+    assert client_nat_test(m, src, 2, NT_RANGES)
+
+
+@pytest.mark.parametrize(
+    "host, mode, expected",
+    [
+        ("100.64.0.0", 1, True),
+        ("100.127.255.255", 1, True),
+        ("100.128.0.0", 1, False),
+        ("172.31.255.255", 1, True),
+        ("172.32.0.1", 1, False),
+        ("192.0.0.7", 0, True),
+        ("192.0.0.7", 1, True),
+        ("192.0.0.200", 1, True),
+        ("192.0.0.200", 0, False),
+        ("10.1.2.3", 1, True),
+        ("fd00::1", 1, False),
+        ("host.example", 1, False),
+    ],
+)
+def test_tv04_private_range_edges(host: str, mode: int, expected: bool) -> None:
+    """TV-04: is_rfc1918 edges in both nat_addr_modes."""
+    assert is_rfc1918(host, mode) is expected
+
+
+def test_tv04_client_nat_test_uses_the_base_list() -> None:
+    """192.0.0.200 is private for nathelper (mode 1) but not for nat_traversal."""
+    m = with_contact_and_sdp("SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:a@192.0.0.200>")
+    src = Address("udp", "203.0.113.5", 5060)
+    assert not client_nat_test(m, src, 1, NT_RANGES)
+    assert nat_uac_test(m, src, 1, RANGES)
+
+
+def test_sdp_bits() -> None:
+    """Bit 8: a private media address; bit 256: session c= differs from the source."""
+    sdp = SDP_PUBLIC.replace(b"c=IN IP4 203.0.113.5", b"c=IN IP4 10.0.0.5")
+    m = with_contact_and_sdp(
+        "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:bob@203.0.113.5>", sdp
+    )
+    src = Address("udp", "203.0.113.5", 5060)
+    assert nat_uac_test(m, src, 8, RANGES) and nat_uac_test(m, src, 256, RANGES)
+
+
+def test_ipv6_ula_is_private_in_sbc_ranges() -> None:
+    """sbc's default ranges include fc00::/7 so IPv6 test networks can be NATed too."""
+    assert PrivateRanges.of(("fc00::/7",)).contains("[fd00::1]")
+    assert not RANGES.contains("fd00::1")

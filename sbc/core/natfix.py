@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.core.test_natfix -*-
+"""
+Fixing messages from clients behind NAT (K: FIX-01..11): Contact aliasing (the RFC-friendly
+way: C{;alias=ip~port~proto} on the way in, resolved from the Request-URI on the way back),
+Contact rewriting, and the source URI registrars store as C{received}.
+
+Every function takes the message and explicit addresses and returns a new message; none is
+applied twice (an alias already present, ours or a stale one from elsewhere, is replaced).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sbc.core.address import TRANSPORTS, Address, normalise_host
+from sbc.core.message import Header, Message, Request
+from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal, split_commas
+
+__all__ = [
+    "PROTO_DIGITS",
+    "source_uri",
+    "alias_value",
+    "add_contact_alias",
+    "handle_ruri_alias",
+    "decode_alias",
+    "fix_nated_contact",
+    "with_first_contact",
+    "AliasError",
+]
+
+#: Kamailio's transport numbers used in alias values (DEF-05).
+PROTO_DIGITS = {"udp": 1, "tcp": 2, "tls": 3, "sctp": 4, "ws": 5, "wss": 6}
+_DIGIT_NAMES = {1: "udp", 2: "tcp", 3: "tls", 4: "sctp", 5: "ws", 6: "ws"}
+
+
+class AliasError(ValueError):
+    """An alias parameter that cannot be decoded (Kamailio's -1)."""
+
+
+def source_uri(source: Address) -> str:
+    """DEF-03: C{sip:ip:port}, plus C{;transport=} unless UDP (what registrars store)."""
+    uri = f"sip:{format_host(source.host)}:{source.port}"
+    if source.transport != "udp":
+        uri += f";transport={source.transport}"
+    return uri
+
+
+def alias_value(source: Address) -> str:
+    """DEF-05: C{ip~port~digit}, IPv6 in brackets."""
+    return f"{format_host(source.host)}~{source.port}~{PROTO_DIGITS[source.transport]}"
+
+
+def with_first_contact(message: Message, contact: NameAddr) -> Message:
+    """Return C{message} with its first Contact element replaced by C{contact}."""
+    headers = list(message.headers)
+    for i, h in enumerate(headers):
+        if h.key == "contact":
+            rest = split_commas(h.value)[1:]
+            headers[i] = Header(h.name, ", ".join([str(contact), *rest]))
+            break
+    return message.with_headers(headers)
+
+
+def _first_contact(message: Message) -> Optional[NameAddr]:
+    if message.contact_star or not message.contacts:
+        return None
+    contact = message.contacts[0]
+    return contact if isinstance(contact.uri, SipUri) else None
+
+
+def add_contact_alias(message: Message, source: Address) -> Message:
+    """
+    C{add_contact_alias()} (FIX-05): add C{;alias=<source>} right after host[:port] of the
+    first Contact URI, unless that URI already names the source exactly (IP, port, and
+    transport, a missing C{;transport=} counting as UDP as SBC-REC advises).  An alias
+    already there is removed first, so the function is idempotent.
+    """
+    contact = _first_contact(message)
+    if contact is None:
+        return message
+    uri = contact.uri
+    assert isinstance(uri, SipUri)
+    params = tuple((k, v) for k, v in uri.params if k != "alias")
+    same = (
+        is_ip_literal(uri.host)
+        and normalise_host(uri.host) == normalise_host(source.host)
+        and (uri.port or 5060) == source.port
+        and uri.transport == source.transport
+    )
+    if same:
+        if params == uri.params:
+            return message
+        return with_first_contact(message, contact.evolve(uri=uri.evolve(params=params)))
+    new_uri = uri.evolve(params=(("alias", alias_value(source)), *params))
+    return with_first_contact(message, contact.evolve(uri=new_uri))
+
+
+def decode_alias(value: str) -> Address:
+    """Decode C{ip~port~digit} (FIX-08); transports sbc does not speak are refused too.
+
+    @raise AliasError: malformed value, unknown digit, or a transport sbc lacks."""
+    parts = value.split("~")
+    if len(parts) != 3:
+        raise AliasError("alias is not ip~port~proto")
+    host, port_text, digit_text = parts
+    if not is_ip_literal(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise AliasError("bad alias address")
+    if len(digit_text) != 1 or not digit_text.isdigit() or int(digit_text) not in _DIGIT_NAMES:
+        raise AliasError("bad alias transport")
+    transport = _DIGIT_NAMES[int(digit_text)]
+    if transport not in TRANSPORTS:
+        raise AliasError(f"alias transport {transport} is not served")
+    return Address(transport, normalise_host(host), int(port_text))
+
+
+def handle_ruri_alias(request: Request, last: bool = False) -> tuple[Request, Optional[Address]]:
+    """
+    C{handle_ruri_alias([mode])} (FIX-08): take the alias out of the Request-URI and return
+    where the request really goes.  Without an alias: the request unchanged and L{None}.
+
+    @raise AliasError: an alias that does not decode (the caller answers 400).
+    """
+    uri = request.uri
+    if not isinstance(uri, SipUri):
+        return request, None
+    values = [v for k, v in uri.params if k == "alias"]
+    if not values:
+        return request, None
+    target = decode_alias((values[-1] if last else values[0]) or "")
+    params = tuple((k, v) for k, v in uri.params if k != "alias")
+    return request.with_uri(uri.evolve(params=params)), target
+
+
+def fix_nated_contact(message: Message, source: Address) -> Message:
+    """
+    C{fix_nated_contact()} (FIX-01): host:port of the first Contact URI become the source
+    address (port always written, IPv6 bracketed, C{maddr} removed); user, other params
+    and display name kept.  Idempotent: a Contact already naming the source is left alone.
+    """
+    contact = _first_contact(message)
+    if contact is None:
+        return message
+    uri = contact.uri
+    assert isinstance(uri, SipUri)
+    host = format_host(source.host)
+    if uri.host == host and uri.port == source.port and not uri.has_param("maddr"):
+        return message
+    params = tuple((k, v) for k, v in uri.params if k.lower() != "maddr")
+    new_uri = uri.evolve(host=host, port=source.port, params=params)
+    return with_first_contact(message, contact.evolve(uri=new_uri))

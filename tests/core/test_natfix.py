@@ -1,0 +1,117 @@
+"""Tests for L{sbc.core.natfix}: TV-05, TV-08, TV-10, TV-12."""
+
+from __future__ import annotations
+
+import pytest
+
+from sbc.core.address import Address
+from sbc.core.message import Request, parse
+from sbc.core.natfix import (
+    AliasError,
+    add_contact_alias,
+    decode_alias,
+    fix_nated_contact,
+    handle_ruri_alias,
+    source_uri,
+)
+from tests.helpers import request_bytes
+
+UDP_SRC = Address("udp", "198.51.100.20", 40123)
+TCP_SRC = Address("tcp", "198.51.100.20", 40123)
+
+
+def with_contact(contact: str, uri: str = "sip:bob@example.com") -> Request:
+    m = parse(request_bytes("INVITE", uri, headers=[("Contact", contact)] if contact else []))
+    assert isinstance(m, Request)
+    return m
+
+
+def contact_of(m) -> str:  # type: ignore[no-untyped-def]
+    return m.get("Contact")
+
+
+def test_tv05_alias_inserted_after_hostport() -> None:
+    """The alias goes right after host:port, before existing URI params."""
+    out = add_contact_alias(with_contact("<sip:alice@192.168.1.10:5060;ob>"), UDP_SRC)
+    assert contact_of(out) == "<sip:alice@192.168.1.10:5060;alias=198.51.100.20~40123~1;ob>"
+
+
+def test_tv05_unbracketed_contact_over_tcp() -> None:
+    """A bare addr-spec is enclosed in <>, its former params stay header params."""
+    out = add_contact_alias(with_contact("sip:alice@192.168.1.10:5060;expires=60"), TCP_SRC)
+    assert contact_of(out) == "<sip:alice@192.168.1.10:5060;alias=198.51.100.20~40123~2>;expires=60"
+
+
+def test_tv05_ipv6_tls_and_star() -> None:
+    """IPv6 sources are bracketed; Contact: * is left alone."""
+    out = add_contact_alias(with_contact("<sip:a@10.0.0.1>"), Address("tls", "2001:db8::5", 5070))
+    assert ";alias=[2001:db8::5]~5070~3" in contact_of(out)
+    star = with_contact("*")
+    assert add_contact_alias(star, UDP_SRC) is star
+
+
+def test_alias_is_idempotent_and_replaces_a_stale_one() -> None:
+    """Applying twice gives one alias; a foreign alias is replaced by ours."""
+    once = add_contact_alias(with_contact("<sip:alice@10.0.0.2>"), UDP_SRC)
+    assert contact_of(add_contact_alias(once, UDP_SRC)) == contact_of(once)
+    stale = with_contact("<sip:a@10.0.0.2;alias=1.2.3.4~5060~1>")
+    assert (
+        contact_of(add_contact_alias(stale, UDP_SRC))
+        == "<sip:a@10.0.0.2;alias=198.51.100.20~40123~1>"
+    )
+
+
+def test_no_alias_when_contact_is_the_source() -> None:
+    """A public UA whose Contact is its source needs no alias (no ;transport= means UDP)."""
+    m = with_contact("<sip:bob@203.0.113.5:5060>")
+    assert add_contact_alias(m, Address("udp", "203.0.113.5", 5060)) is m
+    assert add_contact_alias(m, Address("tcp", "203.0.113.5", 5060)) is not m
+
+
+def test_tv08_handle_ruri_alias() -> None:
+    """The alias leaves the R-URI and names the destination."""
+    r = with_contact("", "sip:alice@192.168.1.10:5060;alias=198.51.100.20~40123~1;ob")
+    out, target = handle_ruri_alias(r)
+    assert str(out.uri) == "sip:alice@192.168.1.10:5060;ob"
+    assert target == UDP_SRC
+    assert decode_alias("198.51.100.20~40123~2") == TCP_SRC
+    assert decode_alias("[2001:db8::5]~5070~3") == Address("tls", "2001:db8::5", 5070)
+    plain = with_contact("", "sip:alice@192.168.1.10")
+    assert handle_ruri_alias(plain) == (plain, None)
+
+
+@pytest.mark.parametrize(
+    "value", ["1.2.3.4~5060", "1.2.3.4~5060~9", "x~5060~1", "1.2.3.4~0~1", "1.2.3.4~5060~5"]
+)
+def test_tv08_bad_aliases(value: str) -> None:
+    """Malformed aliases (and WebSocket ones, which sbc does not serve) are refused."""
+    with pytest.raises(AliasError):
+        decode_alias(value)
+
+
+def test_tv08_first_or_last_alias() -> None:
+    """mode 0 uses the first alias, any other the last."""
+    r = with_contact("", "sip:a@h;alias=192.0.2.1~1~1;alias=192.0.2.2~2~1")
+    assert handle_ruri_alias(r)[1] == Address("udp", "192.0.2.1", 1)
+    assert handle_ruri_alias(r, last=True)[1] == Address("udp", "192.0.2.2", 2)
+
+
+def test_tv10_source_uri() -> None:
+    """What a registrar stores as received."""
+    assert source_uri(UDP_SRC) == "sip:198.51.100.20:40123"
+    assert source_uri(TCP_SRC) == "sip:198.51.100.20:40123;transport=tcp"
+    assert source_uri(Address("tls", "2001:db8::5", 5061)) == "sip:[2001:db8::5]:5061;transport=tls"
+
+
+def test_tv12_fix_nated_contact() -> None:
+    """host:port replaced by the source, params kept, maddr dropped."""
+    m = with_contact("<sip:alice@192.168.1.10;transport=udp;maddr=10.0.0.1>")
+    assert (
+        contact_of(fix_nated_contact(m, UDP_SRC)) == "<sip:alice@198.51.100.20:40123;transport=udp>"
+    )
+    v6 = fix_nated_contact(
+        with_contact("<sip:alice@192.168.1.10;transport=udp>"), Address("udp", "2001:db8::5", 5062)
+    )
+    assert contact_of(v6) == "<sip:alice@[2001:db8::5]:5062;transport=udp>"
+    done = fix_nated_contact(m, UDP_SRC)
+    assert fix_nated_contact(done, UDP_SRC) is done
