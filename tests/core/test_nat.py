@@ -157,7 +157,10 @@ def test_tv01_combinations() -> None:
     assert client_nat_test(m, src, 3, NT_RANGES) and client_nat_test(m, src, 4, NT_RANGES)
 
 
-SDP_PUBLIC = b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+SDP_PUBLIC = (
+    b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\n"
+    b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+)
 
 
 def test_tv02_public_ua() -> None:

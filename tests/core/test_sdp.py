@@ -6,7 +6,10 @@ import pytest
 
 from sbc.core.sdp import SdpError, fix_nated_sdp, media_connections, parse_sdp, session_connection
 
-BODY = b"v=0\r\no=- 1 1 IN IP4 192.168.1.10\r\ns=-\r\nc=IN IP4 192.168.1.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+BODY = (
+    b"v=0\r\no=- 1 1 IN IP4 192.168.1.10\r\ns=-\r\nc=IN IP4 192.168.1.10\r\n"
+    b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+)
 SRC = "198.51.100.20"
 
 
