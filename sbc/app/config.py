@@ -12,6 +12,7 @@ C{[core] listen} is complete.  Any fault stops start-up with one line::
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, Optional
 
 from sbc.core.address import Address, parse_address
 from sbc.core.errors import ParseError
+from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.registrar import RegistrarSettings
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
@@ -89,6 +91,19 @@ class RrSettings:
 
 
 @dataclass(frozen=True)
+class NatSettings:
+    """The C{[nat]} section (the NAT policy; see L{sbc.core.nat.NatPolicy})."""
+
+    nat_uac_test: int = 19
+    contact_fix: str = "alias"
+    register_fix: str = "received"
+    force_rport: bool = True
+    private_ranges: tuple[str, ...] = DEFAULT_PRIVATE_RANGES
+    nat_addr_mode: int = 1
+    fix_nated_sdp: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything sbc reads from its configuration.
 
@@ -100,6 +115,7 @@ class Settings:
     tm: TmSettings = field(default_factory=TmSettings)
     rr: RrSettings = field(default_factory=RrSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
+    nat: NatSettings = field(default_factory=NatSettings)
 
 
 def defaults() -> Settings:
@@ -211,6 +227,24 @@ def _choice(mapping: dict[str, Any], what: str) -> Callable[[str], Any]:
     return convert
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    items = _items(text)
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=False)) for item in items)
+    except ValueError:
+        raise ValueError("a list of networks in CIDR form (10.0.0.0/8 fc00::/7)") from None
+
+
+def _flags(limit: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        text = text.strip()
+        if not text.isdigit() or int(text) >= limit:
+            raise ValueError(f"a flag sum from 0 to {limit - 1}")
+        return int(text)
+
+    return convert
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -277,6 +311,21 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "min_expires": _integer(0, 31_536_000),
             "max_expires": _integer(0, 31_536_000),
             "max_contacts": _integer(0, 10_000),
+            "received_param": _text,
+        },
+    ),
+    "nat": (
+        NatSettings,
+        {
+            "nat_uac_test": _flags(1024),
+            "contact_fix": _choice(
+                {k: k for k in ("alias", "rewrite", "off")}, "alias, rewrite or off"
+            ),
+            "register_fix": _choice({k: k for k in ("received", "off")}, "received or off"),
+            "force_rport": _boolean,
+            "private_ranges": _networks,
+            "nat_addr_mode": _integer(0, 1),
+            "fix_nated_sdp": _flags(16),
         },
     ),
 }

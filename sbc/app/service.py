@@ -25,6 +25,7 @@ from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.core.address import Address
 from sbc.core.identity import LocalIdentity
 from sbc.core.message import ParseLimits
+from sbc.core.nat import EXTRA_RANGES, NatPolicy, PrivateRanges
 from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.registrar import Registrar
 from sbc.core.transaction import Timers
@@ -141,6 +142,21 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         append_fromtag=settings.rr.append_fromtag,
         outbound_proxy=settings.core.outbound_proxy,
         advertise=settings.core.advertise,
+        nat=nat_policy(settings),
+    )
+
+
+def nat_policy(settings: Settings) -> NatPolicy:
+    """Map [nat] onto the core's NAT policy (nat_addr_mode 1 adds 192.0.0.0/24)."""
+    nat = settings.nat
+    extra = EXTRA_RANGES if nat.nat_addr_mode == 1 else ()
+    return NatPolicy(
+        nat_uac_test=nat.nat_uac_test,
+        contact_fix=nat.contact_fix,
+        register_fix=nat.register_fix,
+        force_rport=nat.force_rport,
+        ranges=PrivateRanges.of(nat.private_ranges + extra),
+        fix_nated_sdp=nat.fix_nated_sdp,
     )
 
 

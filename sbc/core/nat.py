@@ -23,6 +23,8 @@ from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connect
 from sbc.core.uri import SipUri, Via, split_commas
 
 __all__ = [
+    "NatPolicy",
+    "DEFAULT_PRIVATE_RANGES",
     "is_rfc1918",
     "stamp_via",
     "response_target",
@@ -66,6 +68,38 @@ class PrivateRanges:
         except ValueError:
             return False
         return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+#: sbc's default private ranges: DEF-01's base list plus IPv6 unique local addresses, so
+#: that IPv6 test networks can sit behind NAT too (SPEC §3 [nat] private_ranges).
+DEFAULT_PRIVATE_RANGES = BASE_RANGES + ("fc00::/7",)
+
+
+@dataclass(frozen=True)
+class NatPolicy:
+    """
+    The C{[nat]} section: when a client counts as NATed and what is fixed then.
+
+    @ivar nat_uac_test: the flags that mark a client as NATed (19 = 1+2+16).
+    @ivar contact_fix: C{alias} (add ;alias=, resolve it on the way back), C{rewrite}
+        (fix_nated_contact) or C{off}.
+    @ivar register_fix: C{received} (the binding keeps the NAT address) or C{off}.
+    @ivar force_rport: always stamp rport (Kamailio's force_rport()).
+    @ivar fix_nated_sdp: fix_nated_sdp flags applied to SDP from NATed clients (0: none).
+    """
+
+    nat_uac_test: int = 19
+    contact_fix: str = "alias"
+    register_fix: str = "received"
+    force_rport: bool = True
+    ranges: PrivateRanges = None  # type: ignore[assignment]
+    fix_nated_sdp: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ranges is None:
+            object.__setattr__(
+                self, "ranges", PrivateRanges.of(DEFAULT_PRIVATE_RANGES + EXTRA_RANGES)
+            )
 
 
 def _same_ip(host: str, source: str) -> bool:

@@ -26,11 +26,13 @@ from typing import Optional, Union
 from sbc.core.address import Address
 from sbc.core.dialog import DialogEvent, DialogTable
 from sbc.core.identity import LocalIdentity
-from sbc.core.message import Header, Request, Response
-from sbc.core.nat import response_target
+from sbc.core.message import Header, Message, Request, Response
+from sbc.core.nat import NatPolicy, nat_uac_test, response_target, stamp_via
+from sbc.core.natfix import AliasError, add_contact_alias, fix_nated_contact, handle_ruri_alias
 from sbc.core.registrar import Registrar
 from sbc.core.reply import REASONS, make_response
 from sbc.core.routing import RouteOutcome, loose_route, record_route_value, uri_target
+from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.transaction import (
     ClientTransaction,
     ResponseReceived,
@@ -72,6 +74,12 @@ _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _BRANCH_PREFIX = "z9hG4bKsbc"
 
 Effect = Union[Send, DialogEvent]
+#: One branch to create: the request for it, the next hop, and the socket to send from
+#: (None: any socket that fits the next hop).
+Hop = tuple[Request, Address, Optional[Address]]
+#: Replies from a NATed UAS are judged by these tests only: the Via-based ones (2, 4, 16)
+#: look at sbc's own Via on a reply.
+_REPLY_TESTS = 1 | 8 | 32 | 128 | 256
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class ProxySettings:
     append_fromtag: bool = True
     outbound_proxy: Optional[SipUri] = None
     advertise: Optional[tuple[str, Optional[int]]] = None
+    nat: NatPolicy = NatPolicy()
 
 
 def priority(status: int) -> int:
@@ -234,6 +243,8 @@ class Proxy:
         """Handle a request that arrived from C{source} on our socket C{local}."""
         if not self._housekeeping:
             self._housekeeping = now + 10.0
+        policy = self.settings.nat
+        request = stamp_via(request, source.host, source.port, force_rport=policy.force_rport)
         key = server_key(request)
         server = self._servers.get(key)
         if server is not None and request.method == "ACK" and server.state is State.ACCEPTED:
@@ -258,7 +269,25 @@ class Proxy:
             return effects + self._reply(server, refusal, now)
         if request.method == "BYE":
             effects += self.dialogs.bye(request)
-        return effects + self._route(request, server, source, local, now)
+        natted = bool(policy.nat_uac_test) and nat_uac_test(
+            request, source, policy.nat_uac_test, policy.ranges
+        )
+        return effects + self._route(request, server, source, local, now, natted)
+
+    def _fix_from_nated(self, message: Message, source: Address) -> Message:
+        """Contact alias or rewrite, and SDP, on a message from a client behind NAT."""
+        policy = self.settings.nat
+        if policy.contact_fix == "alias":
+            message = add_contact_alias(message, source)
+        elif policy.contact_fix == "rewrite":
+            message = fix_nated_contact(message, source)
+        if policy.fix_nated_sdp and message.body:
+            try:
+                body, changed = fix_nated_sdp(message.body, policy.fix_nated_sdp, source.host)
+            except SdpError:
+                return message
+            message = message.with_body(body)
+        return message
 
     def _reply_peer(self, request: Request, source: Address) -> Address:
         if source.reliable:
@@ -326,12 +355,26 @@ class Proxy:
         source: Address,
         local: Address,
         now: float,
+        natted: bool = False,
     ) -> list[Effect]:
         """Decide where the request goes and forward it, or answer it locally."""
         original = request
+        if natted and request.method != "REGISTER":
+            fixed = self._fix_from_nated(request, source)
+            assert isinstance(fixed, Request)
+            request = fixed
         routed = loose_route(request, self.identity)
         request = routed.request
         hop = routed.next_hop
+        if self.settings.nat.contact_fix == "alias" and (hop is None or hop == request.uri):
+            # Our own alias in the R-URI names the NAT binding of the UA (FIX-08).
+            try:
+                request, alias_target = handle_ruri_alias(request)
+            except AliasError as error:
+                return self._reply(server, make_response(original, 400, str(error)), now)
+            if alias_target is not None:
+                hops: list[Hop] = [(request, alias_target, None)]
+                return self._forward(original, server, hops, source, local, now, natted)
         if (
             hop is None
             and routed.outcome is RouteOutcome.NEXT_HOP
@@ -339,25 +382,34 @@ class Proxy:
             and not self.identity.is_myself(request.uri)
         ):
             hop = request.uri  # in-dialog: our Route entries consumed, R-URI is the target
-        answer: Union[Response, list[tuple[Request, Address]]]
+        answer: Union[Response, list[Hop]]
         if hop is not None:
             target = uri_target(hop)
-            answer = [(request, target)] if target is not None else _unresolvable(original)
+            answer = [(request, target, None)] if target is not None else _unresolvable(original)
         else:
-            answer = self._local(request, original, source, local, now)
+            answer = self._local(request, original, source, local, now, natted)
         if isinstance(answer, Response):
             return self._reply(server, answer, now)
-        return self._forward(original, server, answer, source, local, now)
+        return self._forward(original, server, answer, source, local, now, natted)
 
     def _local(
-        self, request: Request, original: Request, source: Address, local: Address, now: float
-    ) -> Union[Response, list[tuple[Request, Address]]]:
+        self,
+        request: Request,
+        original: Request,
+        source: Address,
+        local: Address,
+        now: float,
+        natted: bool = False,
+    ) -> Union[Response, list[Hop]]:
         """Requests whose R-URI is not forwarded as is: ours (registrar, lookup, OPTIONS),
         or another domain's (outbound proxy / R-URI host)."""
         uri = request.uri
         if isinstance(uri, SipUri) and self.identity.is_myself(uri):
             if request.method == "REGISTER":
-                result = self.registrar.register(request, source, local, now)
+                keep = natted and self.settings.nat.register_fix == "received"
+                result = self.registrar.register(
+                    request, source, local, now, received=source if keep else None
+                )
                 return make_response(
                     original, result.status, result.reason or None, headers=result.headers
                 )
@@ -378,19 +430,24 @@ class Proxy:
                 return make_response(original, 404)
             if not bindings:
                 return make_response(original, 480)
-            targets = []
+            targets: list[Hop] = []
             for binding in bindings:
                 branch_request = request.with_uri(binding.uri)
-                target = binding.source if binding.source.reliable else uri_target(binding.uri)
-                if target is not None:
-                    targets.append((branch_request, target))
+                if binding.source.reliable:
+                    # TCP/TLS: over the very connection the REGISTER came on.
+                    targets.append((branch_request, binding.source, binding.local))
+                elif binding.received is not None:
+                    # Behind NAT: to the NAT binding, from the socket it was made with.
+                    targets.append((branch_request, binding.received, binding.local))
+                elif (target := uri_target(binding.uri)) is not None:
+                    targets.append((branch_request, target, None))
             return targets or make_response(original, 480)
         if self.settings.outbound_proxy is not None:
             target = uri_target(self.settings.outbound_proxy)
-            return [(request, target)] if target is not None else _unresolvable(original)
+            return [(request, target, None)] if target is not None else _unresolvable(original)
         if isinstance(uri, SipUri):
             target = uri_target(uri)
-            return [(request, target)] if target is not None else _unresolvable(original)
+            return [(request, target, None)] if target is not None else _unresolvable(original)
         return make_response(original, 404)
 
     def _socket_for(self, target: Address, preferred: Address) -> Optional[Address]:
@@ -408,30 +465,36 @@ class Proxy:
         return socket.host, socket.port
 
     def _prepare(
-        self, original: Request, request: Request, socket: Address, inbound: Address, branch: str
+        self,
+        original: Request,
+        request: Request,
+        socket: Address,
+        inbound: Address,
+        branch: str,
+        natted: bool = False,
     ) -> Request:
         """The copy for one branch: Max-Forwards, Record-Route, our Via (§16.6)."""
         mf = request.max_forwards
         out = request.with_header("Max-Forwards", str((mf if mf is not None else 70) - 1))
         if original.method in _DIALOG_CREATING and original.to.tag is None:
-            ftag = original.from_.tag if self.settings.append_fromtag else None
-            advertise = self.settings.advertise
+            rr = {
+                "ftag": original.from_.tag if self.settings.append_fromtag else None,
+                "advertise": self.settings.advertise,
+                # RR-10: the dialog remembers that its caller is behind NAT.
+                "params": ";nat=yes" if natted else "",
+            }
             double = self.settings.enable_double_rr == 2 or (
                 self.settings.enable_double_rr == 1 and socket != inbound
             )
             if double:
                 out = out.with_header_first(
-                    "Record-Route",
-                    record_route_value(inbound, ftag=ftag, r2=True, advertise=advertise),
+                    "Record-Route", record_route_value(inbound, r2=True, **rr)
                 )
                 out = out.with_header_first(
-                    "Record-Route",
-                    record_route_value(socket, ftag=ftag, r2=True, advertise=advertise),
+                    "Record-Route", record_route_value(socket, r2=True, **rr)
                 )
             else:
-                out = out.with_header_first(
-                    "Record-Route", record_route_value(socket, ftag=ftag, advertise=advertise)
-                )
+                out = out.with_header_first("Record-Route", record_route_value(socket, **rr))
         host, port = self._via_host(socket)
         via = f"SIP/2.0/{socket.transport.upper()} {format_host(host)}:{port};branch={branch}"
         out = out.with_header_first("Via", via)
@@ -445,10 +508,11 @@ class Proxy:
         self,
         original: Request,
         server: ServerTransaction,
-        targets: list[tuple[Request, Address]],
+        targets: list[Hop],
         source: Address,
         local: Address,
         now: float,
+        natted: bool = False,
     ) -> list[Effect]:
         lifetime = (
             self.settings.max_inv_lifetime
@@ -458,11 +522,12 @@ class Proxy:
         forwarding = _Forwarding(server, now + lifetime)
         self._forwardings[server_key(original)] = forwarding
         effects: list[Effect] = []
-        for request, target in targets:
-            socket = self._socket_for(target, local)
+        for request, target, preferred in targets:
+            socket = self._socket_for(target, preferred or local)
             if socket is None:
                 continue
-            out = self._prepare(original, request, socket, local, self._new_branch_id(original))
+            branch_id = self._new_branch_id(original)
+            out = self._prepare(original, request, socket, local, branch_id, natted)
             client = ClientTransaction(out, target, socket, self.settings.timers)
             branch = _Branch(client)
             forwarding.branches.append(branch)
@@ -488,7 +553,13 @@ class Proxy:
             hop = out.uri
         if hop is None:
             return []
-        target = uri_target(hop)
+        target: Optional[Address] = None
+        if self.settings.nat.contact_fix == "alias" and hop == out.uri:
+            try:
+                out, target = handle_ruri_alias(out)
+            except AliasError:
+                return []
+        target = target or uri_target(hop)
         if target is None:
             return []
         socket = self._socket_for(target, local)
@@ -539,6 +610,16 @@ class Proxy:
     # -- responses ------------------------------------------------------------------------------
     def receive_response(self, response: Response, source: Address, now: float) -> list[Effect]:
         """Handle a response from a next hop."""
+        policy = self.settings.nat
+        tests = policy.nat_uac_test & _REPLY_TESTS
+        if (
+            tests
+            and response.has("contact")
+            and nat_uac_test(response, source, tests, policy.ranges)
+        ):
+            fixed = self._fix_from_nated(response, source)
+            assert isinstance(fixed, Response)
+            response = fixed
         via = response.top_via
         key = client_key(via.branch or "", response.cseq.method)
         client = self._clients.get(key)

@@ -14,6 +14,7 @@ from typing import Optional
 
 from sbc.core.address import Address
 from sbc.core.message import Request
+from sbc.core.natfix import source_uri
 from sbc.core.uri import NameAddr, SipUri
 
 __all__ = ["RegistrarSettings", "Binding", "Registrar", "RegisterResult", "aor_of"]
@@ -32,6 +33,7 @@ class RegistrarSettings:
     min_expires: int = 60
     max_expires: int = 0
     max_contacts: int = 0
+    received_param: str = "received"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Binding:
     @ivar source: the transport address the REGISTER came from (for NAT handling and
         connection reuse).
     @ivar local: the socket it arrived on.
+    @ivar received: set when the client is behind NAT (K: FIX-10): requests for it go to this
+        address, from C{local}, instead of to the Contact.
     """
 
     uri: SipUri
@@ -54,6 +58,7 @@ class Binding:
     source: Address
     local: Optional[Address] = None
     params: tuple[tuple[str, Optional[str]], ...] = field(default=())
+    received: Optional[Address] = None
 
     def expires_in(self, now: float) -> int:
         """Whole seconds left (never negative)."""
@@ -142,9 +147,16 @@ class Registrar:
         return value
 
     def register(
-        self, request: Request, source: Address, local: Optional[Address], now: float
+        self,
+        request: Request,
+        source: Address,
+        local: Optional[Address],
+        now: float,
+        received: Optional[Address] = None,
     ) -> RegisterResult:
-        """Apply a REGISTER (RFC 3261 §10.3 steps 5-8) and say what to answer."""
+        """Apply a REGISTER (RFC 3261 §10.3 steps 5-8) and say what to answer.
+
+        @param received: the NAT address to store with the new bindings (FIX-10)."""
         aor = aor_of(request.to.uri)
         if aor is None:
             return RegisterResult(400, "Bad To: no user part")
@@ -192,6 +204,7 @@ class Registrar:
                     source,
                     local,
                     contact.params,
+                    received,
                 )
             )
         limit = self.settings.max_contacts
@@ -205,8 +218,11 @@ class Registrar:
         return self._ok(aor, now)
 
     def _ok(self, aor: str, now: float) -> RegisterResult:
-        contacts = tuple(
-            ("Contact", f"<{b.uri}>;expires={b.expires_in(now)}")
-            for b in self._bindings.get(aor, [])
-        )
-        return RegisterResult(200, "", contacts)
+        name = self.settings.received_param
+        contacts = []
+        for b in self._bindings.get(aor, []):
+            value = f"<{b.uri}>;expires={b.expires_in(now)}"
+            if b.received is not None and name:
+                value += f';{name}="{source_uri(b.received)}"'
+            contacts.append(("Contact", value))
+        return RegisterResult(200, "", tuple(contacts))

@@ -31,6 +31,7 @@ def record_route_value(
     ftag: Optional[str] = None,
     r2: bool = False,
     advertise: Optional[tuple[str, Optional[int]]] = None,
+    params: str = "",
 ) -> str:
     """
     The Record-Route value for one of our sockets (RR-01): C{<sip:host[:port][;transport=x]
@@ -51,7 +52,7 @@ def record_route_value(
     uri += ";lr"
     if ftag:
         uri += f";ftag={ftag}"
-    return f"<{uri}>"
+    return f"<{uri}{params}>"
 
 
 class RouteOutcome(enum.IntEnum):

@@ -17,7 +17,6 @@ from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
-from sbc.core.nat import stamp_via
 from sbc.core.proxy import Effect, Proxy
 from sbc.core.reply import error_response
 from sbc.core.stats import Statistics
@@ -113,9 +112,8 @@ class SipEngine:
         source = Address(flow.transport, flow.remote[0], flow.remote[1])
         if isinstance(message, Request):
             self.stats.incr("rcv_requests")
-            request = stamp_via(message, flow.remote[0], flow.remote[1])
             local = Address(flow.transport, flow.local[0], flow.local[1])
-            effects = self.proxy.receive_request(request, source, local, now)
+            effects = self.proxy.receive_request(message, source, local, now)
         else:
             self.stats.incr("rcv_replies")
             effects = self.proxy.receive_response(message, source, now)

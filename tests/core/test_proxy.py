@@ -452,3 +452,120 @@ def test_no_state_is_left_after_calls_end() -> None:
     assert sizes["server_transactions"] == sizes["client_transactions"] == 0, sizes
     assert sizes["forwardings"] == sizes["dialogs"] == 0, sizes
     assert sizes["timer_heap"] <= 1, sizes
+
+
+# -- NAT traversal ---------------------------------------------------------------------------------
+
+from sbc.core.nat import NatPolicy  # noqa: E402
+
+NAT = Address("udp", "198.51.100.20", 40123)  # the NAT's public side
+PRIVATE = "10.0.0.10:5070"
+
+
+def register_natted(p: Proxy, source: Address = NAT) -> list:
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        call_id="reg-nat",
+        via=f"SIP/2.0/UDP {PRIVATE};branch=z9hG4bKrn;rport",
+        headers=[("Contact", f"<sip:alice@{PRIVATE}>"), ("Expires", "300")],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    return send_request(p, data, source=source)
+
+
+def test_register_behind_nat_stores_received_and_calls_reach_the_binding() -> None:
+    """TV-10: 200 lists received=; an INVITE goes to the NAT address, R-URI = Contact."""
+    p = proxy()
+    [ok] = sent(register_natted(p), NAT)
+    assert (
+        ok.get("Contact")
+        == '<sip:alice@10.0.0.10:5070>;expires=300;received="sip:198.51.100.20:40123"'
+    )
+    effects = send_request(p, invite("sip:alice@sbc.test"))
+    [out] = sent(effects, NAT)
+    assert str(out.uri) == "sip:alice@10.0.0.10:5070"  # type: ignore[union-attr]
+    assert [e.local for e in effects if isinstance(e, Send) and e.peer == NAT] == [SBC]
+
+
+def test_register_fix_off_sends_to_the_private_contact() -> None:
+    """The control: without register_fix the INVITE goes to the unreachable private address."""
+    p = proxy(nat=NatPolicy(register_fix="off"))
+    register_natted(p)
+    effects = send_request(p, invite("sip:alice@sbc.test"))
+    assert sent(effects, Address("udp", "10.0.0.10", 5070)) and not sent(effects, NAT)
+
+
+def test_natted_caller_gets_alias_and_nat_record_route() -> None:
+    """A call from behind NAT: Contact aliased, Record-Route marked nat=yes."""
+    p = proxy()
+    data = request_bytes(
+        "INVITE",
+        "sip:carol@192.0.2.30",
+        via=f"SIP/2.0/UDP {PRIVATE};branch=z9hG4bKn1",  # noqa: E501
+        headers=[("Contact", f"<sip:alice@{PRIVATE}>")],
+    )
+    [out] = sent(send_request(p, data, source=NAT), Address("udp", "192.0.2.30", 5060))
+    assert out.get("Contact") == "<sip:alice@10.0.0.10:5070;alias=198.51.100.20~40123~1>"
+    assert out.get("Record-Route") == "<sip:127.0.0.1;lr;ftag=from1;nat=yes>"
+
+
+def test_in_dialog_request_to_an_alias_goes_to_the_nat_binding() -> None:
+    """The callee's BYE to the aliased Contact reaches the NAT address, alias stripped."""
+    p = proxy()
+    bye = request_bytes(
+        "BYE",
+        "sip:alice@10.0.0.10:5070;alias=198.51.100.20~40123~1",
+        via="SIP/2.0/UDP 192.0.2.30:5060;branch=z9hG4bKb1",
+        headers=[("Route", "<sip:127.0.0.1;lr;ftag=from1;nat=yes>")],
+    )
+    bye = bye.replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=t")
+    [out] = sent(send_request(p, bye, source=Address("udp", "192.0.2.30", 5060)), NAT)
+    assert str(out.uri) == "sip:alice@10.0.0.10:5070"  # type: ignore[union-attr]
+
+
+def test_bad_alias_is_400() -> None:
+    """An alias that does not decode gets 400, not a crash."""
+    p = proxy()
+    data = request_bytes("OPTIONS", "sip:a@10.0.0.1;alias=1.2.3.4~99999~1")
+    assert statuses(send_request(p, data), CALLER) == [400]
+
+
+def test_reply_from_a_natted_callee_gets_its_contact_aliased() -> None:
+    """A 200 whose Contact is private is aliased before it goes upstream."""
+    p = proxy()
+    register(p, BOB1)
+    [out] = sent(send_request(p, invite()), BOB1)
+    ok = make_response(out, 200).with_header("To", f"{out.get('to')};tag=x")
+    ok = ok.with_header("Contact", "<sip:bob@10.0.0.20:5060>")
+    parsed = parse(ok.to_bytes())
+    assert isinstance(parsed, Response)
+    [relayed] = sent(p.receive_response(parsed, BOB1, 1.0), CALLER)
+    assert relayed.get("Contact") == "<sip:bob@10.0.0.20:5060;alias=192.0.2.21~5081~1>"
+
+
+def test_rewrite_mode() -> None:
+    """contact_fix = rewrite: the Contact names the NAT address itself (TV-12 style)."""
+    p = proxy(nat=NatPolicy(contact_fix="rewrite"))
+    data = request_bytes(
+        "INVITE",
+        "sip:carol@192.0.2.30",
+        via=f"SIP/2.0/UDP {PRIVATE};branch=z9hG4bKn2",  # noqa: E501
+        headers=[("Contact", f"<sip:alice@{PRIVATE}>")],
+    )
+    [out] = sent(send_request(p, data, source=NAT), Address("udp", "192.0.2.30", 5060))
+    assert out.get("Contact") == "<sip:alice@198.51.100.20:40123>"
+
+
+def test_public_client_is_left_alone() -> None:
+    """No NAT detected: Contact untouched, no nat=yes."""
+    p = proxy()
+    data = request_bytes(
+        "INVITE",
+        "sip:carol@192.0.2.30",
+        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKp",  # noqa: E501
+        headers=[("Contact", "<sip:alice@192.0.2.10:5070>")],
+    )
+    [out] = sent(send_request(p, data), Address("udp", "192.0.2.30", 5060))
+    assert out.get("Contact") == "<sip:alice@192.0.2.10:5070>"
+    assert "nat=yes" not in (out.get("Record-Route") or "")

@@ -47,13 +47,13 @@ class SipDatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(response.top_via.received, "203.0.113.7")
         self.assertEqual(response.top_via.rport, "40000")
 
-    def test_without_rport_reply_goes_to_received_and_via_port(self) -> None:
-        """Without rport the response goes to received:sent-by-port (RFC 3261 §18.2.2)."""
+    def test_force_rport_replies_to_the_source_port(self) -> None:
+        """Without rport in the Via, force_rport (the default) still answers the source port."""
         protocol, transport = make_protocol()
         protocol.datagramReceived(
             request_bytes(via="SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bK1"), ("203.0.113.7", 40000)
         )
-        self.assertEqual(transport.written[0][1], ("203.0.113.7", 5070))
+        self.assertEqual(transport.written[0][1], ("203.0.113.7", 40000))
 
     def test_malformed_gets_400_to_the_source_and_is_counted(self) -> None:
         """A malformed request gets 400 sent to where it came from, and a counter moves."""
