@@ -43,16 +43,17 @@ def sipp_has_tls() -> bool:
 class SbcProcess:
     """sbc running under twistd, its log captured; use as a context manager."""
 
-    def __init__(self, config: str, cwd: str = ROOT) -> None:
+    def __init__(self, config: str, cwd: str = ROOT, prefix: tuple[str, ...] = ()) -> None:
         self.config = config
         self.cwd = cwd
+        self.prefix = list(prefix)
         self.process: Optional[subprocess.Popen[str]] = None
         self.lines: list[str] = []
         self._reader: Optional[threading.Thread] = None
 
     def __enter__(self) -> SbcProcess:
         self.process = subprocess.Popen(
-            [TWISTD, "--pidfile=", "-n", "sbc", "--config", self.config],
+            [*self.prefix, TWISTD, "--pidfile=", "-n", "sbc", "--config", self.config],
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -128,10 +129,38 @@ def run_sipp(
     cwd: str,
     extra: tuple[str, ...] = (),
     timeout: float = 60.0,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run SIPp with a scenario from tests/system/scenarios until it ends by itself."""
+    command = sipp_command(
+        scenario,
+        target,
+        transport,
+        local_ip=local_ip,
+        calls=calls,
+        extra=extra,
+        timeout=timeout,
+        prefix=prefix,
+    )
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def sipp_command(
+    scenario: str,
+    target: Optional[str],
+    transport: str = "u1",
+    *,
+    local_ip: Optional[str] = None,
+    calls: int = 1,
+    extra: tuple[str, ...] = (),
+    timeout: float = 60.0,
+    prefix: tuple[str, ...] = (),
+) -> list[str]:
+    """The SIPp command line for a scenario; it stops by itself after C{calls} calls or
+    C{timeout} seconds."""
     sipp = require_sipp()
     command = [
+        *prefix,
         sipp,
         "-sf",
         os.path.join(SCENARIOS, scenario),
@@ -145,11 +174,12 @@ def run_sipp(
         "-nostdin",
         "-trace_err",
         *extra,
-        target,
     ]
     if local_ip:
-        command[1:1] = ["-i", local_ip]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        command += ["-i", local_ip]
+    if target:
+        command.append(target)
+    return command
 
 
 def sipp_summary(result: subprocess.CompletedProcess[str]) -> str:

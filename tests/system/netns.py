@@ -1,0 +1,136 @@
+"""
+A real NAT in network namespaces, made and torn down by the tests themselves.
+
+    ns "pub"  203.0.113.1 (sbc), 203.0.113.3 (public UA)   -- veth --  203.0.113.2  ns "nat"
+    ns "priv" 10.0.0.10 (UA behind NAT), default via 10.0.0.1 -- veth -- 10.0.0.1   ns "nat"
+
+The router namespace masquerades what leaves towards 203.0.113.0/24; with
+C{symmetric=True} it uses C{--random-fully}, so every destination gets its own random
+public port (a symmetric NAT).  Nothing in the root namespace is touched: every link is
+created inside a namespace.  Names carry the test process's PID so parallel runs do not
+collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Optional
+
+import pytest
+
+SBC_IP = "203.0.113.1"
+ROUTER_PUBLIC_IP = "203.0.113.2"
+PUBLIC_UA_IP = "203.0.113.3"
+PRIVATE_UA_IP = "10.0.0.10"
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, text=True, timeout=20)
+
+
+class NatLab:
+    """Three namespaces and the NAT between them; use as a context manager."""
+
+    def __init__(self, symmetric: bool = False, udp_timeout: Optional[int] = None) -> None:
+        tag = f"{os.getpid() % 100000}{'s' if symmetric else 'c'}"
+        self.pub = f"sbcpub{tag}"
+        self.nat = f"sbcnat{tag}"
+        self.priv = f"sbcpriv{tag}"
+        self.symmetric = symmetric
+        self.udp_timeout = udp_timeout
+        self._made: list[str] = []
+
+    @staticmethod
+    def check() -> None:
+        """Skip the calling test, saying why, when namespaces cannot be made here."""
+        if os.geteuid() != 0:
+            pytest.skip("real-NAT tests need root (network namespaces, iptables)")
+        for tool in ("ip", "iptables", "sipp"):
+            if shutil.which(tool) is None:
+                pytest.skip(f"real-NAT tests need {tool} (scripts/install-test-deps)")
+
+    def prefix(self, namespace: str) -> list[str]:
+        """The command prefix that runs a program inside C{namespace}."""
+        return ["ip", "netns", "exec", namespace]
+
+    def __enter__(self) -> NatLab:
+        try:
+            for ns in (self.pub, self.nat, self.priv):
+                _run("ip", "netns", "add", ns)
+                self._made.append(ns)
+                _run("ip", "-n", ns, "link", "set", "lo", "up")
+            _run(
+                "ip",
+                "-n",
+                self.pub,
+                "link",
+                "add",
+                "vpub",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vnatpub",
+                "netns",
+                self.nat,
+            )
+            _run(
+                "ip",
+                "-n",
+                self.priv,
+                "link",
+                "add",
+                "vpriv",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vnatpriv",
+                "netns",
+                self.nat,
+            )
+            for ns, dev, addresses in (
+                (self.pub, "vpub", (f"{SBC_IP}/24", f"{PUBLIC_UA_IP}/24")),
+                (self.nat, "vnatpub", (f"{ROUTER_PUBLIC_IP}/24",)),
+                (self.nat, "vnatpriv", ("10.0.0.1/24",)),
+                (self.priv, "vpriv", (f"{PRIVATE_UA_IP}/24",)),
+            ):
+                for address in addresses:
+                    _run("ip", "-n", ns, "addr", "add", address, "dev", dev)
+                _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run("ip", "-n", self.priv, "route", "add", "default", "via", "10.0.0.1")
+            nat = self.prefix(self.nat)
+            _run(*nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            masquerade = [
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "vnatpub",
+                "-j",
+                "MASQUERADE",
+            ]
+            if self.symmetric:
+                masquerade.append("--random-fully")
+            _run(*nat, *masquerade)
+            if self.udp_timeout is not None:
+                _run(
+                    *nat,
+                    "sysctl",
+                    "-qw",
+                    f"net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}",
+                )
+        except (subprocess.CalledProcessError, OSError) as error:
+            self.__exit__()
+            detail = getattr(error, "stderr", "") or str(error)
+            pytest.skip(f"cannot build the NAT namespaces here: {detail.strip()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ns in reversed(self._made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        self._made = []

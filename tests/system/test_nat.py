@@ -1,0 +1,200 @@
+"""
+System tests through a real NAT (NAT-06): SIPp phones in a private namespace behind an
+iptables MASQUERADE router (cone, and symmetric with --random-fully), sbc and a public
+SIPp UA on the public side.  A phone behind NAT registers its private Contact (UDP and TCP)
+and is called; it hangs up or is hung up on; it calls a public UA that hangs up on it.
+The control test switches NAT fixing off and shows the inbound call failing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.system.harness import SbcProcess, run_sipp, sipp_command, sipp_summary
+from tests.system.netns import PRIVATE_UA_IP, PUBLIC_UA_IP, SBC_IP, NatLab
+
+pytestmark = pytest.mark.system
+
+SBC = f"{SBC_IP}:5060"
+#: The caller reuses the phone's REGISTER Call-ID, so that one SIPp process can register
+#: and answer on the same socket (SIPp maps incoming requests to calls by Call-ID).
+SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
+
+
+@pytest.fixture(params=["cone", "symmetric"])
+def lab(request):  # type: ignore[no-untyped-def]
+    """The three namespaces with a cone or a symmetric NAT between them."""
+    NatLab.check()
+    with NatLab(symmetric=request.param == "symmetric") as built:
+        yield built
+
+
+def start_sbc(lab: NatLab, tmp_path, nat_fixing: bool = True) -> SbcProcess:  # type: ignore[no-untyped-def]
+    config = tmp_path / "sbc.ini"
+    text = (
+        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n"
+        "[tm]\nfr_timer = 3000\nfr_inv_timer = 5000\n"
+    )
+    if not nat_fixing:
+        text += "[nat]\ncontact_fix = off\nregister_fix = off\n"
+    config.write_text(text)
+    return SbcProcess(str(config), prefix=tuple(lab.prefix(lab.pub)))
+
+
+def phone(
+    lab: NatLab,
+    tmp_path,
+    scenario: str,
+    transport: str = "u1",  # type: ignore[no-untyped-def]
+    timeout: float = 30.0,
+) -> subprocess.Popen:
+    """A SIPp phone in the private namespace, registering with sbc and then answering."""
+    folder = tmp_path / f"phone-{scenario}-{transport}"
+    folder.mkdir()
+    command = sipp_command(
+        scenario,
+        SBC,
+        transport,
+        local_ip=PRIVATE_UA_IP,
+        timeout=timeout,
+        extra=("-s", "alice", "-p", "5070", *SHARED_CALL_ID),
+        prefix=tuple(lab.prefix(lab.priv)),
+    )
+    return subprocess.Popen(
+        command, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 40.0) -> tuple[int, str]:
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate(timeout=5)
+    return process.returncode, (out or "")[-2500:]
+
+
+def wait_registered(sbc: SbcProcess, count: int = 1) -> None:
+    time.sleep(1.0)
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_public_caller_reaches_the_phone_behind_nat(lab, tmp_path, transport: str) -> None:  # type: ignore[no-untyped-def]
+    """REGISTER with a private Contact, then a public call in: full call, caller hangs up."""
+    with start_sbc(lab, tmp_path) as sbc:
+        sbc.wait_for("listening on ", count=2)
+        ua = phone(lab, tmp_path, "nat_ua_answer.xml", transport)
+        try:
+            time.sleep(1.5)
+            result = run_sipp(
+                "uac_call.xml",
+                SBC,
+                "u1",
+                local_ip=PUBLIC_UA_IP,
+                cwd=str(tmp_path),
+                extra=("-s", "alice", *SHARED_CALL_ID),
+                prefix=tuple(lab.prefix(lab.pub)),
+            )
+            assert result.returncode == 0, sipp_summary(result) + "\n".join(sbc.lines[-20:])
+        finally:
+            code, out = finish(ua)
+        assert code == 0, out
+        sbc.assert_clean_stop()
+
+
+def test_phone_behind_nat_hangs_up(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The NATed callee's BYE reaches the public caller."""
+    with start_sbc(lab, tmp_path) as sbc:
+        sbc.wait_for("listening on ", count=2)
+        ua = phone(lab, tmp_path, "nat_ua_answer_bye.xml")
+        try:
+            time.sleep(1.5)
+            result = run_sipp(
+                "uac_call_wait_bye.xml",
+                SBC,
+                "u1",
+                local_ip=PUBLIC_UA_IP,
+                cwd=str(tmp_path),
+                extra=("-s", "alice", *SHARED_CALL_ID),
+                prefix=tuple(lab.prefix(lab.pub)),
+            )
+            assert result.returncode == 0, sipp_summary(result)
+        finally:
+            code, out = finish(ua)
+        assert code == 0, out
+        sbc.assert_clean_stop()
+
+
+def test_phone_behind_nat_calls_out_and_is_hung_up_on(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The NATed phone calls a public UA; the public side's BYE reaches the phone."""
+    with start_sbc(lab, tmp_path) as sbc:
+        sbc.wait_for("listening on ", count=2)
+        pub = tuple(lab.prefix(lab.pub))
+        registered = run_sipp(
+            "register.xml",
+            SBC,
+            "u1",
+            local_ip=PUBLIC_UA_IP,
+            cwd=str(tmp_path),
+            extra=("-s", "bob", "-key", "contact_port", "5080"),
+            prefix=pub,
+        )
+        assert registered.returncode == 0, sipp_summary(registered)
+        (tmp_path / "uas").mkdir()
+        uas = subprocess.Popen(
+            sipp_command(
+                "uas_answer_bye.xml",
+                None,
+                "u1",
+                local_ip=PUBLIC_UA_IP,
+                extra=("-s", "bob", "-p", "5080"),
+                prefix=pub,
+            ),
+            cwd=str(tmp_path / "uas"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            time.sleep(0.5)
+            result = run_sipp(
+                "uac_call_wait_bye.xml",
+                SBC,
+                "u1",
+                local_ip=PRIVATE_UA_IP,
+                cwd=str(tmp_path),
+                extra=("-s", "bob", "-p", "5070"),
+                prefix=tuple(lab.prefix(lab.priv)),
+            )
+            assert result.returncode == 0, sipp_summary(result) + "\n".join(sbc.lines[-20:])
+        finally:
+            code, out = finish(uas)
+        assert code == 0, out
+        sbc.assert_clean_stop()
+
+
+def test_control_without_nat_fixing_the_inbound_call_fails(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With contact_fix and register_fix off, sbc sends to the private Contact: the phone
+    never sees the INVITE and the caller gets 408 (so the passing tests mean something)."""
+    with start_sbc(lab, tmp_path, nat_fixing=False) as sbc:
+        sbc.wait_for("listening on ", count=2)
+        ua = phone(lab, tmp_path, "nat_ua_answer.xml", timeout=12.0)
+        try:
+            time.sleep(1.5)
+            result = run_sipp(
+                "uac_timeout.xml",
+                SBC,
+                "u1",
+                local_ip=PUBLIC_UA_IP,
+                cwd=str(tmp_path),
+                extra=("-s", "alice", *SHARED_CALL_ID),
+                prefix=tuple(lab.prefix(lab.pub)),
+            )
+            assert result.returncode == 0, sipp_summary(result)
+        finally:
+            code, out = finish(ua, timeout=20)
+        assert code != 0, "the phone behind NAT answered although NAT fixing was off"
+        sbc.assert_clean_stop()
