@@ -312,6 +312,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "max_expires": _integer(0, 31_536_000),
             "max_contacts": _integer(0, 10_000),
             "received_param": _text,
+            "registrar_uri": _sip_uri,
         },
     ),
     "nat": (

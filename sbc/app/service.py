@@ -143,6 +143,7 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         outbound_proxy=settings.core.outbound_proxy,
         advertise=settings.core.advertise,
         nat=nat_policy(settings),
+        registrar_uri=settings.registrar.registrar_uri,
     )
 
 

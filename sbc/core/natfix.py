@@ -21,6 +21,10 @@ __all__ = [
     "source_uri",
     "alias_value",
     "add_contact_alias",
+    "add_contact_alias_to",
+    "set_contact_alias",
+    "alias_to_uri",
+    "add_rcv_param",
     "handle_ruri_alias",
     "decode_alias",
     "fix_nated_contact",
@@ -93,6 +97,85 @@ def add_contact_alias(message: Message, source: Address) -> Message:
         return with_first_contact(message, contact.evolve(uri=uri.evolve(params=params)))
     new_uri = uri.evolve(params=(("alias", alias_value(source)), *params))
     return with_first_contact(message, contact.evolve(uri=new_uri))
+
+
+def add_contact_alias_to(message: Message, host: str, port: str, proto: str) -> Message:
+    """
+    C{add_contact_alias(ip, port, proto)} (FIX-06): always add the given alias (no equality
+    check), after host[:port] of the first Contact URI.
+
+    @raise AliasError: ip not an IP address, port outside 1..65535, unknown proto.
+    """
+    proto = proto.lower()
+    if not is_ip_literal(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AliasError("bad alias address")
+    if proto not in PROTO_DIGITS:
+        raise AliasError("bad alias transport")
+    contact = _first_contact(message)
+    if contact is None:
+        return message
+    uri = contact.uri
+    assert isinstance(uri, SipUri)
+    value = f"{format_host(normalise_host(host))}~{int(port)}~{PROTO_DIGITS[proto]}"
+    params = tuple((k, v) for k, v in uri.params if k != "alias")
+    return with_first_contact(
+        message, contact.evolve(uri=uri.evolve(params=(("alias", value), *params)))
+    )
+
+
+def set_contact_alias(message: Message, source: Address, trim: bool = False) -> Message:
+    """
+    C{set_contact_alias([trim])} (FIX-07): append C{;alias=<source>} at the end of the first
+    Contact URI, even when the addresses match; with C{trim}, an alias at the end of the URI
+    is removed first.
+    """
+    contact = _first_contact(message)
+    if contact is None:
+        return message
+    uri = contact.uri
+    assert isinstance(uri, SipUri)
+    params = uri.params
+    if trim and params and params[-1][0] == "alias":
+        params = params[:-1]
+    new_uri = uri.evolve(params=(*params, ("alias", alias_value(source))))
+    return with_first_contact(message, contact.evolve(uri=new_uri))
+
+
+def alias_to_uri(message: Message) -> str:
+    """
+    C{set_alias_to_pv()} (FIX-09): the alias of the first Contact as a URI,
+    C{sip:ip:port;transport=name} (the transport always written, even udp).
+
+    @raise AliasError: no alias, or one that does not decode.
+    """
+    contact = _first_contact(message)
+    value = contact.uri.param("alias") if contact is not None else None  # type: ignore[union-attr]
+    if not value:
+        raise AliasError("no alias in Contact")
+    target = decode_alias(value)
+    return f"sip:{format_host(target.host)}:{target.port};transport={target.transport}"
+
+
+def add_rcv_param(message: Message, source: Address, uri_param: bool = False) -> Message:
+    """
+    C{add_rcv_param([flag])} (FIX-11), for a REGISTER relayed to another registrar: every
+    Contact gets C{;received="<source uri>"} as a header parameter, or (C{uri_param}) an
+    unquoted URI parameter, which is allowed over UDP only.
+
+    @raise AliasError: the URI form over a stream transport.
+    """
+    if uri_param and source.transport != "udp":
+        raise AliasError("received as a URI parameter needs UDP")
+    if message.contact_star or not message.contacts:
+        return message
+    value = source_uri(source)
+    out = []
+    for contact in message.contacts:
+        if uri_param and isinstance(contact.uri, SipUri):
+            out.append(contact.evolve(uri=contact.uri.with_param("received", value)))
+        else:
+            out.append(contact.with_param("received", f'"{value}"'))
+    return message.with_header("Contact", ", ".join(str(c) for c in out))
 
 
 def decode_alias(value: str) -> Address:

@@ -28,10 +28,23 @@ from sbc.core.dialog import DialogEvent, DialogTable
 from sbc.core.identity import LocalIdentity
 from sbc.core.message import Header, Message, Request, Response
 from sbc.core.nat import NatPolicy, nat_uac_test, response_target, stamp_via
-from sbc.core.natfix import AliasError, add_contact_alias, fix_nated_contact, handle_ruri_alias
+from sbc.core.natfix import (
+    AliasError,
+    add_contact_alias,
+    add_rcv_param,
+    fix_nated_contact,
+    handle_ruri_alias,
+    source_uri,
+)
 from sbc.core.registrar import Registrar
 from sbc.core.reply import REASONS, make_response
-from sbc.core.routing import RouteOutcome, loose_route, record_route_value, uri_target
+from sbc.core.routing import (
+    RouteOutcome,
+    loose_route,
+    record_route_value,
+    uri_target,
+    with_routes,
+)
 from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.transaction import (
     ClientTransaction,
@@ -45,7 +58,7 @@ from sbc.core.transaction import (
     response_class,
     server_key,
 )
-from sbc.core.uri import OpaqueUri, SipUri, format_host
+from sbc.core.uri import OpaqueUri, SipUri, escape_param, format_host, parse_uri, unescape_param
 
 __all__ = ["ProxySettings", "Proxy", "Effect", "ALLOW", "SUPPORTED", "ACCEPT", "priority"]
 
@@ -101,6 +114,7 @@ class ProxySettings:
     outbound_proxy: Optional[SipUri] = None
     advertise: Optional[tuple[str, Optional[int]]] = None
     nat: NatPolicy = NatPolicy()
+    registrar_uri: Optional[SipUri] = None
 
 
 def priority(status: int) -> int:
@@ -269,8 +283,12 @@ class Proxy:
             return effects + self._reply(server, refusal, now)
         if request.method == "BYE":
             effects += self.dialogs.bye(request)
-        natted = bool(policy.nat_uac_test) and nat_uac_test(
-            request, source, policy.nat_uac_test, policy.ranges
+        # Only the first hop judges and fixes a client: behind another proxy the client's
+        # NAT was that proxy's to handle (and its alias must survive).
+        natted = (
+            bool(policy.nat_uac_test)
+            and len(request.vias) == 1
+            and nat_uac_test(request, source, policy.nat_uac_test, policy.ranges)
         )
         return effects + self._route(request, server, source, local, now, natted)
 
@@ -366,6 +384,13 @@ class Proxy:
         routed = loose_route(request, self.identity)
         request = routed.request
         hop = routed.next_hop
+        if hop is None and routed.consumed:
+            path_target = self._path_target(routed.consumed)
+            if path_target is not None:
+                # A request from the core registrar along the Path we put in the REGISTER.
+                return self._forward(
+                    original, server, [(request, path_target, None)], source, local, now, natted
+                )
         if self.settings.nat.contact_fix == "alias" and (hop is None or hop == request.uri):
             # Our own alias in the R-URI names the NAT binding of the UA (FIX-08).
             try:
@@ -405,6 +430,8 @@ class Proxy:
         or another domain's (outbound proxy / R-URI host)."""
         uri = request.uri
         if isinstance(uri, SipUri) and self.identity.is_myself(uri):
+            if request.method == "REGISTER" and self.settings.registrar_uri is not None:
+                return self._register_upstream(request, original, source, local, natted)
             if request.method == "REGISTER":
                 keep = natted and self.settings.nat.register_fix == "received"
                 result = self.registrar.register(
@@ -433,6 +460,13 @@ class Proxy:
             targets: list[Hop] = []
             for binding in bindings:
                 branch_request = request.with_uri(binding.uri)
+                if binding.path:
+                    # RFC 3327: the Path becomes a pre-loaded route to the edge proxy.
+                    first = binding.path[0].uri
+                    hop = uri_target(first) if isinstance(first, SipUri) else None
+                    if hop is not None:
+                        targets.append((with_routes(branch_request, list(binding.path)), hop, None))
+                    continue
                 if binding.source.reliable:
                     # TCP/TLS: over the very connection the REGISTER came on.
                     targets.append((branch_request, binding.source, binding.local))
@@ -449,6 +483,45 @@ class Proxy:
             target = uri_target(uri)
             return [(request, target, None)] if target is not None else _unresolvable(original)
         return make_response(original, 404)
+
+    def _register_upstream(
+        self, request: Request, original: Request, source: Address, local: Address, natted: bool
+    ) -> Union[Response, list[Hop]]:
+        """Edge proxy mode: relay a REGISTER to C{registrar_uri} with a Path header naming
+        us (RFC 3327), carrying the NAT address as C{;received=} when the client is behind
+        NAT, and the Contacts marked with add_rcv_param (TV-11)."""
+        registrar = self.settings.registrar_uri
+        assert registrar is not None
+        target = uri_target(registrar)
+        if target is None:
+            return _unresolvable(original)
+        socket = self._socket_for(target, local)
+        if socket is None:
+            return make_response(original, 503, "No socket for the registrar's transport")
+        host, port = self._via_host(socket)
+        path = f"sip:{format_host(host)}:{port}"
+        if socket.transport != "udp":
+            path += f";transport={socket.transport}"
+        path += ";lr"
+        if natted and self.settings.nat.register_fix != "off":
+            path += f";received={escape_param(source_uri(source))}"
+            fixed = add_rcv_param(request, source)
+            assert isinstance(fixed, Request)
+            request = fixed
+        out = request.with_header_first("Path", f"<{path}>")
+        assert isinstance(out, Request)
+        return [(out, target, socket)]
+
+    def _path_target(self, consumed: tuple) -> Optional[Address]:
+        """The NAT address our own Path entry carried (C{;received=}), if any."""
+        for entry in consumed:
+            uri = entry.uri
+            value = uri.param("received") if isinstance(uri, SipUri) else None
+            if value:
+                parsed = parse_uri(unescape_param(value))
+                if isinstance(parsed, SipUri):
+                    return uri_target(parsed)
+        return None
 
     def _socket_for(self, target: Address, preferred: Address) -> Optional[Address]:
         if preferred.transport == target.transport and preferred.family == target.family:
@@ -610,22 +683,28 @@ class Proxy:
     # -- responses ------------------------------------------------------------------------------
     def receive_response(self, response: Response, source: Address, now: float) -> list[Effect]:
         """Handle a response from a next hop."""
-        policy = self.settings.nat
-        tests = policy.nat_uac_test & _REPLY_TESTS
-        if (
-            tests
-            and response.has("contact")
-            and nat_uac_test(response, source, tests, policy.ranges)
-        ):
-            fixed = self._fix_from_nated(response, source)
-            assert isinstance(fixed, Response)
-            response = fixed
         via = response.top_via
         key = client_key(via.branch or "", response.cseq.method)
         client = self._clients.get(key)
         if client is None:
             return self._stray_response(response)
+        if self._from_nated_uas(response, client.request, source):
+            fixed = self._fix_from_nated(response, source)
+            assert isinstance(fixed, Response)
+            response = fixed
         return self._client_effects(client, client.receive_response(response, now), now)
+
+    def _from_nated_uas(self, response: Response, sent: Request, source: Address) -> bool:
+        """A reply whose sender is behind NAT, judged only when that sender is the UA itself
+        (RR-10: no proxy beyond us added Record-Route entries), by the tests that look at
+        the reply rather than at our own Via."""
+        policy = self.settings.nat
+        tests = policy.nat_uac_test & _REPLY_TESTS
+        if not tests or not response.has("contact"):
+            return False
+        if len(response.record_routes) > len(sent.record_routes):
+            return False
+        return nat_uac_test(response, source, tests, policy.ranges)
 
     def _stray_response(self, response: Response) -> list[Effect]:
         """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias

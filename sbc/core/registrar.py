@@ -15,7 +15,7 @@ from typing import Optional
 from sbc.core.address import Address
 from sbc.core.message import Request
 from sbc.core.natfix import source_uri
-from sbc.core.uri import NameAddr, SipUri
+from sbc.core.uri import NameAddr, SipUri, parse_name_addr
 
 __all__ = ["RegistrarSettings", "Binding", "Registrar", "RegisterResult", "aor_of"]
 
@@ -34,6 +34,8 @@ class RegistrarSettings:
     max_expires: int = 0
     max_contacts: int = 0
     received_param: str = "received"
+    #: Empty: sbc is the registrar.  Else REGISTERs go there, with Path (RFC 3327).
+    registrar_uri: Optional[SipUri] = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Binding:
     local: Optional[Address] = None
     params: tuple[tuple[str, Optional[str]], ...] = field(default=())
     received: Optional[Address] = None
+    path: tuple[NameAddr, ...] = ()
 
     def expires_in(self, now: float) -> int:
         """Whole seconds left (never negative)."""
@@ -170,7 +173,9 @@ class Registrar:
                     return RegisterResult(500, "Out of order CSeq")
             self._bindings.pop(aor, None)
             self._known.add(aor)
-            return self._ok(aor, now)
+            return self._ok(aor, now, ())
+        # RFC 3327: the Path is stored with the bindings and echoed in the 200.
+        path = tuple(parse_name_addr(v) for v in request.values("path") if v)
         changes: list[tuple[NameAddr, int]] = []
         for contact in request.contacts:
             if not isinstance(contact.uri, SipUri):
@@ -205,6 +210,7 @@ class Registrar:
                     local,
                     contact.params,
                     received,
+                    path,
                 )
             )
         limit = self.settings.max_contacts
@@ -215,9 +221,9 @@ class Registrar:
             self._bindings[aor] = updated
         else:
             self._bindings.pop(aor, None)
-        return self._ok(aor, now)
+        return self._ok(aor, now, path)
 
-    def _ok(self, aor: str, now: float) -> RegisterResult:
+    def _ok(self, aor: str, now: float, path: tuple[NameAddr, ...]) -> RegisterResult:
         name = self.settings.received_param
         contacts = []
         for b in self._bindings.get(aor, []):
@@ -225,4 +231,7 @@ class Registrar:
             if b.received is not None and name:
                 value += f';{name}="{source_uri(b.received)}"'
             contacts.append(("Contact", value))
+        if path:
+            contacts.append(("Path", ", ".join(str(p) for p in path)))
+            contacts.append(("Supported", "path"))
         return RegisterResult(200, "", tuple(contacts))

@@ -26,6 +26,8 @@ __all__ = [
     "parse_name_addr",
     "parse_via",
     "split_commas",
+    "escape_param",
+    "unescape_param",
     "format_host",
     "is_ip_literal",
 ]
@@ -40,6 +42,22 @@ _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
 _WS = " \t\r\n"
 
 Params = tuple[tuple[str, Optional[str]], ...]
+
+
+_PARAM_UNSAFE = {c: f"%{ord(c):02X}" for c in ';=?&,<>"% '}
+
+
+def escape_param(value: str) -> str:
+    """%-escape what may not stand in a URI parameter value (C{;} C{=} C{%} ...)."""
+    return "".join(_PARAM_UNSAFE.get(c, c) for c in value)
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def unescape_param(value: str) -> str:
+    """Undo %-escaping (RFC 3261 §19.1.4); malformed escapes are kept as they are."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
 def is_token(text: str) -> bool:

@@ -115,3 +115,52 @@ def test_tv12_fix_nated_contact() -> None:
     assert contact_of(v6) == "<sip:alice@[2001:db8::5]:5062;transport=udp>"
     done = fix_nated_contact(m, UDP_SRC)
     assert fix_nated_contact(done, UDP_SRC) is done
+
+
+from sbc.core.natfix import add_contact_alias_to, add_rcv_param, alias_to_uri, set_contact_alias  # noqa: E402
+
+
+def test_tv06_explicit_alias() -> None:
+    """add_contact_alias(ip, port, proto): always added; bad arguments refused."""
+    m = with_contact("<sip:a@10.0.0.1:5061;transport=tls>")
+    out = add_contact_alias_to(m, "203.0.113.9", "5061", "TLS")
+    assert contact_of(out) == "<sip:a@10.0.0.1:5061;alias=203.0.113.9~5061~3;transport=tls>"
+    for args in (
+        ("203.0.113.9", "0", "udp"),
+        ("203.0.113.9", "70000", "udp"),
+        ("203.0.113.9", "5060", "foo"),
+        ("abc", "5060", "udp"),
+    ):
+        with pytest.raises(AliasError):
+            add_contact_alias_to(m, *args)
+
+
+def test_tv07_set_contact_alias() -> None:
+    """Appended at the URI end even when addresses match; trim replaces a trailing alias."""
+    out = set_contact_alias(with_contact("<sip:alice@10.0.0.2;ob>"), UDP_SRC)
+    assert contact_of(out) == "<sip:alice@10.0.0.2;ob;alias=198.51.100.20~40123~1>"
+    trimmed = set_contact_alias(
+        with_contact("<sip:a@10.0.0.2;alias=1.2.3.4~5060~1>"), UDP_SRC, True
+    )
+    assert contact_of(trimmed) == "<sip:a@10.0.0.2;alias=198.51.100.20~40123~1>"
+
+
+def test_tv09_alias_to_uri() -> None:
+    """The Contact's alias as a URI, transport always written."""
+    m = with_contact("<sip:a@10.0.0.2;alias=198.51.100.20~40123~1>")
+    assert alias_to_uri(m) == "sip:198.51.100.20:40123;transport=udp"
+    with pytest.raises(AliasError):
+        alias_to_uri(with_contact("<sip:a@10.0.0.2>"))
+
+
+def test_tv11_add_rcv_param() -> None:
+    """received= as a quoted header parameter, or as a URI parameter over UDP only."""
+    m = with_contact("<sip:alice@192.168.1.10:5060>;expires=3600")
+    assert contact_of(add_rcv_param(m, UDP_SRC)) == (
+        '<sip:alice@192.168.1.10:5060>;expires=3600;received="sip:198.51.100.20:40123"'
+    )
+    assert contact_of(add_rcv_param(m, UDP_SRC, uri_param=True)) == (
+        "<sip:alice@192.168.1.10:5060;received=sip:198.51.100.20:40123>;expires=3600"
+    )
+    with pytest.raises(AliasError):
+        add_rcv_param(m, TCP_SRC, uri_param=True)

@@ -569,3 +569,87 @@ def test_public_client_is_left_alone() -> None:
     [out] = sent(send_request(p, data), Address("udp", "192.0.2.30", 5060))
     assert out.get("Contact") == "<sip:alice@192.0.2.10:5070>"
     assert "nat=yes" not in (out.get("Record-Route") or "")
+
+
+# -- edge proxy with Path (registrar_uri) --------------------------------------------------------
+
+CORE = Address("udp", "192.0.2.50", 5060)
+
+
+def test_register_relayed_to_the_core_with_path_and_received() -> None:
+    """registrar_uri: the REGISTER goes there with Path (NAT address as ;received=) and the
+    Contact marked received= (TV-11)."""
+    from sbc.core.uri import SipUri, parse_uri
+
+    uri = parse_uri("sip:192.0.2.50")
+    assert isinstance(uri, SipUri)
+    p = proxy(registrar_uri=uri)
+    [out] = sent(register_natted(p), CORE)
+    assert isinstance(out, Request) and out.method == "REGISTER"
+    assert out.get("Path") == "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123>"
+    assert out.get("Contact") == '<sip:alice@10.0.0.10:5070>;received="sip:198.51.100.20:40123"'
+
+
+def test_request_along_our_path_reaches_the_nat_binding() -> None:
+    """A request from the core with our Path entry as Route goes to the NAT address."""
+    p = proxy()
+    data = request_bytes(
+        "INVITE",
+        "sip:alice@10.0.0.10:5070",
+        via="SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKc",
+        headers=[("Route", "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123>")],
+    )
+    [out] = sent(send_request(p, data, source=CORE), NAT)
+    assert str(out.uri) == "sip:alice@10.0.0.10:5070" and not out.has("Route")  # type: ignore[union-attr]
+
+
+def test_core_registrar_stores_path_and_routes_through_it() -> None:
+    """As the registrar: Path stored, echoed in the 200, used as the route to the contact."""
+    p = proxy()
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        via="SIP/2.0/UDP 192.0.2.60;branch=z9hG4bKe",
+        headers=[
+            ("Contact", "<sip:alice@10.0.0.10:5070>"),
+            ("Path", "<sip:192.0.2.60;lr;received=sip:198.51.100.20:40123>"),
+        ],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    edge = Address("udp", "192.0.2.60", 5060)
+    [ok] = sent(send_request(p, data, source=edge), edge)
+    assert ok.get("Path") == "<sip:192.0.2.60;lr;received=sip:198.51.100.20:40123>"
+    [out] = sent(send_request(p, invite("sip:alice@sbc.test")), edge)
+    assert out.get_all("Route") == ["<sip:192.0.2.60;lr;received=sip:198.51.100.20:40123>"]
+
+
+def test_only_the_first_hop_fixes_a_natted_client() -> None:
+    """A request that already passed another proxy keeps its Contact (and that proxy's alias)."""
+    p = proxy()
+    data = request_bytes(
+        "INVITE",
+        "sip:carol@192.0.2.30",
+        via="SIP/2.0/UDP 192.0.2.60;branch=z9hG4bKedge, SIP/2.0/UDP 10.0.0.10:5070;branch=z9hG4bKu",  # noqa: E501
+        headers=[("Contact", "<sip:alice@10.0.0.10:5070;alias=198.51.100.20~40123~1>")],
+    )
+    [out] = sent(
+        send_request(p, data, source=Address("udp", "192.0.2.60", 5060)),
+        Address("udp", "192.0.2.30", 5060),
+    )
+    assert out.get("Contact") == "<sip:alice@10.0.0.10:5070;alias=198.51.100.20~40123~1>"
+    assert "nat=yes" not in (out.get("Record-Route") or "")
+
+
+def test_reply_through_a_record_routing_proxy_is_not_aliased_again() -> None:
+    """A reply that carries more Record-Route entries than we sent came through another
+    proxy: its Contact is left as that proxy made it."""
+    p = proxy()
+    register(p, BOB1)
+    [out] = sent(send_request(p, invite()), BOB1)
+    ok = make_response(out, 200).with_header("To", f"{out.get('to')};tag=x")
+    ok = ok.with_header("Contact", "<sip:bob@10.0.0.20:5060;alias=203.0.113.9~4000~1>")
+    ok = ok.with_header_first("Record-Route", "<sip:192.0.2.21;lr>")
+    parsed = parse(ok.to_bytes())
+    assert isinstance(parsed, Response)
+    [relayed] = sent(p.receive_response(parsed, BOB1, 1.0), CALLER)
+    assert relayed.get("Contact") == "<sip:bob@10.0.0.20:5060;alias=203.0.113.9~4000~1>"

@@ -198,3 +198,42 @@ def test_control_without_nat_fixing_the_inbound_call_fails(lab, tmp_path) -> Non
             code, out = finish(ua, timeout=20)
         assert code != 0, "the phone behind NAT answered although NAT fixing was off"
         sbc.assert_clean_stop()
+
+
+def test_edge_proxy_registers_upstream_with_path(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """registrar_uri: the edge relays the phone's REGISTER to a core registrar with Path
+    (RFC 3327); a call placed at the core comes back along that Path and through the NAT."""
+    core_config = tmp_path / "core.ini"
+    core_config.write_text(f"[core]\nlisten = udp:{SBC_IP}:5062\nalias = sbc.test\n")
+    edge_config = tmp_path / "edge.ini"
+    edge_config.write_text(
+        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n"
+        f"[registrar]\nregistrar_uri = sip:{SBC_IP}:5062\n"
+    )
+    pub = tuple(lab.prefix(lab.pub))
+    with (
+        SbcProcess(str(core_config), prefix=pub) as core,
+        SbcProcess(str(edge_config), prefix=pub) as edge,
+    ):
+        core.wait_for("listening on ")
+        edge.wait_for("listening on ", count=2)
+        ua = phone(lab, tmp_path, "nat_ua_answer.xml")
+        try:
+            time.sleep(1.5)
+            result = run_sipp(
+                "uac_call.xml",
+                f"{SBC_IP}:5062",
+                "u1",
+                local_ip=PUBLIC_UA_IP,
+                cwd=str(tmp_path),
+                extra=("-s", "alice", *SHARED_CALL_ID),
+                prefix=pub,
+            )
+            assert result.returncode == 0, (
+                sipp_summary(result) + "\n".join(core.lines[-15:]) + "\n".join(edge.lines[-15:])
+            )
+        finally:
+            code, out = finish(ua)
+        assert code == 0, out
+        edge.assert_clean_stop()
+        core.assert_clean_stop()
