@@ -648,7 +648,8 @@ def test_reply_through_a_record_routing_proxy_is_not_aliased_again() -> None:
     [out] = sent(send_request(p, invite()), BOB1)
     ok = make_response(out, 200).with_header("To", f"{out.get('to')};tag=x")
     ok = ok.with_header("Contact", "<sip:bob@10.0.0.20:5060;alias=203.0.113.9~4000~1>")
-    ok = ok.with_header_first("Record-Route", "<sip:192.0.2.21;lr>")
+    # the reply carries the Record-Route set: the callee side's proxy entry above ours
+    ok = ok.with_header("Record-Route", f"<sip:192.0.2.21;lr>, {out.get('Record-Route')}")
     parsed = parse(ok.to_bytes())
     assert isinstance(parsed, Response)
     [relayed] = sent(p.receive_response(parsed, BOB1, 1.0), CALLER)
