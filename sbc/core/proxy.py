@@ -377,12 +377,16 @@ class Proxy:
     ) -> list[Effect]:
         """Decide where the request goes and forward it, or answer it locally."""
         original = request
+        routed = loose_route(request, self.identity)
+        if len(request.vias) == 1 and any(
+            isinstance(c.uri, SipUri) and c.uri.param("nat") == "yes" for c in routed.consumed
+        ):
+            natted = True  # RR-10: the dialog was marked NATed when it was set up
+        request = routed.request
         if natted and request.method != "REGISTER":
             fixed = self._fix_from_nated(request, source)
             assert isinstance(fixed, Request)
             request = fixed
-        routed = loose_route(request, self.identity)
-        request = routed.request
         hop = routed.next_hop
         if hop is None and routed.consumed:
             path_target = self._path_target(routed.consumed)

@@ -654,3 +654,21 @@ def test_reply_through_a_record_routing_proxy_is_not_aliased_again() -> None:
     assert isinstance(parsed, Response)
     [relayed] = sent(p.receive_response(parsed, BOB1, 1.0), CALLER)
     assert relayed.get("Contact") == "<sip:bob@10.0.0.20:5060;alias=203.0.113.9~4000~1>"
+
+
+def test_in_dialog_request_of_a_nat_marked_dialog_is_fixed() -> None:
+    """RR-10: a request through our nat=yes Route gets its Contact fixed even when the
+    tests alone would not say NAT (here: a re-INVITE whose Via matches the source)."""
+    p = proxy(nat=NatPolicy(nat_uac_test=1))
+    reinvite = request_bytes(
+        "INVITE",
+        "sip:carol@192.0.2.30",
+        via="SIP/2.0/UDP 198.51.100.20:40123;branch=z9hG4bKre",
+        headers=[
+            ("Route", "<sip:127.0.0.1;lr;ftag=from1;nat=yes>"),
+            ("Contact", "<sip:alice@198.51.100.20:5070>"),
+        ],
+    )
+    reinvite = reinvite.replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=t")
+    [out] = sent(send_request(p, reinvite, source=NAT), Address("udp", "192.0.2.30", 5060))
+    assert out.get("Contact") == "<sip:alice@198.51.100.20:5070;alias=198.51.100.20~40123~1>"

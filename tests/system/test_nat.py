@@ -105,11 +105,12 @@ def test_public_caller_reaches_the_phone_behind_nat(lab, tmp_path, transport: st
         sbc.assert_clean_stop()
 
 
-def test_phone_behind_nat_hangs_up(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_phone_behind_nat_hangs_up(lab, tmp_path, transport: str) -> None:  # type: ignore[no-untyped-def]
     """The NATed callee's BYE reaches the public caller."""
     with start_sbc(lab, tmp_path) as sbc:
         sbc.wait_for("listening on ", count=2)
-        ua = phone(lab, tmp_path, "nat_ua_answer_bye.xml")
+        ua = phone(lab, tmp_path, "nat_ua_answer_bye.xml", transport)
         try:
             time.sleep(1.5)
             result = run_sipp(
