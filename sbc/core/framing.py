@@ -14,6 +14,8 @@ import re
 from typing import Union
 
 from sbc.core.errors import RemoteProtocolError
+from sbc.core.stun import HEADER as STUN_HEADER
+from sbc.core.stun import looks_like_stun, stun_length
 
 __all__ = [
     "StreamFramer",
@@ -43,11 +45,17 @@ class KeepalivePong:
         return "KeepalivePong()"
 
 
+class StunFrame(bytes):
+    """A STUN message on a stream flow (RFC 5626 §4.4.2 keepalive, or a Binding request)."""
+
+
 PING = KeepalivePing()
 PONG = KeepalivePong()
 
-#: A framed item: message bytes, or one of the two keepalive singletons.
-Frame = Union[bytes, KeepalivePing, KeepalivePong]
+#: A framed item: SIP message bytes, a STUN message, or one of the keepalive singletons.
+Frame = Union[bytes, StunFrame, KeepalivePing, KeepalivePong]
+#: The largest STUN message accepted on a stream.
+MAX_STUN = 2048
 
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
 
@@ -88,6 +96,17 @@ class StreamFramer:
                     frames.append(PONG)
                     continue
                 del buf[:1]  # stray LF or CR between messages
+                continue
+            if looks_like_stun(bytes(buf[:2])):
+                if len(buf) < STUN_HEADER:
+                    break
+                total = stun_length(bytes(buf[:STUN_HEADER]))
+                if total > MAX_STUN:
+                    raise FramingError(400, "oversized STUN message")
+                if len(buf) < total:
+                    break
+                frames.append(StunFrame(bytes(buf[:total])))
+                del buf[:total]
                 continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:

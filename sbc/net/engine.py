@@ -9,10 +9,12 @@ and never lets a peer's input raise out of it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 
+from sbc import __version__
 from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
 from sbc.core.errors import RemoteProtocolError
@@ -20,6 +22,7 @@ from sbc.core.message import Message, ParseLimits, Request, parse
 from sbc.core.proxy import Effect, Proxy
 from sbc.core.reply import error_response
 from sbc.core.stats import Statistics
+from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
 from sbc.net.flow import Flow
 from sbc.net.log import logger
@@ -82,6 +85,10 @@ class SipEngine:
         self.dialog_listeners: list[Callable[[DialogEvent], None]] = []
         self.timer = DeadlineTimer(clock, self._on_timer)
         self._malformed_log = _RateLimitedLog(clock)
+        #: [stun] stun_allow_stun / stun_allow_fp
+        self.stun_enabled = True
+        self.stun_fingerprint = True
+        self._stun_log = _RateLimitedLog(clock)
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -106,6 +113,35 @@ class SipEngine:
             self.stats.incr("internal_errors")
             log.failure("error handling a message from {remote}", remote=flow.remote)
         self.timer.rearm(self.proxy.next_deadline())
+
+    def receive_stun(self, data: bytes, flow: Flow) -> None:
+        """Answer a STUN Binding request with the address it came from (RFC 5389/3489).
+        Anything else that looks like STUN is counted and dropped, never parsed as SIP."""
+        if not self.stun_enabled:
+            self.stats.incr("stun_dropped")
+            return
+        self.stats.incr("stun_requests")
+        try:
+            request = parse_request(data)
+        except StunError as error:
+            self.stats.incr("stun_errors")
+            allowed, suppressed = self._stun_log.allow()
+            if allowed:
+                log.info(
+                    "malformed STUN from {transport}:{host}:{port}: {reason}{more}",
+                    transport=flow.transport,
+                    host=flow.remote[0],
+                    port=flow.remote[1],
+                    reason=error.reason,
+                    more=f" ({suppressed} more not logged)" if suppressed else "",
+                )
+            return
+        if not self.stun_fingerprint:
+            request = replace(request, fingerprint=False)
+        mapped = Address(flow.transport, flow.remote[0], flow.remote[1])
+        local = Address(flow.transport, flow.local[0], flow.local[1])
+        flow.send(binding_response(request, mapped, local, software=f"sbc {__version__}"))
+        self.stats.incr("stun_responses")
 
     def _dispatch(self, message: Message, flow: Flow) -> None:
         now = self.clock.seconds()

@@ -16,7 +16,13 @@ from twisted.protocols.policies import TimeoutMixin
 from typing_extensions import override
 
 from sbc.core.address import Address, normalise_host
-from sbc.core.framing import FramingError, KeepalivePing, KeepalivePong, StreamFramer
+from sbc.core.framing import (
+    FramingError,
+    KeepalivePing,
+    KeepalivePong,
+    StreamFramer,
+    StunFrame,
+)
 from sbc.net.engine import SipEngine
 from sbc.net.flow import HostPort
 from sbc.net.log import logger
@@ -111,6 +117,10 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
                 self.transport.write(b"\r\n")
             elif isinstance(frame, KeepalivePong):
                 self.last_pong = self.factory.clock.seconds()
+            elif isinstance(frame, StunFrame):
+                # RFC 5626 §4.4.2: a STUN keepalive is activity on the flow (the timeout
+                # was reset above) and gets its Binding response.
+                engine.receive_stun(frame, _StreamFlow(self))
             else:
                 engine.receive(frame, _StreamFlow(self))
 

@@ -9,6 +9,7 @@ from twisted.internet.protocol import DatagramProtocol
 from typing_extensions import override
 
 from sbc.core.framing import is_udp_keepalive
+from sbc.core.stun import looks_like_stun
 from sbc.net.engine import SipEngine
 from sbc.net.flow import HostPort
 from sbc.net.log import logger
@@ -57,6 +58,9 @@ class SipDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: tuple) -> None:  # type: ignore[override]
         if is_udp_keepalive(datagram):
             self.engine.stats.incr("udp_keepalives")
+            return
+        if looks_like_stun(datagram):
+            self.engine.receive_stun(datagram, DatagramFlow(self, (addr[0], addr[1])))
             return
         self.engine.receive(datagram, DatagramFlow(self, (addr[0], addr[1])))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import textwrap
 
 from twisted.application.service import IServiceMaker
@@ -38,7 +40,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_tls_listener_uses_the_configured_certificate(self) -> None:
         """A tls listen address binds with an SSL context made from [tls]."""
-        tmp = os.path.abspath(self.mktemp())
+        tmp = tempfile.mkdtemp(prefix="sbc-test-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         certs = make_certificates(tmp)
         path = os.path.join(tmp, "sbc.ini")
         with open(path, "w") as f:
