@@ -104,6 +104,14 @@ class NatSettings:
 
 
 @dataclass(frozen=True)
+class StunSettings:
+    """The C{[stun]} section (Kamailio's core STUN parameters)."""
+
+    stun_allow_stun: bool = True
+    stun_allow_fp: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything sbc reads from its configuration.
 
@@ -116,6 +124,7 @@ class Settings:
     rr: RrSettings = field(default_factory=RrSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     nat: NatSettings = field(default_factory=NatSettings)
+    stun: StunSettings = field(default_factory=StunSettings)
 
 
 def defaults() -> Settings:
@@ -327,6 +336,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "private_ranges": _networks,
             "nat_addr_mode": _integer(0, 1),
             "fix_nated_sdp": _flags(16),
+        },
+    ),
+    "stun": (
+        StunSettings,
+        {
+            "stun_allow_stun": _boolean,
+            "stun_allow_fp": _boolean,
         },
     ),
 }

@@ -183,6 +183,8 @@ class SbcService(service.MultiService):
             identity, [], self.registrar, proxy_settings(settings), random.SystemRandom()
         )
         self.engine = SipEngine(self.proxy, reactor, ParseLimits(core.max_message_size))
+        self.engine.stun_enabled = settings.stun.stun_allow_stun
+        self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
         self._stream_factories: dict[str, SipStreamFactory] = {}

@@ -176,7 +176,11 @@ def binding_response(
         header_tail = struct.pack("!I", MAGIC_COOKIE) + request.transaction_id
         key = struct.pack("!I", MAGIC_COOKIE) + request.transaction_id
         body = _attribute(_XOR_MAPPED_ADDRESS, _address_value(mapped, key))
-    body += _attribute(_SOFTWARE, software.encode())
+    name = software.encode()
+    if request.classic:
+        # RFC 3489 clients read 0x8022 as SERVER and want a length that is a multiple of 4.
+        name += b" " * (-len(name) % 4)
+    body += _attribute(_SOFTWARE, name)
     if request.fingerprint or fingerprint_always:
         head = struct.pack("!HH", _BINDING_SUCCESS, len(body) + 8) + header_tail
         crc = (zlib.crc32(head + body) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF

@@ -109,3 +109,26 @@ class SipStreamProtocolTests(SynchronousTestCase):
         _StreamFlow(first).send(b"hello")
         self.assertEqual(t2.value(), b"hello")
         self.assertEqual(t1.value(), b"")
+
+    def test_stun_on_a_stream_fed_byte_by_byte(self) -> None:
+        """A STUN keepalive on a TCP flow is answered and counts as activity (RFC 5626)."""
+        from tests.core.test_stun import attributes, request
+
+        clock = Clock()
+        protocol, transport = connect(make_factory(clock, lifetime=10))
+        clock.advance(9)
+        data = request() + request_bytes(via="SIP/2.0/TCP 10.0.0.5:5070;branch=z9hG4bK1")
+        for i in range(len(data)):
+            protocol.dataReceived(data[i : i + 1])
+        out = transport.value()
+        self.assertIn(0x0020, attributes(out[: out.index(b"SIP/2.0 ")]))
+        self.assertIn(b"SIP/2.0 200 OK", out)
+        clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+
+    def test_oversized_stun_breaks_the_stream(self) -> None:
+        """A STUN header announcing a huge message closes the connection."""
+        factory = make_factory(Clock())
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"\x00\x01\xff\xfc" + b"\x21\x12\xa4\x42" + b"x" * 12)
+        self.assertTrue(transport.disconnecting)

@@ -92,3 +92,38 @@ class SipDatagramProtocolTests(SynchronousTestCase):
         self.assertTrue(reply.startswith(b"SIP/2.0 400 "), reply)
         self.assertEqual(addr, ("192.0.2.50", 5099))
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class StunOnSipPortTests(SynchronousTestCase):
+    """STUN Binding requests on a SIP UDP socket are answered, never parsed as SIP."""
+
+    def test_binding_request_answered_to_the_source(self) -> None:
+        """The response goes back to the source and names it."""
+        from tests.core.test_stun import attributes, request
+
+        protocol, transport = make_protocol()
+        protocol.datagramReceived(request(), ("203.0.113.7", 40000))
+        [(data, addr)] = transport.written
+        self.assertEqual(addr, ("203.0.113.7", 40000))
+        self.assertIn(0x0020, attributes(data))
+        self.assertEqual(protocol.engine.stats.get("stun_responses"), 1)
+        self.assertEqual(protocol.engine.stats.get("bad_msg_hdr"), 0)
+
+    def test_malformed_stun_is_counted_and_dropped(self) -> None:
+        """Broken STUN gets no answer and no SIP 400."""
+        protocol, transport = make_protocol()
+        protocol.datagramReceived(
+            b"\x00\x01\x00\x04" + b"\x21\x12\xa4\x42" + b"x" * 12, ("203.0.113.7", 40000)
+        )
+        self.assertEqual(transport.written, [])
+        self.assertEqual(protocol.engine.stats.get("stun_errors"), 1)
+
+    def test_stun_switched_off(self) -> None:
+        """stun_allow_stun = no: dropped and counted."""
+        from tests.core.test_stun import request
+
+        protocol, transport = make_protocol()
+        protocol.engine.stun_enabled = False
+        protocol.datagramReceived(request(), ("203.0.113.7", 40000))
+        self.assertEqual(transport.written, [])
+        self.assertEqual(protocol.engine.stats.get("stun_dropped"), 1)

@@ -24,14 +24,6 @@ SBC = f"{SBC_IP}:5060"
 SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
 
 
-@pytest.fixture(params=["cone", "symmetric"])
-def lab(request):  # type: ignore[no-untyped-def]
-    """The three namespaces with a cone or a symmetric NAT between them."""
-    NatLab.check()
-    with NatLab(symmetric=request.param == "symmetric") as built:
-        yield built
-
-
 def start_sbc(lab: NatLab, tmp_path, nat_fixing: bool = True) -> SbcProcess:  # type: ignore[no-untyped-def]
     config = tmp_path / "sbc.ini"
     text = (
