@@ -24,8 +24,9 @@ from random import Random
 from typing import Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.dialog import DialogEvent, DialogTable
+from sbc.core.dialog import DialogCreated, DialogEvent, DialogTable, DialogTerminated
 from sbc.core.identity import LocalIdentity
+from sbc.core.keepalive import KeepaliveTable
 from sbc.core.message import Header, Message, Request, Response
 from sbc.core.nat import NatPolicy, nat_uac_test, response_target, stamp_via
 from sbc.core.natfix import (
@@ -36,7 +37,7 @@ from sbc.core.natfix import (
     handle_ruri_alias,
     source_uri,
 )
-from sbc.core.registrar import Registrar
+from sbc.core.registrar import Registrar, aor_of
 from sbc.core.reply import REASONS, make_response
 from sbc.core.routing import (
     RouteOutcome,
@@ -188,6 +189,8 @@ class Proxy:
         self.settings = settings
         self.rng = rng or Random(0)
         self.dialogs = DialogTable()
+        #: The keepalive engine's table, when keepalives are configured (set by the wiring).
+        self.keepalive: Optional[KeepaliveTable] = None
         self._servers: dict[tuple, ServerTransaction] = {}
         self._forwardings: dict[tuple, _Forwarding] = {}
         self._clients: dict[tuple, ClientTransaction] = {}
@@ -282,7 +285,7 @@ class Proxy:
         if refusal is not None:
             return effects + self._reply(server, refusal, now)
         if request.method == "BYE":
-            effects += self.dialogs.bye(request)
+            effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
         # Only the first hop judges and fixes a client: behind another proxy the client's
         # NAT was that proxy's to handle (and its alias must survive).
         natted = (
@@ -441,6 +444,12 @@ class Proxy:
                 result = self.registrar.register(
                     request, source, local, now, received=source if keep else None
                 )
+                if result.status == 200 and self.keepalive is not None:
+                    user = aor_of(request.to.uri) or ""
+                    mine = self.registrar.bindings_from(user, source, now)
+                    until = max((b.expires_at for b in mine), default=0.0)
+                    natted_binding = any(b.received is not None for b in mine)
+                    self.keepalive.registered(source, local, until, now, natted_binding)
                 return make_response(
                     original, result.status, result.reason or None, headers=result.headers
                 )
@@ -691,6 +700,8 @@ class Proxy:
         key = client_key(via.branch or "", response.cseq.method)
         client = self._clients.get(key)
         if client is None:
+            if self.keepalive is not None and self.keepalive.reply(response, source, now):
+                return []  # KA-05: replies to our pings are consumed, never routed
             return self._stray_response(response)
         if self._from_nated_uas(response, client.request, source):
             fixed = self._fix_from_nated(response, source)
@@ -770,7 +781,52 @@ class Proxy:
             return []
         if upstream.status >= 200:
             forwarding.final_sent = True
+        if 200 <= upstream.status < 300 and self.keepalive is not None:
+            self._keepalive_condition(server, upstream, now)
         return self._reply(server, upstream, now)
+
+    def _keepalive_condition(
+        self, server: ServerTransaction, response: Response, now: float
+    ) -> None:
+        """KA-03/KA-04: a 2xx to a relayed REGISTER or SUBSCRIBE keeps its sender alive."""
+        assert self.keepalive is not None
+        method = server.request.method
+        if method == "REGISTER" and not server.request.contact_star:
+            values = [c.param("expires") for c in response.contacts]
+            seconds = max((int(v) for v in values if v and v.isdigit()), default=0)
+            self.keepalive.registered(
+                server.peer, server.local, now + seconds if seconds else 0, now
+            )
+        elif method == "SUBSCRIBE":
+            seconds = response.expires or 0
+            self.keepalive.subscribed(
+                server.peer, server.local, now + seconds if seconds else 0, now
+            )
+
+    def _keepalive_dialogs(
+        self,
+        events: list,
+        now: float,
+        forwarding: Optional[_Forwarding] = None,
+        branch: Optional[_Branch] = None,
+    ) -> list:
+        """KA-05: a dialog keeps its caller (and its callee, if that has an entry already)
+        until it ends."""
+        table = self.keepalive
+        if table is None:
+            return events
+        for event in events:
+            key = event.dialog.key
+            if isinstance(event, DialogTerminated):
+                table.dialog_ended(key, now)
+            elif isinstance(event, DialogCreated) and forwarding is not None:
+                server = forwarding.server
+                table.dialog_started(key, server.peer, server.local, now)
+                if branch is not None:
+                    table.dialog_started(
+                        key, branch.client.peer, branch.client.local, now, create=False
+                    )
+        return events
 
     def _branch_response(
         self, forwarding: _Forwarding, branch: _Branch, response: Response, now: float
@@ -782,7 +838,9 @@ class Proxy:
         if branch.final is not None and response.status >= 300:
             return effects  # e.g. the 487 after we cancelled a timed-out branch
         if invite.method == "INVITE":
-            effects += self.dialogs.invite_response(invite, response, now)
+            effects += self._keepalive_dialogs(
+                self.dialogs.invite_response(invite, response, now), now, forwarding, branch
+            )
         if response.status < 200:
             if branch.cancel_pending:
                 branch.cancel_pending = False
@@ -847,7 +905,7 @@ class Proxy:
         invite = forwarding.server.request
         effects: list[Effect] = []
         if invite.method == "INVITE" and best.status == 408:
-            effects += self.dialogs.invite_timed_out(invite)
+            effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(invite), now)
         if best.status == 503 and self.settings.remap_503_500:
             best = Response(500, REASONS[500], best.headers, best.body)
         if forwarding.cancel_requested and invite.method == "INVITE" and winner.faked:

@@ -9,7 +9,7 @@ default C{use_domain=0}: C{sip:bob@sbc.test} and C{sip:bob@127.0.0.1} are the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from sbc.core.address import Address
@@ -111,6 +111,29 @@ class Registrar:
     def aors(self) -> list[str]:
         """Every address-of-record that has at least one binding."""
         return sorted(self._bindings)
+
+    def all_bindings(self) -> list[tuple[str, Binding]]:
+        """Every stored binding with its address-of-record (for the state file)."""
+        return [(aor, b) for aor, bs in self._bindings.items() for b in bs]
+
+    def restore(self, aor: str, binding: Binding) -> None:
+        """Put back a binding read from the state file."""
+        self._known.add(aor)
+        self._bindings.setdefault(aor, []).append(binding)
+
+    def bindings_from(self, aor: str, source: Address, now: float) -> list[Binding]:
+        """The live bindings of C{aor} that were registered from C{source}."""
+        return [b for b in self._bindings.get(aor, []) if b.source == source and b.expires_at > now]
+
+    def evict(self, address: Address, now: float) -> int:
+        """Bindings reached through C{address} expire within 10 s (PING-07)."""
+        count = 0
+        for bindings in self._bindings.values():
+            for i, b in enumerate(bindings):
+                if (b.received or b.source) == address and b.expires_at > now + 10:
+                    bindings[i] = replace(b, expires_at=now + 10)
+                    count += 1
+        return count
 
     def lookup(self, aor: str, now: float) -> Optional[list[Binding]]:
         """The live bindings of C{aor}, highest q first; L{None} when the user never

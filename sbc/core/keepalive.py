@@ -1,0 +1,408 @@
+# -*- test-case-name: tests.core.test_keepalive -*-
+"""
+The keepalive engine's core (K: PING-01..14, KA-01..15): who needs a ping at C{now}.
+
+One table of endpoints (the NAT bindings sbc may need to reach), each kept while at least
+one condition lives: a registration, a subscription, or a dialog.  Two ways to configure
+it, as Kamailio has two modules:
+
+ - nathelper style: registered contacts are pinged every C{natping_interval} with four
+   zero bytes, a SIP request (OPTIONS/NOTIFY, TV-14's message) or CRLF on streams;
+   C{ping_nated_only}; C{keepalive_timeout} evicts contacts whose pings go unanswered.
+ - nat_traversal style: endpoints kept while a registration, subscription or dialog
+   condition lives, pinged with NOTIFY (C{Event: keep-alive}) or OPTIONS every
+   C{keepalive_interval}.
+
+Work is spread evenly: each endpoint has a slot (a stable hash of its address) and
+L{KeepaliveTable.tick} at second C{s} handles slot C{s mod interval}.  The state file
+format (L{encode_state}/L{decode_state}) keeps endpoints and registrar bindings across
+restarts; reading and writing the file is the adapter's job.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from random import Random
+from typing import Optional
+
+from sbc.core.address import Address, parse_address
+from sbc.core.message import Response
+from sbc.core.registrar import Binding
+from sbc.core.uri import SipUri, format_host, parse_uri
+
+__all__ = [
+    "KeepaliveSettings",
+    "Endpoint",
+    "Ping",
+    "KeepaliveTable",
+    "endpoint_uri",
+    "encode_state",
+    "decode_state",
+    "StateError",
+]
+
+_ZEROS = b"\x00\x00\x00\x00"
+_CRLF_PING = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class KeepaliveSettings:
+    """
+    The engine's settings, from C{[nathelper]} or C{[nat_traversal]}.
+
+    @ivar style: C{nathelper}, C{nat_traversal} or C{off}.
+    @ivar interval: seconds between two pings of one endpoint.
+    @ivar method: C{udp4} (four zero bytes), C{crlf}, or a SIP method (OPTIONS, NOTIFY).
+    @ivar from_uri: the From of SIP pings (C{sipping_from} / C{keepalive_from}); empty:
+        C{sip:keepalive@<socket ip>}.
+    @ivar ping_nated_only: nathelper: skip endpoints not detected behind NAT.
+    @ivar keepalive_timeout: nathelper: evict endpoints silent this long (0: never).
+    @ivar extra_headers: nat_traversal: raw header lines added to each ping.
+    """
+
+    style: str = "off"
+    interval: int = 0
+    method: str = "udp4"
+    from_uri: str = ""
+    ping_nated_only: bool = False
+    keepalive_timeout: int = 0
+    extra_headers: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.style != "off" and self.interval > 0
+
+
+@dataclass
+class Endpoint:
+    """
+    One NAT binding and why it is kept.
+
+    @ivar address: where pings go (transport, public address, port).
+    @ivar local: our socket it talks to.
+    @ivar registered_until: registration condition expiry (0: none).
+    @ivar subscribed_until: subscription condition expiry (0: none).
+    @ivar dialogs: keys of the dialogs that keep it.
+    @ivar last_reply: when it last answered a ping (or registered).
+    """
+
+    address: Address
+    local: Optional[Address]
+    registered_until: float = 0.0
+    subscribed_until: float = 0.0
+    dialogs: set = field(default_factory=set)
+    natted: bool = False
+    last_reply: float = 0.0
+
+    def alive(self, now: float) -> bool:
+        return self.registered_until > now or self.subscribed_until > now or bool(self.dialogs)
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Send C{data} to C{address} from C{local} (the engine picks the socket)."""
+
+    data: bytes
+    address: Address
+    local: Optional[Address]
+
+
+def endpoint_uri(address: Address) -> str:
+    """KA-01 / PV-04: C{sip:ip:port}, plus C{;transport=} for streams."""
+    uri = f"sip:{format_host(address.host)}:{address.port}"
+    return uri if address.transport == "udp" else f"{uri};transport={address.transport}"
+
+
+class KeepaliveTable:
+    """The endpoints and their conditions, with the spread-out ping schedule."""
+
+    def __init__(self, settings: KeepaliveSettings, rng: Optional[Random] = None) -> None:
+        self.settings = settings
+        self.rng = rng or Random(0)
+        self.endpoints: dict[Address, Endpoint] = {}
+        self.enabled = True  # the runtime switch (nathelper.enable_ping)
+        self.call_id_prefix = f"{self.rng.getrandbits(32):08x}"
+        self._counter = 0
+        self.sent = 0
+        self.replies = 0
+        self.evictions = 0
+        self.evicted: list[Address] = []
+
+    # -- conditions ----------------------------------------------------------------------------
+    def _entry(self, address: Address, local: Optional[Address]) -> Endpoint:
+        entry = self.endpoints.get(address)
+        if entry is None:
+            entry = self.endpoints[address] = Endpoint(address, local)
+        elif local is not None:
+            entry.local = local
+        return entry
+
+    def registered(
+        self,
+        address: Address,
+        local: Optional[Address],
+        until: float,
+        now: float,
+        natted: bool = False,
+    ) -> None:
+        """A registration from C{address} lives until C{until}.  Unlike Kamailio (DISC-11) a
+        de-registration (C{until <= now}) ends the condition at once."""
+        if until <= now:
+            entry = self.endpoints.get(address)
+            if entry is not None:
+                entry.registered_until = 0.0
+                self._drop_if_dead(entry, now)
+            return
+        entry = self._entry(address, local)
+        entry.registered_until = until
+        entry.natted = entry.natted or natted
+        entry.last_reply = now
+
+    def subscribed(
+        self, address: Address, local: Optional[Address], until: float, now: float
+    ) -> None:
+        """A subscription from C{address} lives until C{until} (0 or past: ended)."""
+        if until <= now:
+            entry = self.endpoints.get(address)
+            if entry is not None:
+                entry.subscribed_until = 0.0
+                self._drop_if_dead(entry, now)
+            return
+        entry = self._entry(address, local)
+        entry.subscribed_until = until
+        entry.last_reply = now
+
+    def dialog_started(
+        self,
+        key: tuple,
+        address: Address,
+        local: Optional[Address],
+        now: float,
+        create: bool = True,
+    ) -> None:
+        """A dialog keeps C{address} (the caller; the callee only if it has an entry)."""
+        if not create and address not in self.endpoints:
+            return
+        entry = self._entry(address, local)
+        entry.dialogs.add(key)
+        if not entry.last_reply:
+            entry.last_reply = now
+
+    def dialog_ended(self, key: tuple, now: float) -> None:
+        """The dialog C{key} no longer keeps anybody."""
+        for entry in list(self.endpoints.values()):
+            if key in entry.dialogs:
+                entry.dialogs.discard(key)
+                self._drop_if_dead(entry, now)
+
+    def _drop_if_dead(self, entry: Endpoint, now: float) -> None:
+        if not entry.alive(now):
+            self.endpoints.pop(entry.address, None)
+
+    # -- statistics -----------------------------------------------------------------------------
+    def counts(self, now: float) -> dict[str, int]:
+        """STAT-01 gauges."""
+        entries = list(self.endpoints.values())
+        return {
+            "keepalive_endpoints": len(entries),
+            "registered_endpoints": sum(e.registered_until > now for e in entries),
+            "subscribed_endpoints": sum(e.subscribed_until > now for e in entries),
+            "dialog_endpoints": sum(len(e.dialogs) for e in entries),
+        }
+
+    # -- pinging ----------------------------------------------------------------------------------
+    def slot_of(self, address: Address) -> int:
+        """The second (mod interval) in which C{address} is handled: a stable hash."""
+        return zlib.crc32(str(address).encode()) % max(1, self.settings.interval)
+
+    def tick(self, now: float) -> list[Ping]:
+        """Purge what expired and ping the endpoints of this second's slot."""
+        settings = self.settings
+        if not settings.enabled:
+            return []
+        slot = int(now) % settings.interval
+        pings: list[Ping] = []
+        for entry in list(self.endpoints.values()):
+            if self.slot_of(entry.address) != slot:
+                continue
+            if entry.registered_until and entry.registered_until <= now:
+                entry.registered_until = 0.0
+            if entry.subscribed_until and entry.subscribed_until <= now:
+                entry.subscribed_until = 0.0
+            if not entry.alive(now):
+                del self.endpoints[entry.address]
+                continue
+            timeout = settings.keepalive_timeout
+            if (
+                timeout
+                and settings.style == "nathelper"
+                and self._sip_ping(entry)
+                and (now - entry.last_reply > timeout)
+            ):
+                del self.endpoints[entry.address]
+                self.evictions += 1
+                self.evicted.append(entry.address)
+                continue
+            if not self.enabled:
+                continue
+            if settings.style == "nathelper" and settings.ping_nated_only and not entry.natted:
+                continue
+            ping = self.ping_for(entry)
+            if ping is not None:
+                pings.append(ping)
+                self.sent += 1
+        return pings
+
+    def _sip_ping(self, entry: Endpoint) -> bool:
+        return entry.address.transport == "udp" and self.settings.method not in ("udp4", "crlf")
+
+    def ping_for(self, entry: Endpoint) -> Optional[Ping]:
+        """The keepalive for one endpoint: CRLFCRLF on streams; on UDP four zero bytes or a
+        SIP request (nat_traversal pings UDP endpoints only, as Kamailio does)."""
+        address = entry.address
+        if address.reliable:
+            return Ping(_CRLF_PING, address, entry.local)
+        if self.settings.method in ("udp4", "crlf"):
+            return Ping(
+                _ZEROS if self.settings.method == "udp4" else _CRLF_PING, address, entry.local
+            )
+        return Ping(self.sip_ping(entry), address, entry.local)
+
+    def sip_ping(self, entry: Endpoint) -> bytes:
+        """TV-14 / KA-11: a stateless request to the endpoint (no Contact, one Via)."""
+        self._counter += 1
+        method = self.settings.method.upper()
+        local = entry.local or Address("udp", "0.0.0.0", 5060)
+        host = format_host(local.host)
+        uri = endpoint_uri(entry.address)
+        from_uri = self.settings.from_uri or f"sip:keepalive@{host}"
+        branch = f"z9hG4bK{self.rng.randrange(10**7):07d}"
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{local.port};branch={branch}",
+            f"From: <{from_uri}>;tag={self._counter:x}",
+            f"To: <{uri}>",
+            f"Call-ID: {self.call_id_prefix}-{self._counter:x}@{host}",
+            f"CSeq: 1 {method}",
+            "Max-Forwards: 70",
+        ]
+        if method == "NOTIFY":
+            lines.append("Event: keep-alive")
+        text = "\r\n".join(lines) + "\r\n"
+        extra = self.settings.extra_headers
+        if extra:
+            text += extra if extra.endswith("\r\n") else extra + "\r\n"
+        return (text + "Content-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")
+
+    def reply(self, response: Response, source: Address, now: float) -> bool:
+        """Consume a reply to one of our pings (KA-05, PING-08): True when it was one.
+        It refreshes the endpoint's last reply time (for keepalive_timeout)."""
+        if len(response.vias) != 1 or not response.call_id.startswith(self.call_id_prefix + "-"):
+            return False
+        if response.cseq.method.upper() != self.settings.method.upper():
+            return False
+        self.replies += 1
+        entry = self.endpoints.get(source)
+        if entry is not None:
+            entry.last_reply = now
+        return True
+
+    def take_evicted(self) -> list[Address]:
+        """Endpoints evicted since the last call (the registrar drops their bindings)."""
+        evicted, self.evicted = self.evicted, []
+        return evicted
+
+
+# -- state file --------------------------------------------------------------------------------
+
+
+class StateError(ValueError):
+    """A state file line that cannot be read."""
+
+
+_HEADER = (
+    "# sbc keepalive state v1: E endpoint local registered subscribed natted; "
+    "B aor contact expires q call-id cseq source local received"
+)
+
+
+def _opt(address: Optional[Address]) -> str:
+    return str(address) if address is not None else "-"
+
+
+def encode_state(endpoints: Iterable[Endpoint], bindings: Iterable[tuple[str, Binding]]) -> str:
+    """The state file text: endpoints (dialog conditions are not kept, as KA-13) and the
+    registrar's bindings, one per line, times in seconds since the epoch."""
+    lines = [_HEADER]
+    for e in endpoints:
+        lines.append(
+            f"E {e.address} {_opt(e.local)} {e.registered_until:.0f} "
+            f"{e.subscribed_until:.0f} {int(e.natted)}"
+        )
+    for aor, b in bindings:
+        q = "-" if b.q is None else f"{b.q:g}"
+        lines.append(
+            f"B {aor} {b.uri} {b.expires_at:.0f} {q} {b.call_id} {b.cseq} "
+            f"{b.source} {_opt(b.local)} {_opt(b.received)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _address(text: str) -> Optional[Address]:
+    return None if text == "-" else parse_address(text)
+
+
+def decode_state(
+    text: str, now: float
+) -> tuple[list[Endpoint], list[tuple[str, Binding]], list[str]]:
+    """Read a state file: live endpoints and bindings (expired ones dropped), and one
+    problem description per malformed line (skipped, reading goes on)."""
+    endpoints: list[Endpoint] = []
+    bindings: list[tuple[str, Binding]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            if parts[0] == "E" and len(parts) == 6:
+                endpoint = Endpoint(
+                    parse_address(parts[1]),
+                    _address(parts[2]),
+                    float(parts[3]),
+                    float(parts[4]),
+                    natted=parts[5] == "1",
+                    last_reply=now,
+                )
+                if endpoint.alive(now):
+                    endpoints.append(endpoint)
+            elif parts[0] == "B" and len(parts) == 10:
+                uri = parse_uri(parts[2])
+                if not isinstance(uri, SipUri):
+                    raise StateError("not a SIP URI")
+                expires = float(parts[3])
+                if expires > now:
+                    q = None if parts[4] == "-" else float(parts[4])
+                    bindings.append(
+                        (
+                            parts[1],
+                            Binding(
+                                uri,
+                                expires,
+                                q,
+                                parts[5],
+                                int(parts[6]),
+                                parse_address(parts[7]),
+                                _address(parts[8]),
+                                (),
+                                _address(parts[9]),
+                            ),
+                        )
+                    )
+            else:
+                raise StateError("unknown record")
+        except (ValueError, IndexError) as error:
+            problems.append(f"line {number}: {error or 'malformed'}")
+    return endpoints, bindings, problems
