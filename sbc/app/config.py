@@ -112,6 +112,30 @@ class StunSettings:
 
 
 @dataclass(frozen=True)
+class NathelperSettings:
+    """The C{[nathelper]} section (registered contacts pinged every natping_interval)."""
+
+    natping_interval: int = 0
+    ping_nated_only: bool = False
+    natping_method: str = "udp4"
+    sipping_method: str = "OPTIONS"
+    sipping_from: str = ""
+    keepalive_timeout: int = 0
+
+
+@dataclass(frozen=True)
+class NatTraversalSettings:
+    """The C{[nat_traversal]} section (endpoints kept while a condition lives)."""
+
+    keepalive_interval: int = 0
+    keepalive_method: str = "NOTIFY"
+    keepalive_from: str = ""
+    keepalive_extra_headers: str = ""
+    keepalive_state_file: Optional[str] = None
+    contact_match: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything sbc reads from its configuration.
 
@@ -125,6 +149,8 @@ class Settings:
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     nat: NatSettings = field(default_factory=NatSettings)
     stun: StunSettings = field(default_factory=StunSettings)
+    nathelper: NathelperSettings = field(default_factory=NathelperSettings)
+    nat_traversal: NatTraversalSettings = field(default_factory=NatTraversalSettings)
 
 
 def defaults() -> Settings:
@@ -254,11 +280,28 @@ def _flags(limit: int) -> Callable[[str], int]:
     return convert
 
 
+def _sip_uri_text(text: str) -> str:
+    text = text.strip()
+    if text:
+        _sip_uri(text)
+    return text
+
+
+def _header_lines(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        name, colon, _ = line.partition(":")
+        if not colon or not name.strip() or " " in name.strip():
+            raise ValueError("header lines 'Name: value' (one per line)")
+    return "".join(line + "\r\n" for line in lines)
+
+
 def _text(text: str) -> str:
     return text.strip()
 
 
 _PATH = object()  # marker: a file path, resolved against the config file's folder
+_OUTPUT_PATH = object()  # marker: a file sbc writes: its folder must exist and be writable
 
 
 #: section -> key -> converter; the keys are exactly the dataclass fields.
@@ -336,6 +379,32 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "private_ranges": _networks,
             "nat_addr_mode": _integer(0, 1),
             "fix_nated_sdp": _flags(16),
+        },
+    ),
+    "nathelper": (
+        NathelperSettings,
+        {
+            "natping_interval": _integer(0, 3600),
+            "ping_nated_only": _boolean,
+            "natping_method": _choice({k: k for k in ("udp4", "sip", "crlf")}, "udp4, sip or crlf"),
+            "sipping_method": _choice(
+                {"OPTIONS": "OPTIONS", "NOTIFY": "NOTIFY"}, "OPTIONS or NOTIFY"
+            ),
+            "sipping_from": _sip_uri_text,
+            "keepalive_timeout": _integer(0, 86400),
+        },
+    ),
+    "nat_traversal": (
+        NatTraversalSettings,
+        {
+            "keepalive_interval": _integer(0, 3600),
+            "keepalive_method": _choice(
+                {"NOTIFY": "NOTIFY", "OPTIONS": "OPTIONS"}, "NOTIFY or OPTIONS"
+            ),
+            "keepalive_from": _sip_uri_text,
+            "keepalive_extra_headers": _header_lines,
+            "keepalive_state_file": _OUTPUT_PATH,
+            "contact_match": _integer(0, 1),
         },
     ),
     "stun": (
@@ -424,6 +493,9 @@ def load(path: str) -> Settings:
             if convert is _PATH:
                 values[key] = _resolve_path(raw, base, where)
                 continue
+            if convert is _OUTPUT_PATH:
+                values[key] = _output_path(raw, base, where)
+                continue
             try:
                 values[key] = convert(raw)
             except ValueError as error:
@@ -444,8 +516,44 @@ def _resolve_path(raw: str, base: str, where: str) -> Optional[str]:
     return full
 
 
+def _output_path(raw: str, base: str, where: str) -> Optional[str]:
+    value = raw.strip()
+    if not value:
+        return None
+    full = value if os.path.isabs(value) else os.path.join(base, value)
+    folder = os.path.dirname(full) or "."
+    if not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            raise ConfigError(
+                f"{where}: expected a file in a folder sbc can create, got {value!r}"
+            ) from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{where}: expected a file in a writable folder, got {value!r}")
+    return full
+
+
 def _check(settings: Settings, path: str, lines: dict) -> None:
     """Checks that involve several keys."""
+    if settings.nathelper.natping_interval and settings.nat_traversal.keepalive_interval:
+        line = lines.get(("nat_traversal", "keepalive_interval"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [nat_traversal] keepalive_interval: expected 0 "
+            "while [nathelper] natping_interval is set (one keepalive style), "
+            f"got {settings.nat_traversal.keepalive_interval}"
+        )
+    nathelper = settings.nathelper
+    if (
+        nathelper.natping_interval
+        and nathelper.natping_method == "sip"
+        and not nathelper.sipping_from
+    ):
+        line = lines.get(("nathelper", "natping_method"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
+            "be set for SIP pings (PING-06), got sip without it"
+        )
     tm = settings.tm
     if tm.retr_timer2 < tm.retr_timer1:
         line = lines.get(("tm", "retr_timer2"), lines.get(("tm", None), 0))

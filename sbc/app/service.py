@@ -24,12 +24,14 @@ from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.core.address import Address
 from sbc.core.identity import LocalIdentity
+from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
 from sbc.core.message import ParseLimits
 from sbc.core.nat import EXTRA_RANGES, NatPolicy, PrivateRanges
 from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.registrar import Registrar
 from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
+from sbc.net.keepalive import KeepaliveService
 from sbc.net.log import logger, set_level
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import server_options
@@ -161,6 +163,41 @@ def nat_policy(settings: Settings) -> NatPolicy:
     )
 
 
+def keepalive_settings(settings: Settings) -> KeepaliveSettings:
+    """Map [nathelper] or [nat_traversal] onto the keepalive engine (one style at a time)."""
+    nathelper, traversal = settings.nathelper, settings.nat_traversal
+    if nathelper.natping_interval:
+        method = (
+            nathelper.sipping_method
+            if nathelper.natping_method == "sip"
+            else (nathelper.natping_method)
+        )
+        return KeepaliveSettings(
+            style="nathelper",
+            interval=nathelper.natping_interval,
+            method=method,
+            from_uri=nathelper.sipping_from,
+            ping_nated_only=nathelper.ping_nated_only,
+            keepalive_timeout=nathelper.keepalive_timeout,
+        )
+    if traversal.keepalive_interval:
+        interval = traversal.keepalive_interval
+        if interval < 10:
+            log.warn(
+                "[nat_traversal] keepalive_interval {value} raised to 10 (KA-07)", value=interval
+            )
+            interval = 10
+        return KeepaliveSettings(
+            style="nat_traversal",
+            interval=interval,
+            method=traversal.keepalive_method,
+            from_uri=traversal.keepalive_from,
+            extra_headers=traversal.keepalive_extra_headers,
+            contact_match=traversal.contact_match,
+        )
+    return KeepaliveSettings()
+
+
 def _client_tls_options() -> ssl.CertificateOptions:
     """Outgoing TLS: TLS 1.2 at least.  The peer's certificate is not verified yet (peer
     verification with service_identity comes with the security issue)."""
@@ -193,6 +230,18 @@ class SbcService(service.MultiService):
             reactor, self.stream_factory("tcp"), _client_tls_options() if wants_tls else None
         )
         self.engine.send_stream = self.connector.send
+        self.engine.send_stream_existing = self.connector.send_existing
+        keepalive = keepalive_settings(settings)
+        if keepalive.enabled or settings.nat_traversal.keepalive_state_file:
+            self.proxy.keepalive = KeepaliveTable(keepalive, random.Random())
+            self.keepalive = KeepaliveService(
+                self.proxy.keepalive,
+                self.engine,
+                self.registrar,
+                reactor,
+                settings.nat_traversal.keepalive_state_file,
+            )
+            self.keepalive.setServiceParent(self)
         for address in core.listen:
             ListenerService(address, self).setServiceParent(self)
 

@@ -69,6 +69,7 @@ class KeepaliveSettings:
     ping_nated_only: bool = False
     keepalive_timeout: int = 0
     extra_headers: str = ""
+    contact_match: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -156,7 +157,8 @@ class KeepaliveTable:
                 self._drop_if_dead(entry, now)
             return
         entry = self._entry(address, local)
-        entry.registered_until = until
+        # KA-03: a refresh never shortens the condition.
+        entry.registered_until = max(entry.registered_until, until)
         entry.natted = entry.natted or natted
         entry.last_reply = now
 
@@ -308,6 +310,28 @@ class KeepaliveTable:
         if entry is not None:
             entry.last_reply = now
         return True
+
+    def register_reply_expiry(self, request_contacts: list, reply_contacts: list) -> int:
+        """KA-03: the largest C{;expires=} among the reply's Contacts that match one of the
+        request's (exact URI text with contact_match 0; scheme, user, host, port and
+        transport with 1); 0 when none matches."""
+
+        def light(uri: object) -> object:
+            if not isinstance(uri, SipUri):
+                return str(uri)
+            return (uri.scheme.lower(), uri.user, uri.host_bare, uri.port, uri.transport)
+
+        wanted = {
+            str(c.uri) if not self.settings.contact_match else light(c.uri)
+            for c in request_contacts
+        }
+        best = 0
+        for contact in reply_contacts:
+            key = str(contact.uri) if not self.settings.contact_match else light(contact.uri)
+            value = contact.param("expires")
+            if key in wanted and value and value.isdigit():
+                best = max(best, int(value))
+        return best
 
     def take_evicted(self) -> list[Address]:
         """Endpoints evicted since the last call (the registrar drops their bindings)."""

@@ -792,8 +792,9 @@ class Proxy:
         assert self.keepalive is not None
         method = server.request.method
         if method == "REGISTER" and not server.request.contact_star:
-            values = [c.param("expires") for c in response.contacts]
-            seconds = max((int(v) for v in values if v and v.isdigit()), default=0)
+            seconds = self.keepalive.register_reply_expiry(
+                list(server.request.contacts), list(response.contacts)
+            )
             self.keepalive.registered(
                 server.peer, server.local, now + seconds if seconds else 0, now
             )

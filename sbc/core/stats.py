@@ -24,6 +24,10 @@ class Statistics:
         """Add C{amount} to counter C{name}."""
         self._counters[name] += amount
 
+    def set(self, name: str, value: int) -> None:
+        """Set gauge C{name} to C{value}."""
+        self._counters[name] = value
+
     def get(self, name: str) -> int:
         """The value of counter C{name} (0 if never incremented)."""
         return self._counters[name]

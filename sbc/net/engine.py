@@ -82,6 +82,7 @@ class SipEngine:
         self.stats = stats if stats is not None else Statistics()
         self.datagram_sockets: dict[Address, Callable[[bytes, tuple[str, int]], None]] = {}
         self.send_stream: Optional[Callable[[Address, bytes], bool]] = None
+        self.send_stream_existing: Optional[Callable[[Address, bytes], bool]] = None
         self.dialog_listeners: list[Callable[[DialogEvent], None]] = []
         self.timer = DeadlineTimer(clock, self._on_timer)
         self._malformed_log = _RateLimitedLog(clock)
@@ -202,6 +203,21 @@ class SipEngine:
                         listener(effect)
                     except Exception:
                         log.failure("dialog listener failed")
+
+    def send_raw(self, data: bytes, peer: Address, local: Optional[Address]) -> None:
+        """Send bytes that are not a parsed message (keepalives): UDP from C{local} (or
+        any socket of the family), streams only over a connection we already hold."""
+        if peer.transport == "udp":
+            socket = self.datagram_sockets.get(local) if local else None
+            if socket is None:
+                socket = next(
+                    (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
+                )
+            if socket is not None:
+                socket(data, (peer.host, peer.port))
+            return
+        if self.send_stream_existing is not None:
+            self.send_stream_existing(peer, data)
 
     def transmit(self, send: Send) -> None:
         """Send one message: UDP from the chosen socket, streams over a held connection or a

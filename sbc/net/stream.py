@@ -264,6 +264,14 @@ class StreamConnector:
                 return (address.host, address.port)
         return None
 
+    def send_existing(self, peer: Address, data: bytes) -> bool:
+        """Send over a connection we hold with C{peer}, never opening one (keepalives)."""
+        connection = self.factory.table.get(peer.transport, peer.host, peer.port)
+        if connection is None or connection.transport is None or not connection.transport.connected:
+            return False
+        connection.send(data)
+        return True
+
     def send(self, peer: Address, data: bytes) -> bool:
         """Queue C{data} for C{peer}; False when it cannot be sent at all."""
         connection = self.factory.table.get(peer.transport, peer.host, peer.port)
