@@ -118,12 +118,10 @@ class NatLab:
                 masquerade.append("--random-fully")
             _run(*nat, *masquerade)
             if self.udp_timeout is not None:
-                _run(
-                    *nat,
-                    "sysctl",
-                    "-qw",
-                    f"net.netfilter.nf_conntrack_udp_timeout={self.udp_timeout}",
-                )
+                # Both the unreplied and the assured ("stream") UDP timeouts, so that an idle
+                # NAT binding really expires after udp_timeout seconds.
+                for name in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+                    _run(*nat, "sysctl", "-qw", f"net.netfilter.{name}={self.udp_timeout}")
         except (subprocess.CalledProcessError, OSError) as error:
             self.__exit__()
             detail = getattr(error, "stderr", "") or str(error)

@@ -1,0 +1,151 @@
+"""
+System tests for the keepalive engine through a real NAT whose UDP bindings expire after
+a few seconds (KA-06): a phone registered from behind the NAT stays reachable for an
+inbound call after idling several timeouts long, with 4-byte, OPTIONS and NOTIFY pings;
+without keepalives the same call fails (control); and after a restart of sbc the saved
+state brings both the registration and the keepalives back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Optional
+
+import pytest
+
+from tests.system.harness import SbcProcess, run_sipp, sipp_command, sipp_summary
+from tests.system.netns import PRIVATE_UA_IP, PUBLIC_UA_IP, SBC_IP, NatLab
+
+pytestmark = pytest.mark.system
+
+SBC = f"{SBC_IP}:5060"
+CONNTRACK_TIMEOUT = 4
+IDLE = 3 * CONNTRACK_TIMEOUT
+SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
+SIP_PING = "natping_method = sip\nsipping_from = sip:pinger@sbc.test\nsipping_method = "
+PINGS = {
+    "udp4": "natping_method = udp4\n",
+    "OPTIONS": SIP_PING + "OPTIONS\n",
+    "NOTIFY": SIP_PING + "NOTIFY\n",
+}
+
+
+@pytest.fixture(params=["cone", "symmetric"])
+def short_lab(request):  # type: ignore[no-untyped-def]
+    """The NAT lab with UDP bindings that expire after CONNTRACK_TIMEOUT seconds."""
+    NatLab.check()
+    with NatLab(symmetric=request.param == "symmetric", udp_timeout=CONNTRACK_TIMEOUT) as lab:
+        yield lab
+
+
+def config(tmp_path, ping: Optional[str], state_file: str = "") -> str:  # type: ignore[no-untyped-def]
+    text = f"[core]\nlisten = udp:{SBC}\nalias = sbc.test\n[tm]\nfr_timer = 3000\n"
+    if ping is not None:
+        text += "[nathelper]\nnatping_interval = 1\n" + PINGS[ping]
+    if state_file:
+        text += f"[nat_traversal]\nkeepalive_state_file = {state_file}\n"
+    path = tmp_path / "sbc.ini"
+    path.write_text(text)
+    return str(path)
+
+
+def phone(lab: NatLab, tmp_path) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    """The phone behind NAT: registers, answers pings (-aa), then waits for a call."""
+    folder = tmp_path / "phone"
+    folder.mkdir(exist_ok=True)
+    command = sipp_command(
+        "nat_ua_answer.xml",
+        SBC,
+        "u1",
+        local_ip=PRIVATE_UA_IP,
+        timeout=IDLE + 40,
+        extra=("-s", "alice", "-p", "5070", "-aa", *SHARED_CALL_ID),
+        prefix=tuple(lab.prefix(lab.priv)),
+    )
+    return subprocess.Popen(
+        command, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def call(lab: NatLab, tmp_path, scenario: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    return run_sipp(
+        scenario,
+        SBC,
+        "u1",
+        local_ip=PUBLIC_UA_IP,
+        cwd=str(tmp_path),
+        extra=("-s", "alice", *SHARED_CALL_ID),
+        prefix=tuple(lab.prefix(lab.pub)),
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate(timeout=5)
+    return process.returncode, (out or "")[-2000:]
+
+
+@pytest.mark.parametrize("ping", ["udp4", "OPTIONS", "NOTIFY"])
+def test_idle_phone_stays_reachable_with_keepalives(short_lab, tmp_path, ping: str) -> None:  # type: ignore[no-untyped-def]
+    """After idling three NAT timeouts, the inbound call still reaches the phone."""
+    with SbcProcess(config(tmp_path, ping), prefix=tuple(short_lab.prefix(short_lab.pub))) as sbc:
+        sbc.wait_for("listening on ")
+        ua = phone(short_lab, tmp_path)
+        try:
+            time.sleep(IDLE)
+            result = call(short_lab, tmp_path, "uac_call.xml")
+            assert result.returncode == 0, sipp_summary(result)
+        finally:
+            code, out = finish(ua)
+        assert code == 0, out
+        sbc.assert_clean_stop()
+        stats = sbc.statistics()
+    assert stats["keepalive_pings_sent"] >= IDLE - 2, stats
+    if ping != "udp4":
+        assert stats["keepalive_replies"] >= IDLE - 4, stats  # consumed, never routed
+        assert stats.get("drop_replies", 0) == 0, stats
+
+
+def test_control_without_keepalives_the_binding_expires(short_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same idle phone without keepalives is unreachable: the caller gets 408."""
+    with SbcProcess(config(tmp_path, None), prefix=tuple(short_lab.prefix(short_lab.pub))) as sbc:
+        sbc.wait_for("listening on ")
+        ua = phone(short_lab, tmp_path)
+        try:
+            time.sleep(IDLE)
+            result = call(short_lab, tmp_path, "uac_timeout.xml")
+            assert result.returncode == 0, sipp_summary(result)
+        finally:
+            ua.kill()
+            finish(ua, timeout=10)
+        sbc.assert_clean_stop()
+
+
+def test_restart_keeps_registrations_and_keepalives(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM saves the state; the restarted sbc pings within one interval and the call
+    still reaches the phone after a long idle."""
+    NatLab.check()
+    state = tmp_path / "keepalive.state"
+    with NatLab(udp_timeout=CONNTRACK_TIMEOUT) as lab:
+        path = config(tmp_path, "OPTIONS", str(state))
+        pub = tuple(lab.prefix(lab.pub))
+        ua = phone(lab, tmp_path)
+        try:
+            with SbcProcess(path, prefix=pub) as first:
+                first.wait_for("listening on ")
+                time.sleep(2)
+                first.assert_clean_stop()
+            assert "sip:alice@10.0.0.10:5070" in state.read_text()
+            with SbcProcess(path, prefix=pub) as second:
+                second.wait_for(r"restored 1 keepalive endpoint\(s\) and 1 registration\(s\)")
+                time.sleep(IDLE)
+                result = call(lab, tmp_path, "uac_call.xml")
+                assert result.returncode == 0, sipp_summary(result) + "\n".join(second.lines[-20:])
+                second.assert_clean_stop()
+        finally:
+            code, out = finish(ua)
+        assert code == 0, out
