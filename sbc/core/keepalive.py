@@ -123,6 +123,7 @@ class KeepaliveTable:
         self.settings = settings
         self.rng = rng or Random(0)
         self.endpoints: dict[Address, Endpoint] = {}
+        self._slots: dict[int, set[Address]] = {}
         self.enabled = True  # the runtime switch (nathelper.enable_ping)
         self.call_id_prefix = f"{self.rng.getrandbits(32):08x}"
         self._counter = 0
@@ -135,10 +136,20 @@ class KeepaliveTable:
     def _entry(self, address: Address, local: Optional[Address]) -> Endpoint:
         entry = self.endpoints.get(address)
         if entry is None:
-            entry = self.endpoints[address] = Endpoint(address, local)
+            entry = Endpoint(address, local)
+            self.restore(entry)
         elif local is not None:
             entry.local = local
         return entry
+
+    def restore(self, entry: Endpoint) -> None:
+        """Add an endpoint (a new one, or one read from the state file)."""
+        self.endpoints[entry.address] = entry
+        self._slots.setdefault(self.slot_of(entry.address), set()).add(entry.address)
+
+    def _remove(self, address: Address) -> None:
+        self.endpoints.pop(address, None)
+        self._slots.get(self.slot_of(address), set()).discard(address)
 
     def registered(
         self,
@@ -201,7 +212,7 @@ class KeepaliveTable:
 
     def _drop_if_dead(self, entry: Endpoint, now: float) -> None:
         if not entry.alive(now):
-            self.endpoints.pop(entry.address, None)
+            self._remove(entry.address)
 
     # -- statistics -----------------------------------------------------------------------------
     def counts(self, now: float) -> dict[str, int]:
@@ -226,15 +237,14 @@ class KeepaliveTable:
             return []
         slot = int(now) % settings.interval
         pings: list[Ping] = []
-        for entry in list(self.endpoints.values()):
-            if self.slot_of(entry.address) != slot:
-                continue
+        for address in list(self._slots.get(slot, ())):
+            entry = self.endpoints[address]
             if entry.registered_until and entry.registered_until <= now:
                 entry.registered_until = 0.0
             if entry.subscribed_until and entry.subscribed_until <= now:
                 entry.subscribed_until = 0.0
             if not entry.alive(now):
-                del self.endpoints[entry.address]
+                self._remove(address)
                 continue
             timeout = settings.keepalive_timeout
             if (
@@ -243,7 +253,7 @@ class KeepaliveTable:
                 and self._sip_ping(entry)
                 and (now - entry.last_reply > timeout)
             ):
-                del self.endpoints[entry.address]
+                self._remove(address)
                 self.evictions += 1
                 self.evicted.append(entry.address)
                 continue

@@ -78,7 +78,7 @@ class KeepaliveService(service.Service):
         for problem in problems:
             log.warn("{path}: {problem} (skipped)", path=self.state_file, problem=problem)
         for endpoint in endpoints:
-            self.table.endpoints[endpoint.address] = endpoint
+            self.table.restore(endpoint)
         for aor, binding in bindings:
             self.registrar.restore(aor, binding)
         log.info(
@@ -100,6 +100,12 @@ class KeepaliveService(service.Service):
         except OSError as error:
             self.engine.stats.incr("keepalive_state_errors")
             log.warn("cannot write {path}: {error}", path=self.state_file, error=error)
+
+    def enable_ping(self, on: bool) -> None:
+        """The runtime switch (Kamailio's nathelper.enable_ping): pause or resume pings;
+        endpoints and their conditions are kept either way."""
+        self.table.enabled = on
+        log.info("keepalive pings {state}", state="enabled" if on else "paused")
 
     # -- ticking --------------------------------------------------------------------------------
     def tick(self) -> None:
