@@ -136,6 +136,16 @@ class NatTraversalSettings:
 
 
 @dataclass(frozen=True)
+class ManholeSettings:
+    """The C{[manhole]} section (SSH admin shell and metrics)."""
+
+    listen: str = "tcp:2222:interface=127.0.0.1"
+    authorized_keys: Optional[str] = None
+    host_key: Optional[str] = None
+    metrics_listen: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything sbc reads from its configuration.
 
@@ -151,6 +161,7 @@ class Settings:
     stun: StunSettings = field(default_factory=StunSettings)
     nathelper: NathelperSettings = field(default_factory=NathelperSettings)
     nat_traversal: NatTraversalSettings = field(default_factory=NatTraversalSettings)
+    manhole: ManholeSettings = field(default_factory=ManholeSettings)
 
 
 def defaults() -> Settings:
@@ -296,6 +307,37 @@ def _header_lines(text: str) -> str:
     return "".join(line + "\r\n" for line in lines)
 
 
+def _endpoint(text: str) -> str:
+    value = text.strip()
+    if value and not re.match(r"(tcp|tcp6|ssl|unix):", value):
+        raise ValueError(
+            "a Twisted server endpoint such as tcp:2222:interface=127.0.0.1, or nothing"
+        )
+    return value
+
+
+def endpoint_is_loopback(description: str) -> bool:
+    """Whether a server endpoint string listens on loopback only (UNIX sockets count)."""
+    if description.startswith("unix:"):
+        return True
+    at = description.find("interface=")
+    if at < 0:
+        return False
+    host = []
+    text = description[at + len("interface=") :]
+    i = 0
+    while i < len(text) and text[i] != ":":
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+        host.append(text[i])
+        i += 1
+    value = "".join(host).strip("[]")
+    try:
+        return ipaddress.ip_address(value).is_loopback
+    except ValueError:
+        return value == "localhost"
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -405,6 +447,15 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "keepalive_extra_headers": _header_lines,
             "keepalive_state_file": _OUTPUT_PATH,
             "contact_match": _integer(0, 1),
+        },
+    ),
+    "manhole": (
+        ManholeSettings,
+        {
+            "listen": _endpoint,
+            "authorized_keys": _PATH,
+            "host_key": _OUTPUT_PATH,
+            "metrics_listen": _endpoint,
         },
     ),
     "stun": (
@@ -536,6 +587,13 @@ def _output_path(raw: str, base: str, where: str) -> Optional[str]:
 
 def _check(settings: Settings, path: str, lines: dict) -> None:
     """Checks that involve several keys."""
+    man = settings.manhole
+    if man.listen and not endpoint_is_loopback(man.listen) and not man.authorized_keys:
+        line = lines.get(("manhole", "listen"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [manhole] listen: expected a loopback address while "
+            f"authorized_keys is not set (SEC-05), got {man.listen!r}"
+        )
     if settings.nathelper.natping_interval and settings.nat_traversal.keepalive_interval:
         line = lines.get(("nat_traversal", "keepalive_interval"), 0)
         raise ConfigError(

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import gc
 import random
+import signal
 import socket
 import sys
 from typing import Optional
 
-from twisted.application import service
-from twisted.internet import ssl
+from twisted.application import service, strports
+from twisted.internet import defer, ssl
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import LogLevel
 from twisted.python import usage
+from twisted.web.server import Site
 from typing_extensions import override
 
 from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load
+from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
 from sbc.core.address import Address
 from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
@@ -109,6 +112,9 @@ class ListenerService(service.Service):
             return port.stopListening()
         return None
 
+
+#: Seconds a stopping sbc waits for open transactions to finish.
+SHUTDOWN_GRACE = 5.0
 
 #: UDP receive buffer asked for: absorbs bursts while the reactor is busy (the kernel may
 #: cap it at net.core.rmem_max).
@@ -244,6 +250,25 @@ class SbcService(service.MultiService):
             self.keepalive.setServiceParent(self)
         for address in core.listen:
             ListenerService(address, self).setServiceParent(self)
+        self.commands = AdminCommands(self)
+        self._add_manhole(settings)
+        self.handle_signals = False
+
+    def _add_manhole(self, settings: Settings) -> None:
+        man = settings.manhole
+        if man.listen and man.authorized_keys:
+            factory = manhole_factory(self.commands, man.authorized_keys, man.host_key)
+            ssh = strports.service(man.listen, factory)
+            ssh.setName("manhole")
+            ssh.setServiceParent(self)
+        elif man.listen:
+            log.info("manhole off: [manhole] authorized_keys is not set")
+        if man.metrics_listen:
+            metrics = strports.service(
+                man.metrics_listen, Site(MetricsResource(self.commands.stats))
+            )
+            metrics.setName("metrics")
+            metrics.setServiceParent(self)
 
     def stream_factory(self, transport: str) -> SipStreamFactory:
         """The factory for incoming connections of one transport (shared by listeners)."""
@@ -274,6 +299,72 @@ class SbcService(service.MultiService):
         else:
             self.connector.listeners.append(address)
 
+    def effective_settings(self) -> dict:
+        """What is in force now (for the settings() admin command)."""
+        proxy = self.proxy.settings
+        keepalive = self.proxy.keepalive.settings if self.proxy.keepalive else None
+        return {
+            "source": self.settings.source,
+            "log_level": self.settings.core.log_level,
+            "tm": {
+                "t1": proxy.timers.t1,
+                "t2": proxy.timers.t2,
+                "fr_timer": proxy.timers.fr_timer,
+                "fr_inv_timer": proxy.timers.fr_inv_timer,
+            },
+            "keepalive": {
+                "style": keepalive.style,
+                "interval": keepalive.interval,
+                "method": keepalive.method,
+            }
+            if keepalive
+            else None,
+        }
+
+    def reload(self) -> dict:
+        """Re-read the configuration file; apply timers, NAT, keepalive, STUN and log
+        settings live, and log what only a restart changes.  A bad file changes nothing."""
+        source = self.settings.source
+        if source == "<defaults>":
+            return {"reloaded": False, "reason": "running on built-in defaults"}
+        try:
+            new = load(source)
+        except ConfigError as error:
+            log.error("reload refused: {error}", error=str(error))
+            return {"reloaded": False, "reason": str(error)}
+        old, changed = self.settings, []
+        for section in ("tm", "rr", "nat", "registrar", "nathelper", "nat_traversal", "stun"):
+            if getattr(old, section) != getattr(new, section):
+                changed.append(section)
+        self.proxy.settings = proxy_settings(new)
+        self.registrar.settings = new.registrar
+        self.engine.stun_enabled = new.stun.stun_allow_stun
+        self.engine.stun_fingerprint = new.stun.stun_allow_fp
+        set_level(LogLevel.levelWithName(new.core.log_level))
+        if old.core.log_level != new.core.log_level:
+            changed.append("log_level")
+        keepalive = keepalive_settings(new)
+        restart = [name for name in ("tls", "manhole") if getattr(old, name) != getattr(new, name)]
+        if (old.core.listen, old.core.alias, old.core.advertise) != (
+            new.core.listen,
+            new.core.alias,
+            new.core.advertise,
+        ):
+            restart.append("core listen/alias/advertise")
+        if self.proxy.keepalive is not None:
+            self.proxy.keepalive.reconfigure(keepalive)
+        elif keepalive.enabled:
+            restart.append("keepalives (off at start)")
+        self.settings = new
+        for part in restart:
+            log.warn("reload: {part} changes need a restart", part=part)
+        log.info(
+            "reloaded {source}: {changed}",
+            source=source,
+            changed=", ".join(changed) or "nothing changed",
+        )
+        return {"reloaded": True, "changed": changed, "needs_restart": restart}
+
     def tls_options(self) -> ssl.CertificateOptions:
         """The TLS server context, built once."""
         if self._tls_options is None:
@@ -282,6 +373,8 @@ class SbcService(service.MultiService):
 
     @override
     def startService(self) -> None:
+        if self.handle_signals:
+            signal.signal(signal.SIGHUP, self._sighup)
         log.info(
             "sbc {version} starting with {source}",
             version=__version__,
@@ -289,12 +382,34 @@ class SbcService(service.MultiService):
         )
         super().startService()
 
+    def _sighup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
     @override
     def stopService(self):  # type: ignore[no-untyped-def]
+        """Drain first: refuse new calls, let transactions finish (at most
+        SHUTDOWN_GRACE seconds), then save state and stop the listeners."""
+        self.proxy.draining = True
+        started = self.reactor.seconds()
+        done = defer.Deferred()
+
+        def check() -> None:
+            busy = self.proxy.sizes()["forwardings"]
+            if busy and self.reactor.seconds() - started < SHUTDOWN_GRACE:
+                self.reactor.callLater(0.1, check)
+                return
+            if busy:
+                log.warn("stopping with {count} transaction(s) still open", count=busy)
+            done.callback(None)
+
+        check()
+        return done.addCallback(lambda _: self._stop_now())
+
+    def _stop_now(self):  # type: ignore[no-untyped-def]
         self.engine.timer.cancel()
         for connection in self.connections:
             connection.transport.loseConnection()
-        log.info("statistics at stop: {statistics}", statistics=self.engine.stats.snapshot())
+        log.info("statistics at stop: {statistics}", statistics=self.commands.stats())
         return super().stopService()
 
 
@@ -314,6 +429,7 @@ def makeService(options: Options) -> SbcService:  # noqa: N802 - twistd's name
         sys.stderr.write(f"{error}\n")
         raise SystemExit(1) from None
     service = build_service(settings, reactor)
+    service.handle_signals = True
     tune_garbage_collector()
     return service
 

@@ -142,6 +142,13 @@ class KeepaliveTable:
             entry.local = local
         return entry
 
+    def reconfigure(self, settings: KeepaliveSettings) -> None:
+        """New settings (SIGHUP): the slots are recomputed for the new interval."""
+        self.settings = settings
+        self._slots = {}
+        for address in self.endpoints:
+            self._slots.setdefault(self.slot_of(address), set()).add(address)
+
     def restore(self, entry: Endpoint) -> None:
         """Add an endpoint (a new one, or one read from the state file)."""
         self.endpoints[entry.address] = entry

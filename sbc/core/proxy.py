@@ -198,6 +198,8 @@ class Proxy:
         self._heap: list[tuple[float, int, object]] = []
         self._counter = itertools.count()
         self._housekeeping = 0.0
+        #: Shutting down: initial requests get 503, dialogs and transactions finish.
+        self.draining = False
 
     def sizes(self) -> dict[str, int]:
         """How much state the proxy holds (for statistics and leak tests)."""
@@ -278,6 +280,12 @@ class Proxy:
         self._servers[key] = server
         if request.method == "CANCEL":
             return self._cancel(request, server, now)
+        if self.draining and request.to.tag is None:
+            return self._reply(
+                server,
+                make_response(request, 503, "Shutting Down", headers=[("Retry-After", "5")]),
+                now,
+            )
         effects = []
         if request.method == "INVITE":
             effects += server.send_response(make_response(request, 100), now)

@@ -1,0 +1,317 @@
+# -*- test-case-name: tests.app.test_manhole -*-
+"""
+The SSH manhole (SEC-05, OPS-02): public-key login only, loopback by default, an
+interactive Python shell whose namespace holds the live SBC and the admin commands, and a
+scriptable form: C{ssh -p 2222 admin@127.0.0.1 stats} runs one command and prints JSON.
+
+Also the optional Prometheus text endpoint (OPS-03) over the same counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any, Optional
+
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import SSHPublicKeyChecker
+from twisted.conch.insults import insults
+from twisted.conch.ssh import keys
+from twisted.cred import portal
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.python.failure import Failure
+from twisted.web import resource
+from typing_extensions import override
+from zope.interface import implementer
+
+from sbc.net.log import logger
+
+__all__ = [
+    "AdminCommands",
+    "AdminError",
+    "manhole_factory",
+    "load_or_create_host_key",
+    "MetricsResource",
+    "prometheus_text",
+]
+
+log = logger(__name__)
+
+
+class AdminError(Exception):
+    """A command the manhole cannot run (unknown name, bad arguments)."""
+
+
+class AdminCommands:
+    """
+    The admin commands, mirroring Kamailio's RPCs (K: RPC-01..10); each returns plain data
+    (dicts, lists, numbers, strings) so it prints readably and serialises to JSON.
+
+    @ivar sbc: the root service (L{sbc.app.service.SbcService}).
+    """
+
+    NAMES = (
+        "stats",
+        "registrations",
+        "endpoints",
+        "dialogs",
+        "enable_ping",
+        "reload",
+        "settings",
+        "help",
+    )
+
+    def __init__(self, sbc: Any) -> None:
+        self.sbc = sbc
+
+    def _now(self) -> float:
+        return self.sbc.reactor.seconds()
+
+    def help(self) -> list[str]:
+        """The commands there are."""
+        return [
+            f"{name}: {(getattr(self, name).__doc__ or '').strip().splitlines()[0]}"
+            for name in self.NAMES
+        ]
+
+    def stats(self) -> dict[str, int]:
+        """Every counter and gauge, Kamailio's names first-class."""
+        sbc = self.sbc
+        out = dict(sbc.engine.stats.snapshot())
+        out.update(sbc.proxy.sizes())
+        table = sbc.proxy.keepalive
+        if table is not None:
+            out.update(table.counts(self._now()))
+        out["active_dialogs"] = len(sbc.proxy.dialogs)
+        return dict(sorted(out.items()))
+
+    def registrations(self) -> list[dict[str, Any]]:
+        """Every live binding: user, contact, seconds left, where it registered from."""
+        now = self._now()
+        out = []
+        for aor, b in self.sbc.registrar.all_bindings():
+            if b.expires_at <= now:
+                continue
+            out.append(
+                {
+                    "aor": aor,
+                    "contact": str(b.uri),
+                    "expires": b.expires_in(now),
+                    "q": b.q,
+                    "source": str(b.source),
+                    "received": str(b.received) if b.received else None,
+                    "path": [str(p) for p in b.path],
+                }
+            )
+        return out
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """The keepalive table: endpoint, socket, conditions."""
+        table = self.sbc.proxy.keepalive
+        if table is None:
+            return []
+        now = self._now()
+        return [
+            {
+                "endpoint": str(e.address),
+                "socket": str(e.local) if e.local else None,
+                "registered_for": max(0, int(e.registered_until - now))
+                if e.registered_until
+                else 0,
+                "subscribed_for": max(0, int(e.subscribed_until - now))
+                if e.subscribed_until
+                else 0,
+                "dialogs": len(e.dialogs),
+                "natted": e.natted,
+            }
+            for e in table.endpoints.values()
+        ]
+
+    def dialogs(self) -> list[dict[str, Any]]:
+        """Every early or confirmed dialog."""
+        now = self._now()
+        return [
+            {
+                "call_id": d.call_id,
+                "caller_tag": d.caller_tag,
+                "callee_tag": d.callee_tag,
+                "state": d.state.value,
+                "age": int(now - d.created_at),
+            }
+            for d in self.sbc.proxy.dialogs
+        ]
+
+    def enable_ping(self, on: Any = 1) -> dict[str, Any]:
+        """Pause (0) or resume (1) keepalive pings (nathelper.enable_ping)."""
+        keepalive = getattr(self.sbc, "keepalive", None)
+        if keepalive is None or not keepalive.table.settings.enabled:
+            raise AdminError("NATping disabled")  # RPC-01's fault text
+        keepalive.enable_ping(bool(int(on)))
+        return {"enabled": keepalive.table.enabled}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the configuration file and apply what can change live."""
+        return self.sbc.reload()
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in force (timers, keepalive, log level)."""
+        return self.sbc.effective_settings()
+
+    def run(self, text: str) -> Any:
+        """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form)."""
+        m = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*(.*?)\s*", text)
+        if m is None or m.group(1) not in self.NAMES:
+            raise AdminError(f"unknown command {text.strip()!r}; try help")
+        raw = m.group(2) if m.group(2) is not None else m.group(3)
+        args = [a.strip().strip("'\"") for a in re.split(r"[,\s]+", raw or "") if a.strip()]
+        try:
+            return getattr(self, m.group(1))(*args)
+        except TypeError as error:
+            raise AdminError(str(error)) from None
+
+    def namespace(self) -> dict[str, Any]:
+        """What the interactive shell sees: the commands, and the live service as C{sbc}."""
+        names: dict[str, Any] = {name: getattr(self, name) for name in self.NAMES}
+        names["sbc"] = self.sbc
+        return names
+
+
+class _AdminSession(manhole_ssh.TerminalSession):
+    """A manhole session that can also run one command (C{ssh host stats})."""
+
+    commands: AdminCommands
+
+    @override
+    def execCommand(self, proto, cmd):  # type: ignore[no-untyped-def]
+        try:
+            result = self.commands.run(cmd.decode("utf-8", "replace"))
+            proto.write((json.dumps(result, indent=2, default=str) + "\n").encode())
+            reason = Failure(ProcessDone(None))
+        except AdminError as error:
+            proto.write((json.dumps({"error": str(error)}) + "\n").encode())
+            reason = Failure(ProcessTerminated(exitCode=1))
+        except Exception as error:
+            log.failure("admin command {command!r} failed", command=cmd)
+            proto.write((json.dumps({"error": f"internal error: {error}"}) + "\n").encode())
+            reason = Failure(ProcessTerminated(exitCode=2))
+        proto.processEnded(reason)
+
+    @override
+    def eofReceived(self) -> None:
+        pass
+
+    @override
+    def windowChanged(self, new_window_size) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+class _AdminRealm(manhole_ssh.TerminalRealm):
+    sessionFactory = _AdminSession  # noqa: N815 - Twisted's name
+
+    def __init__(self, commands: AdminCommands) -> None:
+        super().__init__()
+        self.commands = commands
+        namespace = commands.namespace()
+        self.chainedProtocolFactory = lambda: insults.ServerProtocol(  # type: ignore[assignment]
+            manhole.ColoredManhole, namespace
+        )
+
+    @override
+    def _getAvatar(self, avatar_id):  # type: ignore[no-untyped-def]
+        user = super()._getAvatar(avatar_id)
+        from twisted.conch.interfaces import ISession
+
+        session = user.original.getComponent(ISession)
+        session.commands = self.commands
+        return user
+
+
+class _AuthorizedKeysFile:
+    """Public keys from an OpenSSH C{authorized_keys} file, for any user name; the file is
+    read at each login, so keys can be added or revoked without a restart."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def getAuthorizedKeys(self, username: bytes) -> list[keys.Key]:  # noqa: N802 - IAuthorizedKeysDB
+        found = []
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except OSError as error:
+            log.warn("cannot read {path}: {error}", path=self.path, error=error)
+            return []
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            try:
+                found.append(keys.Key.fromString(line))
+            except (keys.BadKeyError, ValueError, IndexError):
+                continue
+        return found
+
+
+def load_or_create_host_key(path: Optional[str]) -> keys.Key:
+    """The SSH host key from C{path}, created (Ed25519, mode 0600) when missing; without a
+    path a key for this run only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    if path and os.path.exists(path):
+        return keys.Key.fromFile(path)
+    private = ed25519.Ed25519PrivateKey.generate()
+    if path:
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        log.info("created SSH host key {path}", path=path)
+    return keys.Key(private)
+
+
+def manhole_factory(
+    commands: AdminCommands, authorized_keys: str, host_key: Optional[str]
+) -> manhole_ssh.ConchFactory:
+    """The SSH factory: public keys from C{authorized_keys} are the only way in."""
+    checker = SSHPublicKeyChecker(_AuthorizedKeysFile(authorized_keys))
+    factory = manhole_ssh.ConchFactory(portal.Portal(_AdminRealm(commands), [checker]))
+    key = load_or_create_host_key(host_key)
+    name = key.sshType()
+    # Instance dictionaries: ConchFactory's class-level ones would be shared.
+    factory.publicKeys = {name: key.public()}
+    factory.privateKeys = {name: key}
+    return factory
+
+
+def prometheus_text(stats: dict[str, int]) -> bytes:
+    """Counters in the Prometheus text format, each as C{sbc_<name>}."""
+    lines = []
+    for name, value in sorted(stats.items()):
+        metric = "sbc_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+        lines.append(f"# TYPE {metric} gauge")
+        lines.append(f"{metric} {value}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@implementer(resource.IResource)
+class MetricsResource(resource.Resource):
+    """C{GET /metrics}: the same numbers as the C{stats} command."""
+
+    isLeaf = True  # noqa: N815 - Twisted's name
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        super().__init__()
+        self._stats = stats
+
+    @override
+    def render_GET(self, request) -> bytes:  # type: ignore[no-untyped-def]
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4")
+        return prometheus_text(self._stats())
