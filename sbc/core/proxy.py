@@ -87,7 +87,16 @@ ACCEPT = ("application/sdp",)
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _BRANCH_PREFIX = "z9hG4bKsbc"
 
-Effect = Union[Send, DialogEvent]
+
+@dataclass(frozen=True)
+class Notice:
+    """A notable event for the operator's log (one line each), e.g. a registration."""
+
+    event: str
+    fields: tuple[tuple[str, str], ...]
+
+
+Effect = Union[Send, DialogEvent, Notice]
 #: One branch to create: the request for it, the next hop, and the socket to send from
 #: (None: any socket that fits the next hop).
 Hop = tuple[Request, Address, Optional[Address]]
@@ -198,6 +207,7 @@ class Proxy:
         self._heap: list[tuple[float, int, object]] = []
         self._counter = itertools.count()
         self._housekeeping = 0.0
+        self._notices: list[Notice] = []
         #: Shutting down: initial requests get 503, dialogs and transactions finish.
         self.draining = False
 
@@ -260,6 +270,31 @@ class Proxy:
         self, request: Request, source: Address, local: Address, now: float
     ) -> list[Effect]:
         """Handle a request that arrived from C{source} on our socket C{local}."""
+        effects = self._receive_request(request, source, local, now)
+        if self._notices:
+            effects = [*effects, *self._notices]
+            self._notices = []
+        return effects
+
+    def _registration_notice(
+        self, request: Request, source: Address, natted: bool, now: float
+    ) -> Notice:
+        user = aor_of(request.to.uri) or "?"
+        live = self.registrar.lookup(user, now) or []
+        event = "registered" if live else "unregistered"
+        return Notice(
+            event,
+            (
+                ("aor", user),
+                ("source", str(source)),
+                ("contacts", str(len(live))),
+                ("nat", "yes" if natted else "no"),
+            ),
+        )
+
+    def _receive_request(
+        self, request: Request, source: Address, local: Address, now: float
+    ) -> list[Effect]:
         if not self._housekeeping:
             self._housekeeping = now + 10.0
         policy = self.settings.nat
@@ -452,6 +487,8 @@ class Proxy:
                 result = self.registrar.register(
                     request, source, local, now, received=source if keep else None
                 )
+                if result.status == 200:
+                    self._notices.append(self._registration_notice(request, source, keep, now))
                 if result.status == 200 and self.keepalive is not None:
                     user = aor_of(request.to.uri) or ""
                     mine = self.registrar.bindings_from(user, source, now)

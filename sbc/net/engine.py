@@ -19,7 +19,7 @@ from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
-from sbc.core.proxy import Effect, Proxy
+from sbc.core.proxy import Effect, Notice, Proxy
 from sbc.core.reply import error_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
@@ -193,6 +193,12 @@ class SipEngine:
         for effect in effects:
             if isinstance(effect, Send):
                 self.transmit(effect)
+            elif isinstance(effect, Notice):
+                log.info(
+                    "{event}: {details}",
+                    event=effect.event,
+                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
+                )
             else:
                 if isinstance(effect, DialogCreated):
                     self.stats.incr("dialogs_created")

@@ -1,0 +1,88 @@
+"""Tests for L{sbc.app.manhole} and the [manhole] configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+
+from sbc.app.config import ConfigError, defaults, endpoint_is_loopback, load
+from sbc.app.manhole import AdminCommands, AdminError, load_or_create_host_key, prometheus_text
+from sbc.app.service import build_service
+
+
+def commands() -> AdminCommands:
+    return AdminCommands(build_service(defaults(), MemoryReactorClock()))
+
+
+def test_run_parses_the_scriptable_forms() -> None:
+    """name, name(), name arg and name(arg) all work; unknown names are refused."""
+    c = commands()
+    assert c.run("stats")["server_transactions"] == 0
+    assert c.run(" stats() ") == c.run("stats")
+    assert c.run("registrations") == [] and c.run("dialogs()") == []
+    assert "stats: Every counter and gauge, Kamailio's names first-class." in c.run("help")
+    with pytest.raises(AdminError):
+        c.run("__import__('os')")
+    with pytest.raises(AdminError, match="NATping disabled"):
+        c.run("enable_ping 1")
+    json.dumps(c.run("settings"))
+
+
+def test_prometheus_text() -> None:
+    """sbc_ prefix, safe names, one TYPE line each."""
+    text = prometheus_text({"rcv_requests": 3, "udp:odd-name": 1}).decode()
+    assert "# TYPE sbc_rcv_requests gauge\nsbc_rcv_requests 3\n" in text
+    assert "sbc_udp_odd_name 1" in text
+
+
+@pytest.mark.parametrize(
+    "description, loopback",
+    [
+        ("tcp:2222:interface=127.0.0.1", True),
+        ("tcp6:2222:interface=\\:\\:1", True),
+        ("tcp:2222", False),
+        ("tcp:2222:interface=0.0.0.0", False),
+        ("unix:/run/sbc", True),
+    ],
+)
+def test_loopback_detection(description: str, loopback: bool) -> None:
+    """What counts as loopback for SEC-05."""
+    assert endpoint_is_loopback(description) is loopback
+
+
+def test_public_manhole_without_keys_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SEC-05: a non-loopback manhole needs authorized_keys."""
+    path = tmp_path / "sbc.ini"
+    path.write_text("[manhole]\nlisten = tcp:2222:interface=0.0.0.0\n")
+    with pytest.raises(ConfigError, match=r"sbc.ini:2: \[manhole\] listen: expected a loopback"):
+        load(str(path))
+
+
+def test_no_manhole_without_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without authorized_keys the manhole is not started at all."""
+    service = build_service(defaults(), MemoryReactorClock())
+    assert "manhole" not in [s.name for s in service]
+
+
+def test_manhole_and_metrics_services(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With keys, the manhole and the metrics endpoint are children of the service tree."""
+    (tmp_path / "keys").write_text("")
+    path = tmp_path / "sbc.ini"
+    path.write_text(
+        "[manhole]\nauthorized_keys = keys\nhost_key = host_key\n"
+        "metrics_listen = tcp:9999:interface=127.0.0.1\n"
+    )
+    service = build_service(load(str(path)), MemoryReactorClock())
+    names = [s.name for s in service]
+    assert "manhole" in names and "metrics" in names
+    assert (tmp_path / "host_key").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_host_key(str(tmp_path / "host_key")).isPublic() is False
+
+
+def test_json_log_observer() -> None:
+    """The --logger factory returns an observer."""
+    from sbc.app.logjson import observer
+
+    assert callable(observer())
