@@ -425,6 +425,18 @@ class Message:
                 break
         return self.with_headers(headers)
 
+    def with_first_value(self, name: str, value: str) -> Message:
+        """Return a copy where the first element of list header C{name} (the top Via, the
+        first Contact) is replaced by C{value}, the other elements of that field kept."""
+        key = header_key(name)
+        headers = list(self.headers)
+        for i, h in enumerate(headers):
+            if h.key == key:
+                rest = split_commas(h.value)[1:]
+                headers[i] = Header(h.name, ", ".join([value, *rest]))
+                break
+        return self.with_headers(headers)
+
     def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if
         given)."""

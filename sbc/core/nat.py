@@ -18,9 +18,9 @@ from typing import Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, Address, normalise_host
 from sbc.core.errors import ParseError
-from sbc.core.message import Header, Message, Request
+from sbc.core.message import Message, Request
 from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
-from sbc.core.uri import SipUri, Via, split_commas
+from sbc.core.uri import SipUri, Via
 
 __all__ = [
     "NatPolicy",
@@ -273,19 +273,9 @@ def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = Fal
         new = new.with_param("received", source)
     if new is via:
         return request
-    return _replace_top_via(request, new)
-
-
-def _replace_top_via(message: Request, via: Via) -> Request:
-    headers = list(message.headers)
-    for i, h in enumerate(headers):
-        if h.key == "via":
-            rest = split_commas(h.value)[1:]
-            headers[i] = Header(h.name, ", ".join([str(via), *rest]))
-            break
-    new = message.with_headers(headers)
-    assert isinstance(new, Request)
-    return new
+    stamped = request.with_first_value("Via", str(new))
+    assert isinstance(stamped, Request)
+    return stamped
 
 
 def response_target(via: Via) -> tuple[str, int]:

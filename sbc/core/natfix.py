@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Optional
 
 from sbc.core.address import TRANSPORTS, Address, normalise_host
-from sbc.core.message import Header, Message, Request
-from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal, split_commas
+from sbc.core.message import Message, Request
+from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
     "PROTO_DIGITS",
@@ -56,13 +56,7 @@ def alias_value(source: Address) -> str:
 
 def with_first_contact(message: Message, contact: NameAddr) -> Message:
     """Return C{message} with its first Contact element replaced by C{contact}."""
-    headers = list(message.headers)
-    for i, h in enumerate(headers):
-        if h.key == "contact":
-            rest = split_commas(h.value)[1:]
-            headers[i] = Header(h.name, ", ".join([str(contact), *rest]))
-            break
-    return message.with_headers(headers)
+    return message.with_first_value("Contact", str(contact))
 
 
 def _first_contact(message: Message) -> Optional[NameAddr]:

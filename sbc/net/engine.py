@@ -126,16 +126,7 @@ class SipEngine:
             request = parse_request(data)
         except StunError as error:
             self.stats.incr("stun_errors")
-            allowed, suppressed = self._stun_log.allow()
-            if allowed:
-                log.info(
-                    "malformed STUN from {transport}:{host}:{port}: {reason}{more}",
-                    transport=flow.transport,
-                    host=flow.remote[0],
-                    port=flow.remote[1],
-                    reason=error.reason,
-                    more=f" ({suppressed} more not logged)" if suppressed else "",
-                )
+            self._log_bad_input(self._stun_log, "STUN", flow, error)
             return
         if not self.stun_fingerprint:
             request = replace(request, fingerprint=False)
@@ -160,17 +151,7 @@ class SipEngine:
         self.stats.incr("bad_msg_hdr")
         self.stats.incr(f"{flow.transport}_malformed")
         reply = error_response(data, error)
-        allowed, suppressed = self._malformed_log.allow()
-        if allowed:
-            log.info(
-                "malformed message from {transport}:{host}:{port}: {status} {reason}{suppressed}",
-                transport=flow.transport,
-                host=flow.remote[0],
-                port=flow.remote[1],
-                status=error.status,
-                reason=error.reason,
-                suppressed=f" ({suppressed} more not logged)" if suppressed else "",
-            )
+        self._log_bad_input(self._malformed_log, "message", flow, error)
         if reply is None:
             self.stats.incr("drop_requests" if not data.startswith(b"SIP/") else "drop_replies")
             return
@@ -178,6 +159,24 @@ class SipEngine:
         self.stats.incr("rpl_generated")
         # The Via of a broken request is not trusted: the answer goes back where it came from.
         flow.send(reply)
+
+    @staticmethod
+    def _log_bad_input(
+        limiter: _RateLimitedLog, what: str, flow: Flow, error: RemoteProtocolError
+    ) -> None:
+        """One log line per bad input, at most a burst a second (a flood is summarised)."""
+        allowed, suppressed = limiter.allow()
+        if allowed:
+            log.info(
+                "malformed {what} from {transport}:{host}:{port}: {status} {reason}{more}",
+                what=what,
+                transport=flow.transport,
+                host=flow.remote[0],
+                port=flow.remote[1],
+                status=error.status,
+                reason=error.reason,
+                more=f" ({suppressed} more not logged)" if suppressed else "",
+            )
 
     def _on_timer(self, now: float) -> None:
         try:
