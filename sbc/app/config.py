@@ -22,6 +22,7 @@ from typing import Any, Optional
 from sbc.core.address import Address, parse_address
 from sbc.core.errors import ParseError
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
+from sbc.core.pike import PikeSettings
 from sbc.core.registrar import RegistrarSettings
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
@@ -162,6 +163,7 @@ class Settings:
     nathelper: NathelperSettings = field(default_factory=NathelperSettings)
     nat_traversal: NatTraversalSettings = field(default_factory=NatTraversalSettings)
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
+    pike: PikeSettings = field(default_factory=PikeSettings)
 
 
 def defaults() -> Settings:
@@ -456,6 +458,14 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "authorized_keys": _PATH,
             "host_key": _OUTPUT_PATH,
             "metrics_listen": _endpoint,
+        },
+    ),
+    "pike": (
+        PikeSettings,
+        {
+            "sampling_time_unit": _integer(1, 3600),
+            "reqs_density_per_unit": _integer(0, 1_000_000),
+            "remove_latency": _integer(1, 86400),
         },
     ),
     "stun": (

@@ -30,6 +30,7 @@ from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
 from sbc.core.message import ParseLimits
 from sbc.core.nat import EXTRA_RANGES, NatPolicy, PrivateRanges
+from sbc.core.pike import Pike
 from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.registrar import Registrar
 from sbc.core.transaction import Timers
@@ -227,6 +228,7 @@ class SbcService(service.MultiService):
         )
         self.engine = SipEngine(self.proxy, reactor, ParseLimits(core.max_message_size))
         self.engine.stun_enabled = settings.stun.stun_allow_stun
+        self.engine.pike = Pike(settings.pike)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
@@ -339,6 +341,9 @@ class SbcService(service.MultiService):
         self.proxy.settings = proxy_settings(new)
         self.registrar.settings = new.registrar
         self.engine.stun_enabled = new.stun.stun_allow_stun
+        if old.pike != new.pike:
+            self.engine.pike = Pike(new.pike)
+            changed.append("pike")
         self.engine.stun_fingerprint = new.stun.stun_allow_fp
         set_level(LogLevel.levelWithName(new.core.log_level))
         if old.core.log_level != new.core.log_level:

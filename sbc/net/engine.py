@@ -19,8 +19,10 @@ from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
+from sbc.core.nat import stamp_via
+from sbc.core.pike import Pike, PikeSettings, Verdict
 from sbc.core.proxy import Effect, Notice, Proxy
-from sbc.core.reply import error_response
+from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
@@ -90,6 +92,8 @@ class SipEngine:
         self.stun_enabled = True
         self.stun_fingerprint = True
         self._stun_log = _RateLimitedLog(clock)
+        #: [pike] flood protection (off unless reqs_density_per_unit is set)
+        self.pike = Pike(PikeSettings())
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -140,12 +144,33 @@ class SipEngine:
         source = Address(flow.transport, flow.remote[0], flow.remote[1])
         if isinstance(message, Request):
             self.stats.incr("rcv_requests")
+            verdict = self.pike.hit(flow.remote[0], now)
+            if verdict is not Verdict.PASS:
+                self._flooded(message, flow, verdict)
+                return
             local = Address(flow.transport, flow.local[0], flow.local[1])
             effects = self.proxy.receive_request(message, source, local, now)
         else:
             self.stats.incr("rcv_replies")
             effects = self.proxy.receive_response(message, source, now)
         self.execute(effects)
+
+    def _flooded(self, request: Request, flow: Flow, verdict: Verdict) -> None:
+        """SEC-04: a source above its request density gets 503 with Retry-After; above
+        twice the density, nothing (answering a flood feeds it)."""
+        if verdict is Verdict.DROP:
+            self.stats.incr("pike_dropped")
+            return
+        self.stats.incr("pike_limited")
+        if request.method == "ACK":
+            return
+        stamped = stamp_via(request, flow.remote[0], flow.remote[1], force_rport=True)
+        retry = str(max(1, self.pike.settings.sampling_time_unit))
+        response = make_response(
+            stamped, 503, "Too Many Requests", headers=[("Retry-After", retry)]
+        )
+        flow.send(response.to_bytes())
+        self.stats.incr("rpl_generated")
 
     def _malformed(self, data: bytes, flow: Flow, error: RemoteProtocolError) -> None:
         self.stats.incr("bad_msg_hdr")
