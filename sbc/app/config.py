@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from sbc.core.address import Address, parse_address
+from sbc.core.auth import AuthSettings
 from sbc.core.errors import ParseError
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
@@ -164,6 +165,7 @@ class Settings:
     nat_traversal: NatTraversalSettings = field(default_factory=NatTraversalSettings)
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
     pike: PikeSettings = field(default_factory=PikeSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 def defaults() -> Settings:
@@ -460,6 +462,14 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "metrics_listen": _endpoint,
         },
     ),
+    "auth": (
+        AuthSettings,
+        {
+            "realm": _text,
+            "credentials_file": _PATH,
+            "nonce_expire": _integer(10, 86400),
+        },
+    ),
     "pike": (
         PikeSettings,
         {
@@ -597,6 +607,13 @@ def _output_path(raw: str, base: str, where: str) -> Optional[str]:
 
 def _check(settings: Settings, path: str, lines: dict) -> None:
     """Checks that involve several keys."""
+    auth = settings.auth
+    if bool(auth.realm) != bool(auth.credentials_file):
+        line = lines.get(("auth", "realm"), lines.get(("auth", None), 0))
+        raise ConfigError(
+            f"{path}:{line}: [auth] realm: expected realm and credentials_file "
+            "together (both empty: no authentication), got only one of them"
+        )
     man = settings.manhole
     if man.listen and not endpoint_is_loopback(man.listen) and not man.authorized_keys:
         line = lines.get(("manhole", "listen"), 0)

@@ -8,6 +8,7 @@ C{privilegedStartService}, so a port that cannot be bound stops twistd before it
 from __future__ import annotations
 
 import gc
+import os
 import random
 import signal
 import socket
@@ -26,6 +27,7 @@ from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
 from sbc.core.address import Address
+from sbc.core.auth import AuthSettings, DigestAuth, parse_credentials
 from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
 from sbc.core.message import ParseLimits
@@ -229,6 +231,8 @@ class SbcService(service.MultiService):
         self.engine = SipEngine(self.proxy, reactor, ParseLimits(core.max_message_size))
         self.engine.stun_enabled = settings.stun.stun_allow_stun
         self.engine.pike = Pike(settings.pike)
+        if settings.auth.enabled:
+            self.proxy.auth = digest_auth(settings.auth)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
@@ -416,6 +420,22 @@ class SbcService(service.MultiService):
             connection.transport.loseConnection()
         log.info("statistics at stop: {statistics}", statistics=self.commands.stats())
         return super().stopService()
+
+
+def digest_auth(settings: AuthSettings) -> DigestAuth:
+    """Digest authentication from [auth]: credentials read now (bad lines logged by number,
+    never with their content), nonces signed with a random per-process secret."""
+    assert settings.credentials_file is not None
+    with open(settings.credentials_file, encoding="utf-8") as f:
+        credentials, problems = parse_credentials(f.read(), settings.realm)
+    for problem in problems:
+        log.warn("{path}: {problem} (skipped)", path=settings.credentials_file, problem=problem)
+    log.info(
+        "digest authentication for realm {realm}: {count} user(s)",
+        realm=settings.realm,
+        count=len(credentials),
+    )
+    return DigestAuth(settings, credentials, os.urandom(32))
 
 
 def build_service(settings: Settings, reactor) -> SbcService:  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from random import Random
 from typing import Optional, Union
 
 from sbc.core.address import Address
+from sbc.core.auth import AuthResult, DigestAuth
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTable, DialogTerminated
 from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveTable
@@ -210,6 +211,8 @@ class Proxy:
         self._notices: list[Notice] = []
         #: Shutting down: initial requests get 503, dialogs and transactions finish.
         self.draining = False
+        #: Digest authentication for our users (set by the wiring when [auth] is on).
+        self.auth: Optional[DigestAuth] = None
 
     def sizes(self) -> dict[str, int]:
         """How much state the proxy holds (for statistics and leak tests)."""
@@ -327,6 +330,13 @@ class Proxy:
         refusal = self._check(request)
         if refusal is not None:
             return effects + self._reply(server, refusal, now)
+        if self.auth is not None and self._needs_auth(request):
+            verdict = self.auth.check(request, now)
+            if not verdict.ok:
+                return effects + self._reply(server, self._auth_answer(request, verdict, now), now)
+            request = request.without(
+                "proxy-authorization" if request.method == "INVITE" else "authorization"
+            )
         if request.method == "BYE":
             effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
         # Only the first hop judges and fixes a client: behind another proxy the client's
@@ -352,6 +362,27 @@ class Proxy:
                 return message
             message = message.with_body(body)
         return message
+
+    def _needs_auth(self, request: Request) -> bool:
+        """REGISTERs for our domains, and initial INVITEs from our users, must authenticate."""
+        if request.method == "REGISTER":
+            uri = request.uri
+            return (
+                isinstance(uri, SipUri)
+                and self.identity.is_myself(uri)
+                and (self.settings.registrar_uri is None)
+            )
+        if request.method == "INVITE" and request.to.tag is None:
+            sender = request.from_.uri
+            return isinstance(sender, SipUri) and self.identity.is_myself(sender)
+        return False
+
+    def _auth_answer(self, request: Request, verdict: AuthResult, now: float) -> Response:
+        assert self.auth is not None
+        if verdict.status == 403:
+            return make_response(request, 403, "Forbidden (credentials of another user)")
+        status, headers = self.auth.challenge(request, now, stale=verdict.stale)
+        return make_response(request, status, headers=headers)
 
     def _reply_peer(self, request: Request, source: Address) -> Address:
         if source.reliable:
