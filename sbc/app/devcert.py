@@ -32,12 +32,41 @@ def _write(path: str, data: bytes, private: bool = False) -> None:
         f.write(data)
 
 
+def _leaf(
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey | None,
+    common_name: str,
+    names: list[x509.GeneralName],
+    now: datetime.datetime,
+    days: int,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for C{names}, signed by C{issuer} (self-signed without one)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(common_name)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    return builder.sign(issuer_key or key, hashes.SHA256()), key
+
+
 def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -> dict[str, str]:
     """
-    Write C{ca.pem}, C{server.pem} (certificate) and C{server.key} into C{folder}; the server
-    certificate names C{hostname}, localhost, 127.0.0.1 and ::1.
+    Write into C{folder}: C{ca.pem}; C{server.pem}/C{server.key} naming C{hostname},
+    localhost, 127.0.0.1 and ::1; C{client.pem}/C{client.key} signed by the same CA (for
+    client-certificate checks); C{other.pem}/C{other.key} naming only other.test (a server
+    with the wrong identity); C{selfsigned.pem}/C{selfsigned.key} (a client nobody signed).
 
-    @return: paths by role: C{ca}, C{certificate}, C{private_key}.
+    @return: paths by role (C{ca}, C{certificate}, C{private_key}, C{client_certificate},
+        C{client_key}, C{other_certificate}, C{other_key}, C{selfsigned_certificate},
+        C{selfsigned_key}).
     """
     os.makedirs(folder, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
@@ -53,38 +82,31 @@ def make_certificates(folder: str, hostname: str = "sbc.test", days: int = 30) -
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [
+    server_names: list[x509.GeneralName] = [
         x509.DNSName(hostname),
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(hostname))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = {
-        "ca": os.path.join(folder, "ca.pem"),
-        "certificate": os.path.join(folder, "server.pem"),
-        "private_key": os.path.join(folder, "server.key"),
-    }
     pem = serialization.Encoding.PEM
+    paths = {"ca": os.path.join(folder, "ca.pem")}
     _write(paths["ca"], ca.public_bytes(pem))
-    _write(paths["certificate"], cert.public_bytes(pem))
-    _write(
-        paths["private_key"],
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        private=True,
-    )
+    for role, issuer, issuer_key, cn, names in (
+        ("", ca, ca_key, hostname, server_names),
+        ("client_", ca, ca_key, "sbc-test-client", [x509.DNSName("client.sbc.test")]),
+        ("other_", ca, ca_key, "other.test", [x509.DNSName("other.test")]),
+        ("selfsigned_", None, None, "nobody", [x509.DNSName("nobody.test")]),
+    ):
+        cert, key = _leaf(issuer, issuer_key, cn, names, now, days)
+        stem = {"": "server", "client_": "client", "other_": "other"}.get(role, "selfsigned")
+        paths[f"{role}certificate"] = os.path.join(folder, f"{stem}.pem")
+        paths[f"{role}{'private_' if not role else ''}key"] = os.path.join(folder, f"{stem}.key")
+        _write(paths[f"{role}certificate"], cert.public_bytes(pem))
+        _write(
+            paths[f"{role}{'private_' if not role else ''}key"],
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            private=True,
+        )
     return paths
 
 

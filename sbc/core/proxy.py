@@ -963,6 +963,28 @@ class Proxy:
         branch.final, branch.faked = make_response(forwarding.server.request, 408), True
         return effects + self._maybe_complete(forwarding, now)
 
+    def transport_failed(self, peer: Address, now: float) -> list[Effect]:
+        """Every branch waiting on C{peer} that has no response yet fails now with a local
+        503 (send failure, a refused connection, a TLS peer that failed verification)."""
+        effects: list[Effect] = []
+        for key, client in list(self._clients.items()):
+            if client.peer != peer or client.state not in (State.CALLING, State.TRYING):
+                continue
+            found = self._branch_of.pop(key, None)
+            client.state = State.TERMINATED
+            client.deadlines.clear()
+            del self._clients[key]
+            if found is None:
+                continue
+            forwarding, branch = found
+            if branch.final is None:
+                branch.final = make_response(
+                    forwarding.server.request, 503, "Service Unavailable (next hop unreachable)"
+                )
+                branch.faked = True
+                effects += self._maybe_complete(forwarding, now)
+        return effects
+
     def _lifetime_expired(self, forwarding: _Forwarding, now: float) -> list[Effect]:
         forwarding.lifetime_end = None
         effects: list[Effect] = []
@@ -983,7 +1005,7 @@ class Proxy:
         effects: list[Effect] = []
         if invite.method == "INVITE" and best.status == 408:
             effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(invite), now)
-        if best.status == 503 and self.settings.remap_503_500:
+        if best.status == 503 and self.settings.remap_503_500 and not winner.faked:
             best = Response(500, REASONS[500], best.headers, best.body)
         if forwarding.cancel_requested and invite.method == "INVITE" and winner.faked:
             best, winner.faked = make_response(invite, 487), True

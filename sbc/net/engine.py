@@ -203,6 +203,16 @@ class SipEngine:
                 more=f" ({suppressed} more not logged)" if suppressed else "",
             )
 
+    def transport_failed(self, peer: Address, reason: str) -> None:
+        """A connection to C{peer} failed before answering: its branches fail at once."""
+        self.stats.incr(f"{peer.transport}_transport_failures")
+        try:
+            self.execute(self.proxy.transport_failed(peer, self.clock.seconds()))
+        except Exception:
+            self.stats.incr("internal_errors")
+            log.failure("error failing branches to {peer}", peer=str(peer))
+        self.timer.rearm(self.proxy.next_deadline())
+
     def _on_timer(self, now: float) -> None:
         try:
             self.execute(self.proxy.handle_timer(now))

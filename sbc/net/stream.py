@@ -7,7 +7,7 @@ anything sent to a peer we hold a connection with goes over that connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
@@ -78,6 +78,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         self.remote: HostPort = ("", 0)
         self.local: HostPort = ("", 0)
         self.last_pong: Optional[float] = None
+        self.received_any = False
         # TimeoutMixin schedules through this attribute: use the injected clock.
         self.callLater = factory.clock.callLater  # type: ignore[assignment]
 
@@ -96,6 +97,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
     @override
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
+        self.received_any = True
         engine = self.factory.engine
         try:
             frames = self.framer.feed(data)
@@ -143,6 +145,10 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: object = None) -> None:
         self.setTimeout(None)
         self.factory.table.remove(self)
+        if not self.received_any:
+            # An outgoing connection that died before a single byte came back (a TLS peer
+            # whose certificate failed verification, a refused stream): its branches fail.
+            self.factory.connection_failed(reason)
 
 
 class _StreamFlow:
@@ -209,6 +215,9 @@ class SipStreamFactory(Factory):
         """Messages queued for a connection still being made (none for listeners)."""
         return []
 
+    def connection_failed(self, reason: object) -> None:
+        """An outgoing connection failed (listeners' connections: nothing to do)."""
+
     @override
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
         return SipStreamProtocol(self)
@@ -231,9 +240,14 @@ class _OutboundFactory(SipStreamFactory, ClientFactory):
         return pending
 
     @override
+    def connection_failed(self, reason: object) -> None:
+        self.connector.report_failure(self.peer, reason)
+
+    @override
     def clientConnectionFailed(self, connector: object, reason: object) -> None:
         self.connector.connecting.pop(self.peer, None)
         self.engine.stats.incr(f"{self.peer.transport}_connect_errors")
+        self.connector.report_failure(self.peer, reason)
         log.info(
             "cannot connect to {peer}: {reason} ({count} message(s) dropped)",
             peer=str(self.peer),
@@ -257,6 +271,15 @@ class StreamConnector:
         self.tls_options = tls_options
         self.listeners: list[Address] = []
         self.connecting: dict[Address, _OutboundFactory] = {}
+        #: Told when a connection to a peer failed before carrying anything back.
+        self.on_failure: Optional[Callable[[Address, str], None]] = None
+
+    def report_failure(self, peer: Address, reason: object) -> None:
+        """Pass a failed outgoing connection on (the proxy fails that peer's branches)."""
+        text = str(getattr(reason, "value", reason))
+        log.warn("connection to {peer} failed: {reason}", peer=str(peer), reason=text[:300])
+        if self.on_failure is not None:
+            self.on_failure(peer, text)
 
     def local_for(self, peer: Address) -> Optional[HostPort]:
         for address in self.listeners:
@@ -292,7 +315,9 @@ class StreamConnector:
         factory.pending.append(data)
         self.connecting[peer] = factory
         if peer.transport == "tls":
-            self.reactor.connectSSL(peer.host, peer.port, factory, self.tls_options, timeout=10)
+            self.reactor.connectSSL(
+                peer.host, peer.port, factory, self.tls_options(peer), timeout=10
+            )
         else:
             self.reactor.connectTCP(peer.host, peer.port, factory, timeout=10)
         return True
