@@ -68,6 +68,10 @@ class CoreSettings:
     max_message_size: int = 65535
     log_level: str = "info"
     tcp_connection_lifetime: int = 120
+    max_headers: int = 256
+    max_header_length: int = 8192
+    tcp_max_connections: int = 2048
+    tcp_max_connections_per_source: int = 64
 
 
 @dataclass(frozen=True)
@@ -365,6 +369,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
                 "one of debug, info, warn, error, critical (or a Kamailio debug level -3..3)",
             ),
             "tcp_connection_lifetime": _integer(1, 86400),
+            "max_headers": _integer(16, 10_000),
+            "max_header_length": _integer(256, 1 << 20),
+            "tcp_max_connections": _integer(1, 1_000_000),
+            "tcp_max_connections_per_source": _integer(1, 1_000_000),
         },
     ),
     "tls": (

@@ -245,7 +245,8 @@ class SbcService(service.MultiService):
         self.proxy = Proxy(
             identity, [], self.registrar, proxy_settings(settings), random.SystemRandom()
         )
-        self.engine = SipEngine(self.proxy, reactor, ParseLimits(core.max_message_size))
+        limits = ParseLimits(core.max_message_size, core.max_headers, core.max_header_length)
+        self.engine = SipEngine(self.proxy, reactor, limits)
         self.engine.stun_enabled = settings.stun.stun_allow_stun
         self.engine.pike = Pike(settings.pike)
         if settings.auth.enabled:
@@ -305,6 +306,8 @@ class SbcService(service.MultiService):
                 self.reactor,
                 self.settings.core.tcp_connection_lifetime,
             )
+            factory.max_connections = self.settings.core.tcp_max_connections
+            factory.max_connections_per_source = self.settings.core.tcp_max_connections_per_source
             self._stream_factories[transport] = factory
         return factory
 

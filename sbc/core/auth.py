@@ -131,10 +131,12 @@ class DigestAuth:
         self.credentials = credentials
         self.secret = secret
         self._seen: dict[str, int] = {}  # nonce -> highest nc accepted
+        self._issued = 0
 
     def nonce(self, now: float) -> str:
-        """A nonce carrying its birth time, signed."""
-        stamp = f"{int(now):x}"
+        """A nonce carrying its birth time and a serial (unique per challenge), signed."""
+        self._issued += 1
+        stamp = f"{int(now):x}-{self._issued:x}"
         mac = hmac.new(self.secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{stamp}.{mac}"
 
@@ -144,7 +146,7 @@ class DigestAuth:
         if not hmac.compare_digest(mac, expected):
             return "bad"
         try:
-            born = int(stamp, 16)
+            born = int(stamp.partition("-")[0], 16)
         except ValueError:
             return "bad"
         return "stale" if now - born > self.settings.nonce_expire or born > now + 5 else "ok"

@@ -104,10 +104,12 @@ class ParseLimits:
 
     @ivar max_message_size: bytes in one message, start line to end of body (larger: 513).
     @ivar max_headers: header fields in one message (more: 400).
+    @ivar max_header_length: characters in one header field, folding included (more: 400).
     """
 
     max_message_size: int = 65535
     max_headers: int = 256
+    max_header_length: int = 8192
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -593,19 +595,22 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     headers: list[Header] = []
     group: list[str] = []
     max_headers = limits.max_headers
+    max_length = limits.max_header_length
     for line in lines[1:]:
+        if len(line) > max_length:
+            raise ParseError(400, "Header Too Long")
         if line[:1] in (" ", "\t"):
             if not group:
                 raise ParseError(400, "continuation line before any header")
             group.append(line)
             continue
         if group:
-            headers.append(_make_header(group))
+            headers.append(_make_header(group, max_length))
             if len(headers) >= max_headers:
                 raise ParseError(400, "Too Many Headers")
         group = [line]
     if group:
-        headers.append(_make_header(group))
+        headers.append(_make_header(group, max_length))
     message.headers = tuple(headers)
 
     lengths = [h.value for h in headers if h.key == "content-length"]
@@ -631,8 +636,10 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     return message
 
 
-def _make_header(group: Sequence[str]) -> Header:
+def _make_header(group: Sequence[str], max_length: int = 8192) -> Header:
     first = group[0]
+    if len(group) > 1 and sum(len(line) for line in group) > max_length:
+        raise ParseError(400, "Header Too Long")
     colon = first.find(":")
     if colon <= 0:
         raise ParseError(400, "header line without a colon")

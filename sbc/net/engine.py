@@ -35,6 +35,14 @@ __all__ = ["SipEngine"]
 log = logger(__name__)
 
 
+#: The limits of SEC-01, each counted when a peer hits it.
+_LIMIT_COUNTERS = {
+    "Message Too Large": "limit_message_size",
+    "Too Many Headers": "limit_headers",
+    "Header Too Long": "limit_header_length",
+}
+
+
 class _RateLimitedLog:
     """At most C{burst} lines per second for one kind of event; the rest are counted and
     reported with the next line that gets through, so a flood cannot flood the log."""
@@ -155,6 +163,12 @@ class SipEngine:
             effects = self.proxy.receive_response(message, source, now)
         self.execute(effects)
 
+    def count_limit(self, error: RemoteProtocolError) -> None:
+        """Count a SEC-01 limit a peer hit (message size, headers, header length)."""
+        limit = _LIMIT_COUNTERS.get(error.reason)
+        if limit is not None:
+            self.stats.incr(limit)
+
     def _flooded(self, request: Request, flow: Flow, verdict: Verdict) -> None:
         """SEC-04: a source above its request density gets 503 with Retry-After; above
         twice the density, nothing (answering a flood feeds it)."""
@@ -174,6 +188,7 @@ class SipEngine:
 
     def _malformed(self, data: bytes, flow: Flow, error: RemoteProtocolError) -> None:
         self.stats.incr("bad_msg_hdr")
+        self.count_limit(error)
         self.stats.incr(f"{flow.transport}_malformed")
         reply = error_response(data, error)
         self._log_bad_input(self._malformed_log, "message", flow, error)

@@ -85,6 +85,15 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
     @override
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
+        if not self.factory.admit(normalise_host(peer.host)):
+            self.factory.engine.stats.incr("limit_connections")
+            log.info(
+                "refusing a {transport} connection from {host}: too many connections",
+                transport=self.transport_name,
+                host=peer.host,
+            )
+            self.transport.abortConnection()
+            return
         host = self.transport.getHost()
         self.remote = (normalise_host(peer.host), peer.port)
         self.local = self.factory.local or (normalise_host(host.host), host.port)
@@ -103,6 +112,7 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
             frames = self.framer.feed(data)
         except FramingError as error:
             engine.stats.incr("bad_msg_hdr")
+            engine.count_limit(error)
             engine.stats.incr(f"{self.transport_name}_malformed")
             log.info(
                 "closing {transport} connection from {host}:{port}: {reason}",
@@ -210,10 +220,20 @@ class SipStreamFactory(Factory):
         self.lifetime = lifetime
         #: For outgoing connections: the listener address that stands for us on them.
         self.local: Optional[HostPort] = None
+        #: [core] tcp_max_connections / tcp_max_connections_per_source
+        self.max_connections = 2048
+        self.max_connections_per_source = 64
 
     def take_pending(self) -> list[bytes]:
         """Messages queued for a connection still being made (none for listeners)."""
         return []
+
+    def admit(self, host: str) -> bool:
+        """SEC-01: may another connection from C{host} be accepted?"""
+        if len(self.table) >= self.max_connections:
+            return False
+        same = sum(1 for c in self.table if c.remote[0] == host)
+        return same < self.max_connections_per_source
 
     def connection_failed(self, reason: object) -> None:
         """An outgoing connection failed (listeners' connections: nothing to do)."""

@@ -143,3 +143,9 @@ def test_proxy_challenges_register_and_invite_from_our_users() -> None:
     )
     assert isinstance(invite, Request)
     assert send(invite).status == 407
+
+
+def test_nonces_are_unique_even_within_one_second() -> None:
+    """Two challenges in the same second carry different nonces."""
+    a = auth()
+    assert a.nonce(1000.0) != a.nonce(1000.0)

@@ -221,6 +221,16 @@ def test_header_count_limit() -> None:
         parse(data, ParseLimits(max_headers=32))
 
 
+def test_header_length_limit() -> None:
+    """A header field longer than max_header_length is a 400 (folded ones too)."""
+    long_value = "x" * 2000
+    with pytest.raises(ParseError, match="Header Too Long"):
+        parse(request_bytes(headers=[("X-Long", long_value)]), ParseLimits(max_header_length=1024))
+    folded = request_bytes(headers=[("X-Folded", "a" * 600 + "\r\n " + "b" * 600)])
+    with pytest.raises(ParseError, match="Header Too Long"):
+        parse(folded, ParseLimits(max_header_length=1024))
+
+
 def test_bare_lf_line_ends_are_accepted() -> None:
     """Bare LF line ends parse (and still serialise exactly)."""
     data = request_bytes().replace(b"\r\n", b"\n")

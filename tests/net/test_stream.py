@@ -132,3 +132,14 @@ class SipStreamProtocolTests(SynchronousTestCase):
         protocol, transport = connect(factory)
         protocol.dataReceived(b"\x00\x01\xff\xfc" + b"\x21\x12\xa4\x42" + b"x" * 12)
         self.assertTrue(transport.disconnecting)
+
+    def test_connections_per_source_are_limited(self) -> None:
+        """SEC-01: one connection too many from a source is aborted and counted."""
+        factory = make_factory(Clock())
+        factory.max_connections_per_source = 2
+        first, _ = connect(factory, 40001)
+        second, _ = connect(factory, 40002)
+        third, transport = connect(factory, 40003)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(factory.engine.stats.get("limit_connections"), 1)
+        self.assertEqual(len(factory.table), 2)

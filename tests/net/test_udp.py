@@ -127,3 +127,29 @@ class StunOnSipPortTests(SynchronousTestCase):
         protocol.datagramReceived(request(), ("203.0.113.7", 40000))
         self.assertEqual(transport.written, [])
         self.assertEqual(protocol.engine.stats.get("stun_dropped"), 1)
+
+
+class LimitCounterTests(SynchronousTestCase):
+    """Each SEC-01 limit is counted when a peer hits it."""
+
+    def test_limits_are_counted(self) -> None:
+        """Oversized message, too many headers, an overlong header: one counter each."""
+        from sbc.core.message import ParseLimits
+
+        protocol, transport = make_protocol()
+        protocol.engine.limits = ParseLimits(
+            max_message_size=2048, max_headers=32, max_header_length=512
+        )
+        peer = ("192.0.2.50", 5099)
+        protocol.datagramReceived(request_bytes(body=b"x" * 3000), peer)
+        protocol.datagramReceived(request_bytes(headers=[("X", "y")] * 40), peer)
+        protocol.datagramReceived(request_bytes(headers=[("X", "y" * 600)]), peer)
+        stats = protocol.engine.stats
+        self.assertEqual(
+            (
+                stats.get("limit_message_size"),
+                stats.get("limit_headers"),
+                stats.get("limit_header_length"),
+            ),
+            (1, 1, 1),
+        )

@@ -1,0 +1,120 @@
+"""
+Fuzzing every parser a peer can reach (SEC-01): SIP messages, URIs, the stream framer, SDP,
+STUN.  Each must either work or raise its own error type, and never hold more memory than
+its bound.  CI runs a bounded number of examples; a long run is one command:
+
+    HYPOTHESIS_PROFILE=fuzz .venv/bin/python -m pytest tests/fuzz -q
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sbc.core.errors import ParseError, RemoteProtocolError
+from sbc.core.framing import FramingError, StreamFramer
+from sbc.core.message import ParseLimits, parse
+from sbc.core.sdp import SdpError, fix_nated_sdp, parse_sdp
+from sbc.core.stun import StunError, parse_request
+from sbc.core.uri import parse_name_addr, parse_uri, parse_via
+from tests.helpers import request_bytes, rfc4475, rfc4475_cases
+
+#: CI: a bounded run; HYPOTHESIS_PROFILE=fuzz: a long one.
+FUZZ = settings(
+    max_examples=200_000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+SEEDS = [
+    request_bytes(method="INVITE", body=b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n"),
+    *[rfc4475(name) for name, _ in rfc4475_cases()],
+]
+
+
+@st.composite
+def mutated(draw) -> bytes:  # type: ignore[no-untyped-def]
+    """A seed message with bytes flipped, inserted or cut: close to valid, so deep paths run."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        choice = draw(st.integers(0, 2))
+        if choice == 0 and data:
+            data[at] = draw(st.integers(0, 255))
+        elif choice == 1:
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[at : at + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+@FUZZ
+@given(st.one_of(mutated(), st.binary(max_size=600)))
+def test_message_parser(data: bytes) -> None:
+    """parse() and every lazy header accessor raise only ParseError."""
+    try:
+        m = parse(data, ParseLimits(max_message_size=4096, max_headers=64, max_header_length=1024))
+        for name in (
+            "vias",
+            "from_",
+            "to",
+            "cseq",
+            "contacts",
+            "routes",
+            "record_routes",
+            "max_forwards",
+            "expires",
+        ):
+            getattr(m, name)
+        m.to_bytes()
+    except ParseError:
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_uri_name_addr_via_parsers(text: str) -> None:
+    """The value parsers raise only ParseError on any text."""
+    for parser in (parse_uri, parse_name_addr, parse_via):
+        try:
+            str(parser(text))
+        except ParseError:
+            pass
+
+
+@FUZZ
+@given(st.lists(st.one_of(mutated(), st.binary(max_size=300)), max_size=12))
+def test_stream_framer_is_bounded(chunks: list[bytes]) -> None:
+    """The framer raises only FramingError and never buffers more than its bound."""
+    framer = StreamFramer(max_message_size=2048)
+    try:
+        for chunk in chunks:
+            framer.feed(chunk)
+            assert framer.buffered <= 2048 + len(chunk)
+    except FramingError:
+        pass
+
+
+@FUZZ
+@given(
+    st.one_of(st.binary(max_size=400), st.text(max_size=300).map(str.encode)), st.integers(0, 15)
+)
+def test_sdp(body: bytes, flags: int) -> None:
+    """SDP parsing and fixing raise only SdpError."""
+    try:
+        parse_sdp(body)
+        fix_nated_sdp(body, flags, "198.51.100.20")
+    except SdpError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_stun(data: bytes) -> None:
+    """STUN parsing raises only StunError (a RemoteProtocolError)."""
+    try:
+        parse_request(data)
+    except StunError as error:
+        assert isinstance(error, RemoteProtocolError)
