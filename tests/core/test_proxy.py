@@ -672,3 +672,16 @@ def test_in_dialog_request_of_a_nat_marked_dialog_is_fixed() -> None:
     reinvite = reinvite.replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=t")
     [out] = sent(send_request(p, reinvite, source=NAT), Address("udp", "192.0.2.30", 5060))
     assert out.get("Contact") == "<sip:alice@198.51.100.20:5070;alias=198.51.100.20~40123~1>"
+
+
+def test_draining_refuses_new_calls_but_serves_dialogs() -> None:
+    """While stopping: initial requests get 503 with Retry-After, in-dialog ones pass."""
+    p = proxy()
+    p.draining = True
+    [refused] = [m for m in sent(send_request(p, invite())) if m.status >= 200]  # type: ignore[union-attr]
+    assert refused.status == 503 and refused.get("Retry-After") == "5"  # type: ignore[union-attr]
+    bye = request_bytes(
+        "BYE", "sip:bob@192.0.2.21:5081", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKd"
+    )
+    bye = bye.replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=t")
+    assert [m.method for m in sent(send_request(p, bye), BOB1)] == ["BYE"]  # type: ignore[union-attr]
