@@ -21,9 +21,51 @@ from typing import Optional
 import pytest
 
 SBC_IP = "203.0.113.1"
+SBC = f"{SBC_IP}:5060"
 ROUTER_PUBLIC_IP = "203.0.113.2"
 PUBLIC_UA_IP = "203.0.113.3"
 PRIVATE_UA_IP = "10.0.0.10"
+
+
+#: A phone behind the NAT registers and answers with one SIPp process; the caller reuses the
+#: REGISTER's Call-ID so that SIPp maps the INVITE to that call (it matches by Call-ID).
+SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
+
+
+def nat_phone(
+    lab: NatLab,
+    folder,
+    scenario: str,
+    transport: str = "u1",  # type: ignore[no-untyped-def]
+    timeout: float = 30.0,
+    extra: tuple[str, ...] = (),
+) -> subprocess.Popen:
+    """A SIPp phone (user alice, port 5070) in the private namespace running C{scenario}."""
+    from tests.system.harness import sipp_command
+
+    folder.mkdir(exist_ok=True)
+    command = sipp_command(
+        scenario,
+        SBC,
+        transport,
+        local_ip=PRIVATE_UA_IP,
+        timeout=timeout,
+        extra=("-s", "alice", "-p", "5070", *extra, *SHARED_CALL_ID),
+        prefix=tuple(lab.prefix(lab.priv)),
+    )
+    return subprocess.Popen(
+        command, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 40.0) -> tuple[int, str]:
+    """Wait for a SIPp run (killed if it outlives C{timeout}); its exit code and output tail."""
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate(timeout=5)
+    return process.returncode, (out or "")[-2500:]
 
 
 def _run(*args: str) -> None:

@@ -14,15 +14,20 @@ from typing import Optional
 
 import pytest
 
-from tests.system.harness import SbcProcess, run_sipp, sipp_command, sipp_summary
-from tests.system.netns import PRIVATE_UA_IP, PUBLIC_UA_IP, SBC_IP, NatLab
+from tests.system.harness import SbcProcess, run_sipp, sipp_summary
+from tests.system.netns import (
+    PUBLIC_UA_IP,
+    SBC,
+    SHARED_CALL_ID,
+    NatLab,
+    finish,
+    nat_phone,
+)
 
 pytestmark = pytest.mark.system
 
-SBC = f"{SBC_IP}:5060"
 CONNTRACK_TIMEOUT = 4
 IDLE = 3 * CONNTRACK_TIMEOUT
-SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
 SIP_PING = "natping_method = sip\nsipping_from = sip:pinger@sbc.test\nsipping_method = "
 PINGS = {
     "udp4": "natping_method = udp4\n",
@@ -52,19 +57,8 @@ def config(tmp_path, ping: Optional[str], state_file: str = "") -> str:  # type:
 
 def phone(lab: NatLab, tmp_path) -> subprocess.Popen:  # type: ignore[no-untyped-def]
     """The phone behind NAT: registers, answers pings (-aa), then waits for a call."""
-    folder = tmp_path / "phone"
-    folder.mkdir(exist_ok=True)
-    command = sipp_command(
-        "nat_ua_answer.xml",
-        SBC,
-        "u1",
-        local_ip=PRIVATE_UA_IP,
-        timeout=IDLE + 40,
-        extra=("-s", "alice", "-p", "5070", "-aa", *SHARED_CALL_ID),
-        prefix=tuple(lab.prefix(lab.priv)),
-    )
-    return subprocess.Popen(
-        command, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    return nat_phone(
+        lab, tmp_path / "phone", "nat_ua_answer.xml", timeout=IDLE + 40, extra=("-aa",)
     )
 
 
@@ -78,15 +72,6 @@ def call(lab: NatLab, tmp_path, scenario: str) -> subprocess.CompletedProcess:  
         extra=("-s", "alice", *SHARED_CALL_ID),
         prefix=tuple(lab.prefix(lab.pub)),
     )
-
-
-def finish(process: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate(timeout=5)
-    return process.returncode, (out or "")[-2000:]
 
 
 @pytest.mark.parametrize("ping", ["udp4", "OPTIONS", "NOTIFY"])

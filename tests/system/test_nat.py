@@ -14,14 +14,18 @@ import time
 import pytest
 
 from tests.system.harness import SbcProcess, run_sipp, sipp_command, sipp_summary
-from tests.system.netns import PRIVATE_UA_IP, PUBLIC_UA_IP, SBC_IP, NatLab
+from tests.system.netns import (
+    PRIVATE_UA_IP,
+    PUBLIC_UA_IP,
+    SBC,
+    SBC_IP,
+    SHARED_CALL_ID,
+    NatLab,
+    finish,
+    nat_phone,
+)
 
 pytestmark = pytest.mark.system
-
-SBC = f"{SBC_IP}:5060"
-#: The caller reuses the phone's REGISTER Call-ID, so that one SIPp process can register
-#: and answer on the same socket (SIPp maps incoming requests to calls by Call-ID).
-SHARED_CALL_ID = ("-cid_str", "natreg-%u@sbc.test")
 
 
 def start_sbc(lab: NatLab, tmp_path, nat_fixing: bool = True) -> SbcProcess:  # type: ignore[no-untyped-def]
@@ -43,34 +47,8 @@ def phone(
     transport: str = "u1",  # type: ignore[no-untyped-def]
     timeout: float = 30.0,
 ) -> subprocess.Popen:
-    """A SIPp phone in the private namespace, registering with sbc and then answering."""
-    folder = tmp_path / f"phone-{scenario}-{transport}"
-    folder.mkdir()
-    command = sipp_command(
-        scenario,
-        SBC,
-        transport,
-        local_ip=PRIVATE_UA_IP,
-        timeout=timeout,
-        extra=("-s", "alice", "-p", "5070", *SHARED_CALL_ID),
-        prefix=tuple(lab.prefix(lab.priv)),
-    )
-    return subprocess.Popen(
-        command, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 40.0) -> tuple[int, str]:
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate(timeout=5)
-    return process.returncode, (out or "")[-2500:]
-
-
-def wait_registered(sbc: SbcProcess, count: int = 1) -> None:
-    time.sleep(1.0)
+    """The phone behind NAT, registering with sbc and then answering."""
+    return nat_phone(lab, tmp_path / f"phone-{scenario}-{transport}", scenario, transport, timeout)
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
