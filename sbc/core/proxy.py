@@ -663,8 +663,8 @@ class Proxy:
         assert isinstance(out, Request)
         return out
 
-    def _new_branch_id(self, original: Request) -> str:
-        return f"{_BRANCH_PREFIX}{self._loop_hash(original)}.{self.rng.getrandbits(40):010x}"
+    def _new_branch_id(self, loop_hash: str) -> str:
+        return f"{_BRANCH_PREFIX}{loop_hash}.{self.rng.getrandbits(40):010x}"
 
     def _forward(
         self,
@@ -684,11 +684,12 @@ class Proxy:
         forwarding = _Forwarding(server, now + lifetime)
         self._forwardings[server_key(original)] = forwarding
         effects: list[Effect] = []
+        loop_hash = self._loop_hash(original)  # the same for every branch of the request
         for request, target, preferred in targets:
             socket = self._socket_for(target, preferred or local)
             if socket is None:
                 continue
-            branch_id = self._new_branch_id(original)
+            branch_id = self._new_branch_id(loop_hash)
             out = self._prepare(original, request, socket, local, branch_id, natted)
             client = ClientTransaction(out, target, socket, self.settings.timers)
             branch = _Branch(client)

@@ -259,15 +259,23 @@ class SipEngine:
                     except Exception:
                         log.failure("dialog listener failed")
 
+    def _datagram_socket(
+        self, local: Optional[Address], peer: Address
+    ) -> Optional[Callable[[bytes, tuple[str, int]], None]]:
+        """The UDP socket to send from: C{local} when we have it, else one of the peer's
+        address family."""
+        socket = self.datagram_sockets.get(local) if local else None
+        if socket is None:
+            socket = next(
+                (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
+            )
+        return socket
+
     def send_raw(self, data: bytes, peer: Address, local: Optional[Address]) -> None:
         """Send bytes that are not a parsed message (keepalives): UDP from C{local} (or
         any socket of the family), streams only over a connection we already hold."""
         if peer.transport == "udp":
-            socket = self.datagram_sockets.get(local) if local else None
-            if socket is None:
-                socket = next(
-                    (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
-                )
+            socket = self._datagram_socket(local, peer)
             if socket is not None:
                 socket(data, (peer.host, peer.port))
             return
@@ -281,11 +289,7 @@ class SipEngine:
         peer = send.peer
         self.stats.incr("fwd_requests" if isinstance(send.message, Request) else "rpl_sent")
         if peer.transport == "udp":
-            socket = self.datagram_sockets.get(send.local) if send.local else None
-            if socket is None:
-                socket = next(
-                    (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
-                )
+            socket = self._datagram_socket(send.local, peer)
             if socket is None:
                 self.stats.incr("udp_send_errors")
                 log.warn("no UDP socket for {peer}", peer=str(peer))

@@ -317,13 +317,7 @@ class StreamConnector:
 
     def send(self, peer: Address, data: bytes) -> bool:
         """Queue C{data} for C{peer}; False when it cannot be sent at all."""
-        connection = self.factory.table.get(peer.transport, peer.host, peer.port)
-        if (
-            connection is not None
-            and connection.transport is not None
-            and connection.transport.connected
-        ):
-            connection.send(data)
+        if self.send_existing(peer, data):
             return True
         pending = self.connecting.get(peer)
         if pending is not None:
