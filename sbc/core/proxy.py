@@ -23,8 +23,17 @@ from dataclasses import dataclass
 from random import Random
 from typing import Optional, Union
 
-from sbc.core.address import Address
+from sbc.core.address import TRANSPORTS, Address
 from sbc.core.auth import AuthResult, DigestAuth
+from sbc.core.blocklist import (
+    REPLY_503,
+    SEND_FAILED,
+    TIMEOUT,
+    Blocklist,
+    BlocklistSettings,
+    method_bits,
+    retry_after_timeout,
+)
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTable, DialogTerminated
 from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveTable
@@ -60,9 +69,27 @@ from sbc.core.transaction import (
     response_class,
     server_key,
 )
-from sbc.core.uri import OpaqueUri, SipUri, escape_param, format_host, parse_uri, unescape_param
+from sbc.core.uri import (
+    OpaqueUri,
+    SipUri,
+    escape_param,
+    format_host,
+    is_ip_literal,
+    parse_uri,
+    unescape_param,
+)
 
-__all__ = ["ProxySettings", "Proxy", "Effect", "ALLOW", "SUPPORTED", "ACCEPT", "priority"]
+__all__ = [
+    "ProxySettings",
+    "Proxy",
+    "Effect",
+    "Resolve",
+    "ALLOW",
+    "SUPPORTED",
+    "ACCEPT",
+    "priority",
+    "failover_codes",
+]
 
 #: Methods sbc accepts (as proxy, registrar, or for itself).
 ALLOW = (
@@ -97,10 +124,18 @@ class Notice:
     fields: tuple[tuple[str, str], ...]
 
 
-Effect = Union[Send, DialogEvent, Notice]
-#: One branch to create: the request for it, the next hop, and the socket to send from
-#: (None: any socket that fits the next hop).
-Hop = tuple[Request, Address, Optional[Address]]
+@dataclass(frozen=True)
+class Resolve:
+    """Find the next hops of C{uri} (RFC 3263) and hand them to L{Proxy.resolved}."""
+
+    token: int
+    uri: SipUri
+
+
+Effect = Union[Send, DialogEvent, Notice, Resolve]
+#: One branch to create: the request for it, the next hop (an address, or a URI whose
+#: host needs DNS), and the socket to send from (None: any socket that fits the next hop).
+Hop = tuple[Request, Union[Address, SipUri], Optional[Address]]
 #: Replies from a NATed UAS are judged by these tests only: the Via-based ones (2, 4, 16)
 #: look at sbc's own Via on a reply.
 _REPLY_TESTS = 1 | 8 | 32 | 128 | 256
@@ -126,6 +161,26 @@ class ProxySettings:
     advertise: Optional[tuple[str, Optional[int]]] = None
     nat: NatPolicy = NatPolicy()
     registrar_uri: Optional[SipUri] = None
+    use_dns_failover: bool = True
+    failover_reply_codes: frozenset[int] = frozenset()
+    blocklist: BlocklistSettings = BlocklistSettings()
+
+
+def failover_codes(spec: str) -> frozenset[int]:
+    """C{failover_reply_codes} (K: TM-14): C{code=NNN} (300..699) and C{class=N} (3..6)
+    items separated by C{;}; raises ValueError naming the bad item."""
+    codes: set[int] = set()
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name == "code" and value.strip().isdigit() and 300 <= int(value) <= 699:
+            codes.add(int(value))
+        elif name == "class" and value.strip() in ("3", "4", "5", "6"):
+            base = int(value) * 100
+            codes.update(range(base, base + 100))
+        else:
+            raise ValueError(f"code=300..699 or class=3..6, got {item!r}")
+    return frozenset(codes)
 
 
 def priority(status: int) -> int:
@@ -145,29 +200,64 @@ def priority(status: int) -> int:
     return 10000 + status
 
 
+def _retry_after(response: Response) -> Optional[int]:
+    """The seconds of a Retry-After header (RFC 3261 §20.33), None when absent or bad."""
+    value = response.get("retry-after")
+    if value is None:
+        return None
+    digits = value.strip().split("(")[0].split(";")[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
 def _unresolvable(request: Request) -> Response:
-    """Kamailio's answer when the next hop has no address (DNS arrives with its own issue)."""
+    """Kamailio's answer when the next hop has no address (K: TM-10)."""
     return make_response(request, 478, "Unresolvable destination")
 
 
 @dataclass
+class _Destination:
+    """
+    One next hop of a forwarded request and its failover cursor (K: TM-13, DNS-10): the
+    addresses not tried yet, in order.  It belongs to this transaction alone.
+    """
+
+    request: Request
+    preferred: Optional[Address]
+    targets: list[Address]
+
+
+@dataclass
 class _Branch:
-    client: ClientTransaction
+    client: Optional[ClientTransaction]  # None: the destination never got a transaction
     final: Optional[Response] = None
     faked: bool = False  # final made here (408 on timeout, 487), not received
     cancel_pending: bool = False
     cancelled: bool = False
+    destination: Optional[_Destination] = None
 
 
 class _Forwarding:
-    """One proxied request: the server transaction and its branches."""
+    """One proxied request: the server transaction, its branches and what each branch
+    needs to be created again (failover)."""
 
-    def __init__(self, server: ServerTransaction, lifetime_end: float) -> None:
+    def __init__(
+        self,
+        server: ServerTransaction,
+        lifetime_end: float,
+        local: Address,
+        loop_hash: str,
+        natted: bool,
+    ) -> None:
         self.server = server
         self.branches: list[_Branch] = []
         self.final_sent = False
         self.cancel_requested = False
         self.lifetime_end: Optional[float] = lifetime_end
+        self.local = local
+        self.loop_hash = loop_hash
+        self.natted = natted
+        #: Destinations still waiting for DNS.
+        self.resolving = 0
 
     def next_deadline(self) -> Optional[float]:
         return None if self.final_sent else self.lifetime_end
@@ -213,6 +303,13 @@ class Proxy:
         self.draining = False
         #: Digest authentication for our users (set by the wiring when [auth] is on).
         self.auth: Optional[DigestAuth] = None
+        #: Next hops named by host name are looked up (the wiring has a resolver);
+        #: without one they are answered 478.
+        self.resolves_names = False
+        self.blocklist = Blocklist(settings.blocklist)
+        self._resolving: dict[int, tuple[_Forwarding, _Destination]] = {}
+        self._resolving_ack: dict[int, tuple[Request, Request, Address]] = {}
+        self._tokens = itertools.count(1)
 
     def sizes(self) -> dict[str, int]:
         """How much state the proxy holds (for statistics and leak tests)."""
@@ -223,6 +320,8 @@ class Proxy:
             "dialogs": len(self.dialogs),
             "timer_heap": len(self._heap),
             "registrations": len(self.registrar),
+            "resolving": len(self._resolving),
+            "blocklist": len(self.blocklist),
         }
 
     # -- timers ------------------------------------------------------------------------------
@@ -260,6 +359,7 @@ class Proxy:
                 effects += [e for e in machine.handle_timer(now) if isinstance(e, Send)]
                 self._server_done(machine)
                 self._schedule(machine)
+        self._flush_notices(effects)
         return effects
 
     def _server_done(self, server: ServerTransaction) -> None:
@@ -274,9 +374,7 @@ class Proxy:
     ) -> list[Effect]:
         """Handle a request that arrived from C{source} on our socket C{local}."""
         effects = self._receive_request(request, source, local, now)
-        if self._notices:
-            effects = [*effects, *self._notices]
-            self._notices = []
+        self._flush_notices(effects)
         return effects
 
     def _registration_notice(
@@ -490,7 +588,7 @@ class Proxy:
             hop = request.uri  # in-dialog: our Route entries consumed, R-URI is the target
         answer: Union[Response, list[Hop]]
         if hop is not None:
-            target = uri_target(hop)
+            target = self._hop_target(hop)
             answer = [(request, target, None)] if target is not None else _unresolvable(original)
         else:
             answer = self._local(request, original, source, local, now, natted)
@@ -552,7 +650,7 @@ class Proxy:
                 if binding.path:
                     # RFC 3327: the Path becomes a pre-loaded route to the edge proxy.
                     first = binding.path[0].uri
-                    hop = uri_target(first) if isinstance(first, SipUri) else None
+                    hop = self._hop_target(first) if isinstance(first, SipUri) else None
                     if hop is not None:
                         targets.append((with_routes(branch_request, list(binding.path)), hop, None))
                     continue
@@ -562,16 +660,27 @@ class Proxy:
                 elif binding.received is not None:
                     # Behind NAT: to the NAT binding, from the socket it was made with.
                     targets.append((branch_request, binding.received, binding.local))
-                elif (target := uri_target(binding.uri)) is not None:
+                elif (target := self._hop_target(binding.uri)) is not None:
                     targets.append((branch_request, target, None))
             return targets or make_response(original, 480)
         if self.settings.outbound_proxy is not None:
-            target = uri_target(self.settings.outbound_proxy)
+            target = self._hop_target(self.settings.outbound_proxy)
             return [(request, target, None)] if target is not None else _unresolvable(original)
         if isinstance(uri, SipUri):
-            target = uri_target(uri)
+            target = self._hop_target(uri)
             return [(request, target, None)] if target is not None else _unresolvable(original)
         return make_response(original, 404)
+
+    def _hop_target(self, uri: SipUri) -> Union[Address, SipUri, None]:
+        """Where C{uri} points: its address when the host is an IP literal, the URI itself
+        when its host needs DNS (and sbc has a resolver), else None (478)."""
+        target = uri_target(uri)
+        if target is not None:
+            return target
+        host = uri.param("maddr") or uri.host
+        if self.resolves_names and not is_ip_literal(host) and uri.transport in TRANSPORTS:
+            return uri
+        return None
 
     def _register_upstream(
         self, request: Request, original: Request, source: Address, local: Address, natted: bool
@@ -581,10 +690,13 @@ class Proxy:
         NAT, and the Contacts marked with add_rcv_param (TV-11)."""
         registrar = self.settings.registrar_uri
         assert registrar is not None
-        target = uri_target(registrar)
+        target = self._hop_target(registrar)
         if target is None:
             return _unresolvable(original)
-        socket = self._socket_for(target, local)
+        socket = self._socket_for(
+            target if isinstance(target, Address) else Address(registrar.transport, "0.0.0.0", 0),
+            local,
+        )
         if socket is None:
             return make_response(original, 503, "No socket for the registrar's transport")
         host, port = self._via_host(socket)
@@ -681,24 +793,22 @@ class Proxy:
             if original.method == "INVITE"
             else self.settings.max_noninv_lifetime
         )
-        forwarding = _Forwarding(server, now + lifetime)
+        # The loop hash is the same for every branch of the request.
+        forwarding = _Forwarding(server, now + lifetime, local, self._loop_hash(original), natted)
         self._forwardings[server_key(original)] = forwarding
         effects: list[Effect] = []
-        loop_hash = self._loop_hash(original)  # the same for every branch of the request
         for request, target, preferred in targets:
-            socket = self._socket_for(target, preferred or local)
-            if socket is None:
+            if isinstance(target, SipUri):
+                token = next(self._tokens)
+                self._resolving[token] = (forwarding, _Destination(request, preferred, []))
+                forwarding.resolving += 1
+                effects.append(Resolve(token, target))
                 continue
-            branch_id = self._new_branch_id(loop_hash)
-            out = self._prepare(original, request, socket, local, branch_id, natted)
-            client = ClientTransaction(out, target, socket, self.settings.timers)
-            branch = _Branch(client)
-            forwarding.branches.append(branch)
-            self._clients[client.key] = client
-            self._branch_of[client.key] = (forwarding, branch)
-            effects += client.start(now)
-            self._schedule(client)
-        if not forwarding.branches:
+            destination = _Destination(request, preferred, [target])
+            started = self._start_branch(forwarding, destination, now)
+            if started is not None:
+                effects += started
+        if not forwarding.branches and not forwarding.resolving:
             return effects + self._reply(
                 server,
                 make_response(original, 503, "No socket for the destination's transport"),
@@ -706,6 +816,113 @@ class Proxy:
             )
         self._schedule(forwarding)
         return effects
+
+    def _start_branch(
+        self, forwarding: _Forwarding, destination: _Destination, now: float
+    ) -> Optional[list[Effect]]:
+        """A branch to the next usable address of C{destination} (blocklisted ones and those
+        sbc has no socket for are skipped, K: BL-05); None when none is left."""
+        server = forwarding.server
+        while destination.targets:
+            target = destination.targets.pop(0)
+            if self.blocklist.blocked(target, now) and server.request.method != "BYE":
+                continue  # K: BL-05, every method but BYE is checked
+            socket = self._socket_for(target, destination.preferred or forwarding.local)
+            if socket is None:
+                continue
+            branch_id = self._new_branch_id(forwarding.loop_hash)
+            out = self._prepare(
+                server.request,
+                destination.request,
+                socket,
+                forwarding.local,
+                branch_id,
+                forwarding.natted,
+            )
+            client = ClientTransaction(out, target, socket, self.settings.timers)
+            branch = _Branch(client, destination=destination)
+            forwarding.branches.append(branch)
+            self._clients[client.key] = client
+            self._branch_of[client.key] = (forwarding, branch)
+            effects = client.start(now)
+            self._schedule(client)
+            return list(effects)
+        return None
+
+    def resolved(self, token: int, targets: list[Address], now: float) -> list[Effect]:
+        """The addresses DNS gave for the L{Resolve} C{token}, in the order to try them."""
+        stateless = self._resolving_ack.pop(token, None)
+        if stateless is not None:
+            return self._send_stateless(*stateless, targets)
+        pending = self._resolving.pop(token, None)
+        if pending is None:
+            return []
+        forwarding, destination = pending
+        if forwarding.final_sent or forwarding.terminated:
+            return []
+        forwarding.resolving -= 1
+        effects: list[Effect] = []
+        destination.targets = list(targets)
+        started = None
+        if not forwarding.cancel_requested and forwarding.lifetime_end is not None:
+            started = self._start_branch(forwarding, destination, now)
+        if started is not None:
+            effects += started
+        else:
+            request = forwarding.server.request
+            if forwarding.cancel_requested:
+                final = make_response(request, 487)
+            elif targets:
+                final = make_response(request, 503, "Service Unavailable (destination blocked)")
+            else:
+                final = _unresolvable(request)
+            forwarding.branches.append(_Branch(None, final, True, destination=destination))
+            effects += self._maybe_complete(forwarding, now)
+        self._flush_notices(effects)
+        return effects
+
+    def _flush_notices(self, effects: list[Effect]) -> None:
+        if self._notices:
+            effects += self._notices
+            self._notices = []
+
+    def _failover(
+        self, forwarding: _Forwarding, branch: _Branch, now: float
+    ) -> Optional[list[Effect]]:
+        """K: TM-13: a new branch to the next address of the failed branch's destination,
+        unless failover is off, the request was cancelled or its lifetime is over."""
+        destination = branch.destination
+        if (
+            destination is None
+            or not destination.targets
+            or not self.settings.use_dns_failover
+            or forwarding.cancel_requested
+            or forwarding.final_sent
+            or forwarding.lifetime_end is None
+            or now >= forwarding.lifetime_end
+        ):
+            return None
+        started = self._start_branch(forwarding, destination, now)
+        if started is not None:
+            self._notices.append(
+                Notice(
+                    "failover",
+                    (
+                        ("call_id", forwarding.server.request.call_id),
+                        ("from", str(branch.client.peer if branch.client else "?")),
+                        ("to", str(forwarding.branches[-1].client.peer)),  # type: ignore[union-attr]
+                    ),
+                )
+            )
+        return started
+
+    def _block(
+        self, target: Address, reason: int, now: float, seconds: Optional[float] = None
+    ) -> None:
+        if self.blocklist.add(target, reason, now, seconds):
+            self._notices.append(
+                Notice("blocklisted", (("target", str(target)), ("reason", hex(reason))))
+            )
 
     def _forward_stateless(self, request: Request, source: Address, local: Address) -> list[Effect]:
         """ACK for a 2xx (and stray ACKs): forwarded along the route set, no transaction."""
@@ -716,23 +933,36 @@ class Proxy:
             hop = out.uri
         if hop is None:
             return []
-        target: Optional[Address] = None
+        target: Union[Address, SipUri, None] = None
         if self.settings.nat.contact_fix == "alias" and hop == out.uri:
             try:
                 out, target = handle_ruri_alias(out)
             except AliasError:
                 return []
-        target = target or uri_target(hop)
+        target = target or self._hop_target(hop)
         if target is None:
             return []
-        socket = self._socket_for(target, local)
-        if socket is None:
-            return []
-        digest = hashlib.blake2s(
-            str(request.top_via).encode("utf-8", "surrogateescape"), digest_size=8
-        ).hexdigest()
-        out = self._prepare(request, out, socket, local, f"{_BRANCH_PREFIX}a{digest}")
-        return [Send(out, target, socket)]
+        if isinstance(target, SipUri):
+            token = next(self._tokens)
+            self._resolving_ack[token] = (request, out, local)
+            return [Resolve(token, target)]
+        return self._send_stateless(request, out, local, [target])
+
+    def _send_stateless(
+        self, request: Request, out: Request, local: Address, targets: list[Address]
+    ) -> list[Effect]:
+        """Send a stateless copy (an ACK for a 2xx) to the first target sbc has a socket
+        for; the blocklist is not asked: the 2xx came from there."""
+        for target in targets:
+            socket = self._socket_for(target, local)
+            if socket is None:
+                continue
+            digest = hashlib.blake2s(
+                str(request.top_via).encode("utf-8", "surrogateescape"), digest_size=8
+            ).hexdigest()
+            prepared = self._prepare(request, out, socket, local, f"{_BRANCH_PREFIX}a{digest}")
+            return [Send(prepared, target, socket)]
+        return []
 
     # -- CANCEL -------------------------------------------------------------------------------
     def _cancel(self, cancel: Request, server: ServerTransaction, now: float) -> list[Effect]:
@@ -751,7 +981,7 @@ class Proxy:
         if branch.final is not None or branch.cancelled:
             return []
         client = branch.client
-        if not client.invite:
+        if client is None or not client.invite:
             return []
         if client.provisional == 0:
             branch.cancel_pending = True
@@ -784,7 +1014,9 @@ class Proxy:
             fixed = self._fix_from_nated(response, source)
             assert isinstance(fixed, Response)
             response = fixed
-        return self._client_effects(client, client.receive_response(response, now), now)
+        effects = self._client_effects(client, client.receive_response(response, now), now)
+        self._flush_notices(effects)
+        return effects
 
     def _from_nated_uas(self, response: Response, sent: Request, source: Address) -> bool:
         """A reply whose sender is behind NAT, judged only when that sender is the UA itself
@@ -935,6 +1167,15 @@ class Proxy:
                         effects += self._cancel_branch(other, now)
             return effects
         branch.final = response
+        if response.status == 503 or response.status in self.settings.failover_reply_codes:
+            assert branch.client is not None
+            if response.status == 503 and self.settings.blocklist.blst_503:
+                seconds = retry_after_timeout(_retry_after(response), self.settings.blocklist)
+                if seconds is not None:
+                    self._block(branch.client.peer, REPLY_503, now, seconds)
+            started = self._failover(forwarding, branch, now)
+            if started is not None:
+                return effects + started
         if response.status >= 600 and invite.method == "INVITE":
             for other in forwarding.branches:
                 if other is not branch:
@@ -961,7 +1202,16 @@ class Proxy:
             return effects
         if timer == "C":
             effects += self._cancel_branch(branch, now)
-        branch.final, branch.faked = make_response(forwarding.server.request, 408), True
+        request = forwarding.server.request
+        branch.final, branch.faked = make_response(request, 408), True
+        client = branch.client
+        if timer != "C" and client is not None and client.provisional == 0:
+            # K: TM-09: no reply at all: blocklist (for blst_methods_add), then fail over.
+            if method_bits(request.method) & self.settings.blocklist.blst_methods_add:
+                self._block(client.peer, TIMEOUT, now)
+            started = self._failover(forwarding, branch, now)
+            if started is not None:
+                return effects + started
         return effects + self._maybe_complete(forwarding, now)
 
     def transport_failed(self, peer: Address, now: float) -> list[Effect]:
@@ -983,12 +1233,19 @@ class Proxy:
                     forwarding.server.request, 503, "Service Unavailable (next hop unreachable)"
                 )
                 branch.faked = True
-                effects += self._maybe_complete(forwarding, now)
+                self._block(peer, SEND_FAILED, now)
+                started = self._failover(forwarding, branch, now)
+                effects += started if started is not None else self._maybe_complete(forwarding, now)
+        self._flush_notices(effects)
         return effects
 
     def _lifetime_expired(self, forwarding: _Forwarding, now: float) -> list[Effect]:
         forwarding.lifetime_end = None
         effects: list[Effect] = []
+        if forwarding.resolving:  # DNS did not answer in time: those destinations time out
+            forwarding.resolving = 0
+            request = forwarding.server.request
+            forwarding.branches.append(_Branch(None, make_response(request, 408), True))
         for branch in forwarding.branches:
             if branch.final is None:
                 effects += self._cancel_branch(branch, now)
@@ -997,7 +1254,11 @@ class Proxy:
 
     def _maybe_complete(self, forwarding: _Forwarding, now: float) -> list[Effect]:
         """When every branch has a final response and none was a 2xx, send the best one."""
-        if forwarding.final_sent or any(b.final is None for b in forwarding.branches):
+        if (
+            forwarding.final_sent
+            or forwarding.resolving
+            or any(b.final is None for b in forwarding.branches)
+        ):
             return []
         winner = min(forwarding.branches, key=lambda b: priority(b.final.status))  # type: ignore[union-attr]
         best = winner.final

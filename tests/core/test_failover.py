@@ -1,0 +1,208 @@
+"""Tests for DNS failover and the blocklist in L{sbc.core.proxy} (K: TM-09, TM-12..14,
+BL-05..07; TV-21, TV-22), driven with resolved address lists and float time."""
+
+from __future__ import annotations
+
+import pytest
+
+from sbc.core.address import Address
+from sbc.core.blocklist import BlocklistSettings
+from sbc.core.message import Request, Response
+from sbc.core.proxy import Proxy, ProxySettings, Resolve, failover_codes
+from sbc.core.reply import make_response
+from sbc.core.transaction import Send
+from tests.core.test_proxy import CALLER, SBC, TIMERS, answer, invite, send_request, sent, statuses
+from tests.helpers import make_proxy, request_bytes
+
+FIRST = Address("udp", "192.0.2.31", 5060)
+SECOND = Address("udp", "192.0.2.32", 5060)
+THIRD = Address("udp", "192.0.2.33", 5060)
+TRUNK = "sip:x@svc.example.test"
+
+
+def dns_proxy(**kw) -> Proxy:  # type: ignore[no-untyped-def]
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS, **kw))
+    p.resolves_names = True
+    return p
+
+
+def start_call(p: Proxy, targets: list[Address], now: float = 0.0, **kw) -> list:  # type: ignore[no-untyped-def]
+    effects = send_request(p, invite(TRUNK, **kw), now)
+    [resolve] = [e for e in effects if isinstance(e, Resolve)]
+    assert str(resolve.uri) == TRUNK
+    return p.resolved(resolve.token, targets, now)
+
+
+def request_to(effects: list, peer: Address) -> Request:
+    [message] = sent(effects, peer)
+    assert isinstance(message, Request)
+    return message
+
+
+def test_name_without_resolver_is_478() -> None:
+    """Without DNS wired, a host name as next hop is 478 as before."""
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+    assert 478 in statuses(send_request(p, invite(TRUNK)))
+
+
+def test_resolution_waits_then_forwards_to_the_first_target() -> None:
+    p = dns_proxy()
+    effects = send_request(p, invite(TRUNK))
+    assert statuses(effects) == [100] and not sent(effects, FIRST)
+    [resolve] = [e for e in effects if isinstance(e, Resolve)]
+    forwarded = p.resolved(resolve.token, [FIRST, SECOND], 0.1)
+    assert request_to(forwarded, FIRST).method == "INVITE"
+    assert p.sizes()["resolving"] == 0
+
+
+def test_nothing_resolved_is_478() -> None:
+    p = dns_proxy()
+    assert statuses(start_call(p, [])) == [478]
+
+
+def test_timeout_without_any_reply_fails_over_and_blocklists() -> None:
+    """TV-21: an INVITE with no reply for fr_timer → blocklisted, next target tried."""
+    p = dns_proxy()
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    effects = p.handle_timer(TIMERS.fr_timer + 0.1)
+    second = request_to(effects, SECOND)
+    assert second.top_via.branch != out.top_via.branch
+    assert p.blocklist.blocked(FIRST, 31.0)
+    answer(p, second, 180, SECOND, 31.0)
+    effects = answer(p, second, 200, SECOND, 31.5)
+    assert statuses(effects) == [200]
+    # The next call skips the blocklisted target without delay.
+    effects = start_call(p, [FIRST, SECOND], 32.0, call_id="c2", branch="z9hG4bKc2")
+    assert not sent(effects, FIRST) and request_to(effects, SECOND)
+
+
+def test_timeout_after_a_provisional_does_not_fail_over() -> None:
+    """Only a branch that never got any reply fails over (TM-09)."""
+    p = dns_proxy()
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    answer(p, out, 180, FIRST, 1.0)
+    effects = p.handle_timer(1.0 + TIMERS.fr_inv_timer + 0.1)
+    assert not sent(effects, SECOND)
+    assert not p.blocklist.blocked(FIRST, 100.0)
+
+
+def test_503_fails_over_and_blocklists_for_the_clamped_retry_after() -> None:
+    """TV-22 through the proxy: blst_503 on, Retry-After 30 clamped up to min 60."""
+    p = dns_proxy(
+        blocklist=BlocklistSettings(
+            blst_503=True, blst_503_min_timeout=60, blst_503_max_timeout=3600
+        )
+    )
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    response = make_response(out, 503).with_header("Retry-After", "30")
+    assert isinstance(response, Response)
+    effects = p.receive_response(response, FIRST, 1.0)
+    request_to(effects, SECOND)
+    assert p.blocklist.blocked(FIRST, 60.9) and not p.blocklist.blocked(FIRST, 61.1)
+
+
+def test_503_without_blst_503_fails_over_without_blocklisting() -> None:
+    p = dns_proxy()
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    effects = answer(p, out, 503, FIRST, 1.0)
+    request_to(effects, SECOND)
+    assert not p.blocklist.blocked(FIRST, 2.0)
+
+
+@pytest.mark.parametrize(
+    "status, fails_over",
+    [(403, True), (500, True), (599, True), (503, True), (404, False), (486, False)],
+)
+def test_failover_reply_codes(status: int, fails_over: bool) -> None:
+    """TV-21: failover_reply_codes=code=403;class=5."""
+    p = dns_proxy(failover_reply_codes=failover_codes("code=403;class=5"))
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    effects = answer(p, out, status, FIRST, 1.0)
+    assert bool(sent(effects, SECOND)) is fails_over
+    if not fails_over:
+        assert statuses(effects) == [status]
+
+
+def test_failover_codes_syntax() -> None:
+    assert failover_codes("") == frozenset()
+    assert failover_codes("code=488; class=6") == frozenset({488, *range(600, 700)})
+    for bad in ("code=200", "class=2", "cod=403", "code=abc"):
+        with pytest.raises(ValueError):
+            failover_codes(bad)
+
+
+def test_last_target_failing_gives_the_best_reply() -> None:
+    """Every target fails: the best of their replies goes upstream (503 remapped to 500)."""
+    p = dns_proxy()
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    second = request_to(answer(p, out, 503, FIRST, 1.0), SECOND)
+    assert statuses(answer(p, second, 503, SECOND, 2.0)) == [500]
+
+
+def test_send_failure_fails_over_at_once() -> None:
+    """A transport failure (refused connection, ICMP unreachable) fails over at once."""
+    p = dns_proxy()
+    request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    effects = p.transport_failed(FIRST, 0.05)
+    assert request_to(effects, SECOND).method == "INVITE"
+    assert p.blocklist.blocked(FIRST, 1.0)
+
+
+def test_every_target_blocklisted_is_503_at_once() -> None:
+    p = dns_proxy()
+    p.blocklist.add(FIRST, 0x40, 0.0)
+    p.blocklist.add(SECOND, 0x40, 0.0)
+    assert statuses(start_call(p, [FIRST, SECOND])) == [503]
+
+
+def test_failover_is_off_when_disabled() -> None:
+    p = dns_proxy(use_dns_failover=False)
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    effects = answer(p, out, 503, FIRST, 1.0)
+    assert not sent(effects, SECOND) and statuses(effects) == [500]
+
+
+def test_no_failover_after_the_lifetime_cap() -> None:
+    """TM-04: no DNS failover branch is added after max_inv_lifetime."""
+    p = dns_proxy(max_inv_lifetime=10.0)
+    out = request_to(start_call(p, [FIRST, SECOND, THIRD]), FIRST)
+    effects = answer(p, out, 503, FIRST, 11.0)
+    assert not sent(effects, SECOND)
+
+
+def test_cursor_belongs_to_the_transaction() -> None:
+    """One call exhausting its targets does not change what another call tries."""
+    p = dns_proxy(blocklist=BlocklistSettings(use_dst_blocklist=False))
+    out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
+    second = request_to(answer(p, out, 503, FIRST, 1.0), SECOND)
+    answer(p, second, 503, SECOND, 2.0)
+    effects = start_call(p, [FIRST, SECOND], 3.0, call_id="c2", branch="z9hG4bKc2")
+    assert request_to(effects, FIRST)
+
+
+def test_cancel_while_resolving_gives_487_when_resolved() -> None:
+    p = dns_proxy()
+    effects = send_request(p, invite(TRUNK))
+    [resolve] = [e for e in effects if isinstance(e, Resolve)]
+    cancel = request_bytes(
+        "CANCEL", TRUNK, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKc1;rport", call_id="c1"
+    )
+    assert statuses(send_request(p, cancel, 0.5)) == [200]
+    assert statuses(p.resolved(resolve.token, [FIRST], 1.0)) == [487]
+
+
+def test_dns_that_never_answers_ends_at_the_lifetime_cap() -> None:
+    p = dns_proxy(max_inv_lifetime=5.0)
+    effects = send_request(p, invite(TRUNK))
+    [resolve] = [e for e in effects if isinstance(e, Resolve)]
+    assert statuses(p.handle_timer(5.1)) == [408]
+    assert p.resolved(resolve.token, [FIRST], 6.0) == []
+    assert p.sizes()["resolving"] == 0
+
+
+def test_ack_for_2xx_to_a_name_is_resolved_too() -> None:
+    p = dns_proxy()
+    ack = request_bytes("ACK", TRUNK, via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKa1;rport")
+    [resolve] = [e for e in send_request(p, ack) if isinstance(e, Resolve)]
+    [send] = [e for e in p.resolved(resolve.token, [SECOND], 0.1) if isinstance(e, Send)]
+    assert send.peer == SECOND and send.message.method == "ACK"  # type: ignore[union-attr]
