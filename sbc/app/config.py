@@ -21,9 +21,11 @@ from typing import Any, Optional
 
 from sbc.core.address import Address, parse_address
 from sbc.core.auth import AuthSettings
+from sbc.core.blocklist import METHOD_BITS, BlocklistSettings
 from sbc.core.errors import ParseError
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
+from sbc.core.proxy import failover_codes
 from sbc.core.registrar import RegistrarSettings
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
@@ -86,6 +88,7 @@ class TmSettings:
     max_noninv_lifetime: int = 32000
     restart_fr_on_each_reply: bool = True
     remap_503_500: bool = True
+    failover_reply_codes: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,34 @@ class NatTraversalSettings:
 
 
 @dataclass(frozen=True)
+class DnsSettings:
+    """
+    The C{[dns]} section (Kamailio core DNS parameters, K: DNS-05..15).
+
+    @ivar dns_srv_lb: RFC 2782 weighted choice among equal-priority SRV records (on here,
+        as the RFC asks; Kamailio's default is off).
+    @ivar use_dns_failover: try the next address on failure (on here; Kamailio: off).
+    @ivar nameservers: (ip, port) pairs; empty: those of /etc/resolv.conf.
+    @ivar hosts_file: names looked up here before DNS (empty: none).
+    @ivar dns_retr_time: seconds to wait for one DNS answer; dns_retr_no: tries.
+    """
+
+    use_dns_cache: bool = True
+    use_dns_failover: bool = True
+    dns_srv_lb: bool = True
+    dns_try_naptr: bool = True
+    dns_try_ipv6: bool = True
+    dns_naptr_ignore_rfc: bool = True
+    dns_cache_min_ttl: int = 0
+    dns_cache_max_ttl: int = 2**31 - 1
+    dns_cache_negative_ttl: int = 60
+    nameservers: tuple[tuple[str, int], ...] = ()
+    hosts_file: Optional[str] = "/etc/hosts"
+    dns_retr_time: int = 2
+    dns_retr_no: int = 2
+
+
+@dataclass(frozen=True)
 class ManholeSettings:
     """The C{[manhole]} section (SSH admin shell and metrics)."""
 
@@ -170,6 +201,8 @@ class Settings:
     manhole: ManholeSettings = field(default_factory=ManholeSettings)
     pike: PikeSettings = field(default_factory=PikeSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
 
 
 def defaults() -> Settings:
@@ -350,6 +383,40 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _nameservers(text: str) -> tuple[tuple[str, int], ...]:
+    servers = []
+    for item in _items(text):
+        try:
+            parsed = _host_port(item)
+        except ValueError:
+            parsed = None
+        if parsed is None or not is_ip_literal(parsed[0]):
+            raise ValueError("a list of ip[:port] (IPv6 in brackets), or nothing")
+        servers.append((parsed[0], parsed[1] or 53))
+    return tuple(servers)
+
+
+def _failover_reply_codes(text: str) -> frozenset[int]:
+    try:
+        return failover_codes(text)
+    except ValueError:
+        raise ValueError("code=NNN (300..699) and class=N (3..6) items joined by ';'") from None
+
+
+def _methods_bitmap(text: str) -> int:
+    """A Kamailio method bitmap (1 = INVITE, 32 = REGISTER, ...) or a list of methods."""
+    value = text.strip()
+    if value.isdigit() and int(value) < 1 << 16:
+        return int(value)
+    bits = 0
+    for item in _items(value):
+        bit = METHOD_BITS.get(item.upper())
+        if bit is None:
+            raise ValueError("a method bitmap (1 = INVITE) or a list of SIP methods")
+        bits |= bit
+    return bits
+
+
 _PATH = object()  # marker: a file path, resolved against the config file's folder
 _OUTPUT_PATH = object()  # marker: a file sbc writes: its folder must exist and be writable
 
@@ -401,6 +468,37 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "max_noninv_lifetime": _integer(100, 3_600_000),
             "restart_fr_on_each_reply": _boolean,
             "remap_503_500": _boolean,
+            "failover_reply_codes": _failover_reply_codes,
+        },
+    ),
+    "dns": (
+        DnsSettings,
+        {
+            "use_dns_cache": _boolean,
+            "use_dns_failover": _boolean,
+            "dns_srv_lb": _boolean,
+            "dns_try_naptr": _boolean,
+            "dns_try_ipv6": _boolean,
+            "dns_naptr_ignore_rfc": _boolean,
+            "dns_cache_min_ttl": _integer(0, 2**31 - 1),
+            "dns_cache_max_ttl": _integer(1, 2**31 - 1),
+            "dns_cache_negative_ttl": _integer(0, 86400),
+            "nameservers": _nameservers,
+            "hosts_file": _PATH,
+            "dns_retr_time": _integer(1, 30),
+            "dns_retr_no": _integer(1, 10),
+        },
+    ),
+    "blocklist": (
+        BlocklistSettings,
+        {
+            "use_dst_blocklist": _boolean,
+            "dst_blocklist_expire": _integer(1, 86400),
+            "blst_503": _boolean,
+            "blst_503_def_timeout": _integer(0, 86400),
+            "blst_503_min_timeout": _integer(0, 86400),
+            "blst_503_max_timeout": _integer(0, 86400),
+            "blst_methods_add": _methods_bitmap,
         },
     ),
     "rr": (
@@ -646,6 +744,20 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         raise ConfigError(
             f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
             "be set for SIP pings (PING-06), got sip without it"
+        )
+    dns = settings.dns
+    if dns.dns_cache_max_ttl < dns.dns_cache_min_ttl:
+        line = lines.get(("dns", "dns_cache_max_ttl"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [dns] dns_cache_max_ttl: expected at least dns_cache_min_ttl "
+            f"({dns.dns_cache_min_ttl}), got {dns.dns_cache_max_ttl}"
+        )
+    blst = settings.blocklist
+    if blst.blst_503_max_timeout < blst.blst_503_min_timeout:
+        line = lines.get(("blocklist", "blst_503_max_timeout"), 0)
+        raise ConfigError(
+            f"{path}:{line}: [blocklist] blst_503_max_timeout: expected at least "
+            f"blst_503_min_timeout ({blst.blst_503_min_timeout}), got {blst.blst_503_max_timeout}"
         )
     tm = settings.tm
     if tm.retr_timer2 < tm.retr_timer1:

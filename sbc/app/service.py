@@ -40,6 +40,7 @@ from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
 from sbc.net.keepalive import KeepaliveService
 from sbc.net.log import logger, set_level
+from sbc.net.probe import UnreachableProbe
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import read_pem_certificates, server_options
 from sbc.net.udp import SipDatagramProtocol
@@ -156,6 +157,9 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         advertise=settings.core.advertise,
         nat=nat_policy(settings),
         registrar_uri=settings.registrar.registrar_uri,
+        use_dns_failover=settings.dns.use_dns_failover,
+        failover_reply_codes=tm.failover_reply_codes,
+        blocklist=settings.blocklist,
     )
 
 
@@ -252,6 +256,7 @@ class SbcService(service.MultiService):
         if settings.auth.enabled:
             self.proxy.auth = digest_auth(settings.auth)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
+        self.engine.probe = UnreachableProbe(reactor, self.engine.unreachable)
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
         self._stream_factories: dict[str, SipStreamFactory] = {}
@@ -360,10 +365,20 @@ class SbcService(service.MultiService):
             log.error("reload refused: {error}", error=str(error))
             return {"reloaded": False, "reason": str(error)}
         old, changed = self.settings, []
-        for section in ("tm", "rr", "nat", "registrar", "nathelper", "nat_traversal", "stun"):
+        for section in (
+            "tm",
+            "rr",
+            "nat",
+            "registrar",
+            "nathelper",
+            "nat_traversal",
+            "stun",
+            "blocklist",
+        ):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)
         self.proxy.settings = proxy_settings(new)
+        self.proxy.blocklist.settings = new.blocklist
         self.registrar.settings = new.registrar
         self.engine.stun_enabled = new.stun.stun_allow_stun
         if old.pike != new.pike:
@@ -437,6 +452,8 @@ class SbcService(service.MultiService):
 
     def _stop_now(self):  # type: ignore[no-untyped-def]
         self.engine.timer.cancel()
+        if self.engine.probe is not None:
+            self.engine.probe.stop()
         for connection in self.connections:
             connection.transport.loseConnection()
         log.info("statistics at stop: {statistics}", statistics=self.commands.stats())

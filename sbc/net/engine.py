@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Optional
+from typing import Optional, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from sbc import __version__
 from sbc.core.address import Address
@@ -21,13 +23,15 @@ from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
 from sbc.core.nat import stamp_via
 from sbc.core.pike import Pike, PikeSettings, Verdict
-from sbc.core.proxy import Effect, Notice, Proxy
+from sbc.core.proxy import Effect, Notice, Proxy, Resolve
 from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
+from sbc.core.uri import SipUri
 from sbc.net.flow import Flow
 from sbc.net.log import logger
+from sbc.net.probe import UnreachableProbe
 from sbc.net.timers import DeadlineTimer
 
 __all__ = ["SipEngine"]
@@ -41,6 +45,12 @@ _LIMIT_COUNTERS = {
     "Too Many Headers": "limit_headers",
     "Header Too Long": "limit_header_length",
 }
+
+
+class Resolver(Protocol):
+    """What the engine needs from DNS: a URI's next hops in the order to try them."""
+
+    def resolve(self, uri: SipUri) -> Deferred[list[Address]]: ...
 
 
 class _RateLimitedLog:
@@ -77,6 +87,8 @@ class SipEngine:
     @ivar send_stream: sends bytes to a stream peer (connection reuse or a new connection);
         set by the wiring.
     @ivar dialog_listeners: callables told of every dialog event.
+    @ivar resolver: looks up next hops named by host name (None: they get 478).
+    @ivar probe: finds unreachable UDP destinations fast (DNS-05); None: off.
     """
 
     def __init__(
@@ -102,6 +114,8 @@ class SipEngine:
         self._stun_log = _RateLimitedLog(clock)
         #: [pike] flood protection (off unless reqs_density_per_unit is set)
         self.pike = Pike(PikeSettings())
+        self.resolver: Optional[Resolver] = None
+        self.probe: Optional[UnreachableProbe] = None
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -150,6 +164,8 @@ class SipEngine:
     def _dispatch(self, message: Message, flow: Flow) -> None:
         now = self.clock.seconds()
         source = Address(flow.transport, flow.remote[0], flow.remote[1])
+        if self.probe is not None and not flow.reliable:
+            self.probe.heard_from(flow.remote[0], flow.remote[1])
         if isinstance(message, Request):
             self.stats.incr("rcv_requests")
             verdict = self.pike.hit(flow.remote[0], now)
@@ -228,6 +244,43 @@ class SipEngine:
             log.failure("error failing branches to {peer}", peer=str(peer))
         self.timer.rearm(self.proxy.next_deadline())
 
+    def unreachable(self, peer: Address, why: str) -> None:
+        """An ICMP error says C{peer} cannot be reached (DNS-05): fail its branches now."""
+        log.info("{peer} is unreachable ({why})", peer=str(peer), why=why)
+        self.stats.incr("icmp_unreachable")
+        self.transport_failed(peer, why)
+
+    def _resolve(self, effect: Resolve) -> None:
+        """Ask the resolver; its answer (possibly at once, from the cache) goes back to
+        the proxy, and a resolver fault counts as no address."""
+        if self.resolver is None:
+            self._resolved(effect.token, [])
+            return
+        self.stats.incr("dns_lookups")
+        try:
+            pending = self.resolver.resolve(effect.uri)
+        except Exception:
+            log.failure("resolver failed for {uri}", uri=str(effect.uri))
+            self._resolved(effect.token, [])
+            return
+
+        def failed(failure: Failure) -> list[Address]:
+            log.failure("resolver failed for {uri}", failure, uri=str(effect.uri))
+            return []
+
+        pending.addErrback(failed)
+        pending.addCallback(lambda targets: self._resolved(effect.token, targets))
+
+    def _resolved(self, token: int, targets: list[Address]) -> None:
+        if not targets:
+            self.stats.incr("dns_unresolvable")
+        try:
+            self.execute(self.proxy.resolved(token, targets, self.clock.seconds()))
+        except Exception:
+            self.stats.incr("internal_errors")
+            log.failure("error forwarding after DNS")
+        self.timer.rearm(self.proxy.next_deadline())
+
     def _on_timer(self, now: float) -> None:
         try:
             self.execute(self.proxy.handle_timer(now))
@@ -242,6 +295,8 @@ class SipEngine:
         for effect in effects:
             if isinstance(effect, Send):
                 self.transmit(effect)
+            elif isinstance(effect, Resolve):
+                self._resolve(effect)
             elif isinstance(effect, Notice):
                 log.info(
                     "{event}: {details}",
@@ -295,6 +350,9 @@ class SipEngine:
                 log.warn("no UDP socket for {peer}", peer=str(peer))
                 return
             socket(data, (peer.host, peer.port))
+            message = send.message
+            if self.probe is not None and isinstance(message, Request) and message.method != "ACK":
+                self.probe.check(peer)
             return
         if self.send_stream is None or not self.send_stream(peer, data):
             self.stats.incr(f"{peer.transport}_send_errors")
