@@ -16,15 +16,17 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.python.failure import Failure
 
 from sbc.core.address import Address
 from sbc.net.log import logger
 
 __all__ = ["UnreachableProbe"]
+
+#: What the probe needs of a reactor: IReactorTime and IReactorFDSet.
+Reactor = Any
 
 log = logger(__name__)
 
@@ -85,7 +87,7 @@ class UnreachableProbe:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: Reactor,
         on_unreachable: Callable[[Address, str], None],
         window: float = 2.0,
         quiet: float = 30.0,
@@ -132,16 +134,14 @@ class UnreachableProbe:
                 self.report(peer, why)
             return
         self._open[key] = probe
-        reactor = self.reactor
-        assert IReactorFDSet.providedBy(reactor)
-        reactor.addReader(probe)  # type: ignore[attr-defined]
-        reactor.callLater(self.window, self.close, probe)
+        self.reactor.addReader(probe)
+        self.reactor.callLater(self.window, self.close, probe)
 
     def close(self, probe: _ProbeSocket) -> None:
         """Stop waiting on C{probe} and close its socket."""
         if probe.closed:
             return
-        self.reactor.removeReader(probe)  # type: ignore[attr-defined]
+        self.reactor.removeReader(probe)
         probe.closed = True
         probe.sock.close()
         self._open.pop((probe.peer.host, probe.peer.port), None)
