@@ -26,6 +26,9 @@ from twisted.web import resource
 from typing_extensions import override
 from zope.interface import implementer
 
+from sbc.core.address import Address, normalise_host
+from sbc.core.blocklist import ADMIN
+from sbc.core.uri import is_ip_literal
 from sbc.net.log import logger
 
 __all__ = [
@@ -60,6 +63,11 @@ class AdminCommands:
         "enable_ping",
         "reload",
         "settings",
+        "dns_view",
+        "dns_delete_all",
+        "blocklist_view",
+        "blocklist_add",
+        "blocklist_delete_all",
         "help",
     )
 
@@ -158,6 +166,50 @@ class AdminCommands:
     def settings(self) -> dict[str, Any]:
         """The settings in force (timers, keepalive, log level)."""
         return self.sbc.effective_settings()
+
+    def dns_view(self) -> list[dict[str, Any]]:
+        """Live DNS cache entries (dns.view): name, type, seconds left, negative or not."""
+        resolver = getattr(self.sbc, "resolver", None)
+        if resolver is None:
+            raise AdminError("DNS cache disabled")
+        return list(resolver.view())
+
+    def dns_delete_all(self) -> dict[str, Any]:
+        """Empty the DNS cache (dns.delete_all)."""
+        resolver = getattr(self.sbc, "resolver", None)
+        if resolver is None:
+            raise AdminError("DNS cache disabled")
+        resolver.clear()
+        return {"deleted": True}
+
+    def _blocklist(self) -> Any:
+        blocklist = self.sbc.proxy.blocklist
+        if not blocklist.settings.use_dst_blocklist:
+            raise AdminError("dst blocklist support disabled")  # RPC-09's fault text
+        return blocklist
+
+    def blocklist_view(self) -> list[dict[str, Any]]:
+        """Blocked destinations (dst_blocklist.view): transport, host, port, seconds left,
+        reasons."""
+        return list(self._blocklist().view(self._now()))
+
+    def blocklist_add(self, host: str, port: Any = 5060, proto: Any = 0) -> dict[str, Any]:
+        """Block host port [proto 0 any, 1 udp, 2 tcp, 3 tls] for dst_blocklist_expire
+        seconds (dst_blocklist.add)."""
+        transports = {"0": "", "1": "udp", "2": "tcp", "3": "tls"}
+        transport = transports.get(str(proto))
+        if transport is None or not str(port).isdigit() or not 0 < int(port) < 65536:
+            raise AdminError("expected: host port [proto 0-3]")
+        if not is_ip_literal(host):
+            raise AdminError(f"expected an IP address, got {host!r}")
+        target = Address(transport, normalise_host(host), int(port))
+        self._blocklist().add(target, ADMIN, self._now())
+        return {"blocked": f"{transport or 'any'}:{target.host}:{target.port}"}
+
+    def blocklist_delete_all(self) -> dict[str, Any]:
+        """Unblock every destination (dst_blocklist.delete_all)."""
+        self._blocklist().clear()
+        return {"deleted": True}
 
     def run(self, text: str) -> Any:
         """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form)."""

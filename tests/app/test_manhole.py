@@ -86,3 +86,18 @@ def test_json_log_observer() -> None:
     from sbc.app.logjson import observer
 
     assert callable(observer())
+
+
+def test_blocklist_commands() -> None:
+    """blocklist_add / blocklist_view / blocklist_delete_all (K: RPC-09, TV-22)."""
+    c = commands()
+    assert c.run("blocklist_add 192.0.2.9 5060 0") == {"blocked": "any:192.0.2.9:5060"}
+    [entry] = c.run("blocklist_view")
+    assert entry["host"] == "192.0.2.9" and entry["transport"] == "any"
+    assert entry["reasons"] == ["admin"] and 0 < entry["expires"] <= 60
+    for bad in ("blocklist_add example.com 5060", "blocklist_add 192.0.2.9 5060 9"):
+        with pytest.raises(AdminError):
+            c.run(bad)
+    c.run("blocklist_delete_all")
+    assert c.run("blocklist_view") == []
+    json.dumps(c.run("help"))
