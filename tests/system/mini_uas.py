@@ -17,7 +17,10 @@ from sbc.core.reply import make_response
 
 __all__ = ["MiniUas"]
 
-_SDP = b"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+_SDP = (
+    b"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\n"
+)
 
 
 class MiniUas:
@@ -44,7 +47,7 @@ class MiniUas:
         while not self._stop.is_set():
             try:
                 data, peer = self.sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

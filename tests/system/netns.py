@@ -4,6 +4,11 @@ A real NAT in network namespaces, made and torn down by the tests themselves.
     ns "pub"  203.0.113.1 (sbc), 203.0.113.3 (public UA)   -- veth --  203.0.113.2  ns "nat"
     ns "priv" 10.0.0.10 (UA behind NAT), default via 10.0.0.1 -- veth -- 10.0.0.1   ns "nat"
 
+With C{second_nat=True} a second phone sits behind a second NAT on another public link:
+
+    ns "pub"  198.51.100.1                                  -- veth --  198.51.100.2 ns "nat2"
+    ns "priv2" 10.0.1.10 (2nd UA), default via 10.0.1.1     -- veth -- 10.0.1.1      ns "nat2"
+
 The router namespace masquerades what leaves towards 203.0.113.0/24; with
 C{symmetric=True} it uses C{--random-fully}, so every destination gets its own random
 public port (a symmetric NAT).  Nothing in the root namespace is touched: every link is
@@ -25,6 +30,9 @@ SBC = f"{SBC_IP}:5060"
 ROUTER_PUBLIC_IP = "203.0.113.2"
 PUBLIC_UA_IP = "203.0.113.3"
 PRIVATE_UA_IP = "10.0.0.10"
+PUBLIC2_IP = "198.51.100.1"
+ROUTER2_PUBLIC_IP = "198.51.100.2"
+PRIVATE_UA2_IP = "10.0.1.10"
 
 
 #: A phone behind the NAT registers and answers with one SIPp process; the caller reuses the
@@ -75,11 +83,16 @@ def _run(*args: str) -> None:
 class NatLab:
     """Three namespaces and the NAT between them; use as a context manager."""
 
-    def __init__(self, symmetric: bool = False, udp_timeout: Optional[int] = None) -> None:
-        tag = f"{os.getpid() % 100000}{'s' if symmetric else 'c'}"
+    def __init__(
+        self, symmetric: bool = False, udp_timeout: Optional[int] = None, second_nat: bool = False
+    ) -> None:
+        tag = f"{os.getpid() % 100000}{'s' if symmetric else 'c'}{'2' if second_nat else ''}"
         self.pub = f"sbcpub{tag}"
         self.nat = f"sbcnat{tag}"
         self.priv = f"sbcpriv{tag}"
+        self.nat2 = f"sbcnatb{tag}"
+        self.priv2 = f"sbcprivb{tag}"
+        self.second_nat = second_nat
         self.symmetric = symmetric
         self.udp_timeout = udp_timeout
         self._made: list[str] = []
@@ -99,7 +112,8 @@ class NatLab:
 
     def __enter__(self) -> NatLab:
         try:
-            for ns in (self.pub, self.nat, self.priv):
+            extra = (self.nat2, self.priv2) if self.second_nat else ()
+            for ns in (self.pub, self.nat, self.priv, *extra):
                 _run("ip", "netns", "add", ns)
                 self._made.append(ns)
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
@@ -143,32 +157,47 @@ class NatLab:
                     _run("ip", "-n", ns, "addr", "add", address, "dev", dev)
                 _run("ip", "-n", ns, "link", "set", dev, "up")
             _run("ip", "-n", self.priv, "route", "add", "default", "via", "10.0.0.1")
-            nat = self.prefix(self.nat)
-            _run(*nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            masquerade = [
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-o",
-                "vnatpub",
-                "-j",
-                "MASQUERADE",
-            ]
-            if self.symmetric:
-                masquerade.append("--random-fully")
-            _run(*nat, *masquerade)
-            if self.udp_timeout is not None:
-                # Both the unreplied and the assured ("stream") UDP timeouts, so that an idle
-                # NAT binding really expires after udp_timeout seconds.
-                for name in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
-                    _run(*nat, "sysctl", "-qw", f"net.netfilter.{name}={self.udp_timeout}")
+            self._router(self.nat, "vnatpub")
+            if self.second_nat:
+                self._second_nat()
         except (subprocess.CalledProcessError, OSError) as error:
             self.__exit__()
             detail = getattr(error, "stderr", "") or str(error)
             pytest.skip(f"cannot build the NAT namespaces here: {detail.strip()}")
         return self
+
+    def _router(self, namespace: str, public_dev: str) -> None:
+        """Forwarding and masquerading (symmetric: --random-fully) out of C{public_dev}."""
+        nat = self.prefix(namespace)
+        _run(*nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        masquerade = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", public_dev]
+        masquerade += ["-j", "MASQUERADE"]
+        if self.symmetric:
+            masquerade.append("--random-fully")
+        _run(*nat, *masquerade)
+        if self.udp_timeout is not None:
+            # Both the unreplied and the assured ("stream") UDP timeouts, so that an idle
+            # NAT binding really expires after udp_timeout seconds.
+            for name in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+                _run(*nat, "sysctl", "-qw", f"net.netfilter.{name}={self.udp_timeout}")
+
+    def _second_nat(self) -> None:
+        """The second NAT: its own public link to "pub" and its own private network."""
+        for ns, dev, peer in ((self.pub, "vpub2", "vnatbpub"), (self.priv2, "vpriv2", "vnatbpriv")):
+            _run("ip", "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", peer)
+            _run("ip", "-n", ns, "link", "set", peer, "netns", self.nat2)
+        for ns, dev, address in (
+            (self.pub, "vpub2", f"{PUBLIC2_IP}/24"),
+            (self.nat2, "vnatbpub", f"{ROUTER2_PUBLIC_IP}/24"),
+            (self.nat2, "vnatbpriv", "10.0.1.1/24"),
+            (self.priv2, "vpriv2", f"{PRIVATE_UA2_IP}/24"),
+        ):
+            _run("ip", "-n", ns, "addr", "add", address, "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+        _run("ip", "-n", self.priv2, "route", "add", "default", "via", "10.0.1.1")
+        # The second NAT reaches sbc's network through "pub".
+        _run("ip", "-n", self.nat2, "route", "add", "default", "via", PUBLIC2_IP)
+        self._router(self.nat2, "vnatbpub")
 
     def __exit__(self, *exc: object) -> None:
         for ns in reversed(self._made):
