@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from random import Random
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from sbc.core.address import TRANSPORTS, Address
 from sbc.core.auth import AuthResult, DigestAuth
@@ -84,6 +85,9 @@ __all__ = [
     "Proxy",
     "Effect",
     "Resolve",
+    "Anchor",
+    "ReleaseMedia",
+    "has_sdp",
     "ALLOW",
     "SUPPORTED",
     "ACCEPT",
@@ -132,7 +136,33 @@ class Resolve:
     uri: SipUri
 
 
-Effect = Union[Send, DialogEvent, Notice, Resolve]
+@dataclass(frozen=True)
+class Anchor:
+    """
+    Have the media relay rewrite an SDP body (K: RTP-04), then call L{Proxy.anchored}.
+
+    @ivar op: C{offer} or C{answer}, in rtpengine's sense: C{from_tag} is always the tag of
+        the side that made the offer.
+    @ivar source: where the SDP came from (the relay's first guess for that side's media).
+    """
+
+    token: int
+    op: str
+    call_id: str
+    from_tag: str
+    to_tag: Optional[str]
+    sdp: bytes
+    source: Address
+
+
+@dataclass(frozen=True)
+class ReleaseMedia:
+    """The call's media session ends: release its relay ports."""
+
+    call_id: str
+
+
+Effect = Union[Send, DialogEvent, Notice, Resolve, Anchor, ReleaseMedia]
 #: One branch to create: the request for it, the next hop (an address, or a URI whose
 #: host needs DNS), and the socket to send from (None: any socket that fits the next hop).
 Hop = tuple[Request, Union[Address, SipUri], Optional[Address]]
@@ -164,6 +194,7 @@ class ProxySettings:
     use_dns_failover: bool = True
     failover_reply_codes: frozenset[int] = frozenset()
     blocklist: BlocklistSettings = BlocklistSettings()
+    rtp_policy: str = "nated"
 
 
 def failover_codes(spec: str) -> frozenset[int]:
@@ -198,6 +229,28 @@ def priority(status: int) -> int:
     if cls == 1:
         return 11000 + status
     return 10000 + status
+
+
+def has_sdp(message: Message) -> bool:
+    """Does C{message} carry an SDP body?"""
+    if not message.body:
+        return False
+    kind = message.get("content-type")
+    if kind is None:
+        return message.body.startswith(b"v=")
+    return kind.split(";")[0].strip().lower() == "application/sdp"
+
+
+def _with_sdp(message: Message, body: bytes) -> Any:
+    return message.with_body(body)
+
+
+@dataclass
+class _MediaCall:
+    """A call whose media sbc anchors; the rewritten 2xx bodies, for 2xx retransmissions
+    that arrive after their transaction is gone."""
+
+    answers: dict[tuple[Optional[str], int], bytes] = field(default_factory=dict)
 
 
 def _retry_after(response: Response) -> Optional[int]:
@@ -256,8 +309,9 @@ class _Forwarding:
         self.local = local
         self.loop_hash = loop_hash
         self.natted = natted
-        #: Destinations still waiting for DNS.
-        self.resolving = 0
+        #: Steps still running elsewhere (DNS lookups, media anchoring) before branches
+        #: can be created; the request is not complete while any is pending.
+        self.pending = 0
 
     def next_deadline(self) -> Optional[float]:
         return None if self.final_sent else self.lifetime_end
@@ -309,6 +363,10 @@ class Proxy:
         self.blocklist = Blocklist(settings.blocklist)
         self._resolving: dict[int, tuple[_Forwarding, _Destination]] = {}
         self._resolving_ack: dict[int, tuple[Request, Request, Address]] = {}
+        #: Media is anchored through a relay (the wiring has one); see L{Anchor}.
+        self.anchors_media = False
+        self._media_calls: dict[str, _MediaCall] = {}
+        self._anchoring: dict[int, Callable[[Optional[bytes], float], list[Effect]]] = {}
         self._tokens = itertools.count(1)
 
     def sizes(self) -> dict[str, int]:
@@ -321,6 +379,8 @@ class Proxy:
             "timer_heap": len(self._heap),
             "registrations": len(self.registrar),
             "resolving": len(self._resolving),
+            "anchoring": len(self._anchoring),
+            "media_calls": len(self._media_calls),
             "blocklist": len(self.blocklist),
         }
 
@@ -437,6 +497,7 @@ class Proxy:
             )
         if request.method == "BYE":
             effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
+            effects += self._release_media(request.call_id)
         # Only the first hop judges and fixes a client: behind another proxy the client's
         # NAT was that proxy's to handle (and its alias must survive).
         natted = (
@@ -796,26 +857,118 @@ class Proxy:
         # The loop hash is the same for every branch of the request.
         forwarding = _Forwarding(server, now + lifetime, local, self._loop_hash(original), natted)
         self._forwardings[server_key(original)] = forwarding
+        self._schedule(forwarding)
+        if self._media_for_request(original, targets, natted) and has_sdp(targets[0][0]):
+            # K: RTP-04: the offer goes through the media relay before any branch starts.
+            request = targets[0][0]
+            forwarding.pending += 1
+
+            def anchored(body: Optional[bytes], now: float) -> list[Effect]:
+                forwarding.pending -= 1
+                if forwarding.final_sent or forwarding.terminated:
+                    return []
+                if body is not None:
+                    hops = [(_with_sdp(r, body), t, p) for r, t, p in targets]
+                else:
+                    hops = targets
+                return self._forward_hops(forwarding, hops, now)
+
+            return [
+                self._anchor("offer", request, request.from_.tag, request.to.tag, source, anchored)
+            ]
+        return self._forward_hops(forwarding, targets, now)
+
+    def _forward_hops(
+        self, forwarding: _Forwarding, targets: list[Hop], now: float
+    ) -> list[Effect]:
+        """Start a branch per hop (or the DNS lookup it needs first)."""
+        server = forwarding.server
+        original = server.request
+        if forwarding.cancel_requested:
+            forwarding.branches.append(_Branch(None, make_response(original, 487), True))
+            return self._maybe_complete(forwarding, now)
         effects: list[Effect] = []
         for request, target, preferred in targets:
             if isinstance(target, SipUri):
                 token = next(self._tokens)
                 self._resolving[token] = (forwarding, _Destination(request, preferred, []))
-                forwarding.resolving += 1
+                forwarding.pending += 1
                 effects.append(Resolve(token, target))
                 continue
             destination = _Destination(request, preferred, [target])
             started = self._start_branch(forwarding, destination, now)
             if started is not None:
                 effects += started
-        if not forwarding.branches and not forwarding.resolving:
+        if not forwarding.branches and not forwarding.pending:
+            forwarding.final_sent = True
             return effects + self._reply(
                 server,
                 make_response(original, 503, "No socket for the destination's transport"),
                 now,
             )
-        self._schedule(forwarding)
         return effects
+
+    # -- media anchoring (K: RTP-04) ------------------------------------------------------------
+    def _media_for_request(self, original: Request, targets: list[Hop], natted: bool) -> bool:
+        """Is C{original} part of a call whose media sbc anchors?  Decided on the initial
+        INVITE by [rtp] rtp_policy: C{always}, or C{nated} when the caller or a callee is
+        behind NAT (a private contact address or a NAT alias)."""
+        call_id = original.call_id
+        if call_id in self._media_calls:
+            return original.method in ("INVITE", "UPDATE")
+        policy = self.settings.rtp_policy
+        if (
+            not self.anchors_media
+            or policy == "never"
+            or original.method != "INVITE"
+            or original.to.tag is not None
+        ):
+            return False
+        if policy == "nated" and not (natted or any(self._natted_hop(r) for r, _, _ in targets)):
+            return False
+        self._media_calls[call_id] = _MediaCall()
+        return True
+
+    def _natted_hop(self, request: Request) -> bool:
+        uri = request.uri
+        if not isinstance(uri, SipUri):
+            return False
+        if uri.param("alias") is not None:
+            return True
+        host = uri.param("maddr") or uri.host
+        return is_ip_literal(host) and self.settings.nat.ranges.contains(host)
+
+    def _anchor(
+        self,
+        op: str,
+        message: Message,
+        from_tag: Optional[str],
+        to_tag: Optional[str],
+        source: Address,
+        then: Callable[[Optional[bytes], float], list[Effect]],
+    ) -> Anchor:
+        token = next(self._tokens)
+        self._anchoring[token] = then
+        return Anchor(token, op, message.call_id, from_tag or "", to_tag, message.body, source)
+
+    def anchored(self, token: int, body: Optional[bytes], now: float) -> list[Effect]:
+        """The relay's rewritten SDP for the L{Anchor} C{token} (None: anchoring failed;
+        the message goes on with its own SDP)."""
+        then = self._anchoring.pop(token, None)
+        if then is None:
+            return []
+        effects = then(body, now)
+        self._flush_notices(effects)
+        return effects
+
+    def media_ended(self, call_id: str) -> None:
+        """The relay ended the call's media (media_timeout): forget it."""
+        self._media_calls.pop(call_id, None)
+
+    def _release_media(self, call_id: str) -> list[Effect]:
+        if self._media_calls.pop(call_id, None) is None:
+            return []
+        return [ReleaseMedia(call_id)]
 
     def _start_branch(
         self, forwarding: _Forwarding, destination: _Destination, now: float
@@ -860,7 +1013,7 @@ class Proxy:
         forwarding, destination = pending
         if forwarding.final_sent or forwarding.terminated:
             return []
-        forwarding.resolving -= 1
+        forwarding.pending -= 1
         effects: list[Effect] = []
         destination.targets = list(targets)
         started = None
@@ -942,6 +1095,20 @@ class Proxy:
         target = target or self._hop_target(hop)
         if target is None:
             return []
+        if request.call_id in self._media_calls and has_sdp(out):
+            # The answer to a late offer (K: RTP-04): the offerer was the callee.
+            resolved_target = target
+
+            def anchored(body: Optional[bytes], now: float) -> list[Effect]:
+                rewritten = out if body is None else _with_sdp(out, body)
+                return self._ack_onwards(request, rewritten, local, resolved_target)
+
+            return [self._anchor("answer", out, out.to.tag, out.from_.tag, source, anchored)]
+        return self._ack_onwards(request, out, local, target)
+
+    def _ack_onwards(
+        self, request: Request, out: Request, local: Address, target: Union[Address, SipUri]
+    ) -> list[Effect]:
         if isinstance(target, SipUri):
             token = next(self._tokens)
             self._resolving_ack[token] = (request, out, local)
@@ -1039,6 +1206,11 @@ class Proxy:
             return []
         upstream = response.without_first_value("Via")
         assert isinstance(upstream, Response)
+        media = self._media_calls.get(response.call_id)
+        if media is not None and has_sdp(upstream):
+            body = media.answers.get((response.to.tag, response.cseq.number))
+            if body is not None:
+                upstream = _with_sdp(upstream, body)
         via = upstream.top_via
         transport = via.transport.lower()
         if transport not in ("udp", "tcp", "tls"):
@@ -1139,12 +1311,25 @@ class Proxy:
         return events
 
     def _branch_response(
-        self, forwarding: _Forwarding, branch: _Branch, response: Response, now: float
+        self,
+        forwarding: _Forwarding,
+        branch: _Branch,
+        response: Response,
+        now: float,
+        anchored: bool = False,
     ) -> list[Effect]:
         effects: list[Effect] = []
         invite = forwarding.server.request
         if response.status == 100:
             return effects
+        if (
+            not anchored
+            and response.status < 300
+            and invite.method in ("INVITE", "UPDATE")
+            and invite.call_id in self._media_calls
+            and has_sdp(response)
+        ):
+            return [self._anchor_response(forwarding, branch, response)]
         if branch.final is not None and response.status >= 300:
             return effects  # e.g. the 487 after we cancelled a timed-out branch
         if invite.method == "INVITE":
@@ -1183,6 +1368,30 @@ class Proxy:
                     if other.final is None and other.client.provisional == 0:
                         other.final, other.faked = make_response(invite, 487), True
         return effects + self._maybe_complete(forwarding, now)
+
+    def _anchor_response(
+        self, forwarding: _Forwarding, branch: _Branch, response: Response
+    ) -> Anchor:
+        """An answer in a 18x/2xx (or the late offer of an INVITE without SDP) goes through
+        the relay; the response goes on when the relay has rewritten it."""
+        request = forwarding.server.request
+        media = self._media_calls[request.call_id]
+        if has_sdp(request):
+            op, offerer, other = "answer", request.from_.tag, response.to.tag
+        else:
+            op, offerer, other = "offer", response.to.tag, request.from_.tag
+        assert branch.client is not None
+        source = branch.client.peer
+
+        def anchored(body: Optional[bytes], now: float) -> list[Effect]:
+            rewritten = response
+            if body is not None:
+                rewritten = _with_sdp(response, body)
+                if response.status >= 200:
+                    media.answers[(response.to.tag, response.cseq.number)] = body
+            return self._branch_response(forwarding, branch, rewritten, now, anchored=True)
+
+        return self._anchor(op, response, offerer, other, source, anchored)
 
     def _relay_2xx(self, forwarding: _Forwarding, response: Response, now: float) -> list[Effect]:
         server = forwarding.server
@@ -1242,8 +1451,8 @@ class Proxy:
     def _lifetime_expired(self, forwarding: _Forwarding, now: float) -> list[Effect]:
         forwarding.lifetime_end = None
         effects: list[Effect] = []
-        if forwarding.resolving:  # DNS did not answer in time: those destinations time out
-            forwarding.resolving = 0
+        if forwarding.pending:  # DNS did not answer in time: those destinations time out
+            forwarding.pending = 0
             request = forwarding.server.request
             forwarding.branches.append(_Branch(None, make_response(request, 408), True))
         for branch in forwarding.branches:
@@ -1256,7 +1465,7 @@ class Proxy:
         """When every branch has a final response and none was a 2xx, send the best one."""
         if (
             forwarding.final_sent
-            or forwarding.resolving
+            or forwarding.pending
             or any(b.final is None for b in forwarding.branches)
         ):
             return []
@@ -1265,6 +1474,8 @@ class Proxy:
         assert best is not None
         invite = forwarding.server.request
         effects: list[Effect] = []
+        if invite.method == "INVITE" and invite.to.tag is None:
+            effects += self._release_media(invite.call_id)
         if invite.method == "INVITE" and best.status == 408:
             effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(invite), now)
         if best.status == 503 and self.settings.remap_503_500 and not winner.faked:
