@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sbc.core.errors import ParseError, RemoteProtocolError
 from sbc.core.framing import FramingError, StreamFramer
 from sbc.core.message import ParseLimits, parse
-from sbc.core.sdp import SdpError, fix_nated_sdp, parse_sdp
+from sbc.core.sdp import SdpError, anchor_sdp, fix_nated_sdp, media_streams, parse_sdp
 from sbc.core.stun import StunError, parse_request
 from sbc.core.uri import parse_name_addr, parse_uri, parse_via
 from tests.helpers import request_bytes, rfc4475, rfc4475_cases
@@ -108,6 +108,50 @@ def test_sdp(body: bytes, flags: int) -> None:
         fix_nated_sdp(body, flags, "198.51.100.20")
     except SdpError:
         pass
+
+
+SDP_SEEDS = [
+    b"v=0\r\no=- 1 1 IN IP4 192.168.1.10\r\ns=-\r\nc=IN IP4 192.168.1.10\r\nt=0 0\r\n"
+    b"a=ice-lite\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtcp:4001 IN IP4 192.168.1.10\r\n"
+    b"a=candidate:1 1 UDP 2130706431 192.168.1.10 4000 typ host\r\na=sendonly\r\n"
+    b"m=video 0 RTP/AVP 96\r\nm=video 5000/2 RTP/AVP 96\r\nc=IN IP6 ::\r\n",
+    b"v=0\no=- 1 99999999999999999999 IN IP6 fd00::1\ns=-\nt=0 0\nm=audio 1 RTP/AVP 0\n"
+    b"c=IN IP6 fd00::1\na=rtcp:2\n",
+]
+
+
+@st.composite
+def mutated_sdp(draw) -> bytes:  # type: ignore[no-untyped-def]
+    """An SDP seed with bytes flipped, inserted or cut."""
+    data = bytearray(draw(st.sampled_from(SDP_SEEDS)))
+    for _ in range(draw(st.integers(0, 6))):
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        choice = draw(st.integers(0, 2))
+        if choice == 0 and data:
+            data[at] = draw(st.sampled_from(b"0123456789 =/:\r\nmcaov\xff"))
+        elif choice == 1:
+            data[at:at] = draw(st.binary(min_size=1, max_size=6))
+        else:
+            del data[at : at + draw(st.integers(1, 12))]
+    return bytes(data)
+
+
+@FUZZ
+@given(
+    st.one_of(mutated_sdp(), st.binary(max_size=400), st.text(max_size=300).map(str.encode)),
+    st.sampled_from(["203.0.113.1", "2001:db8::1"]),
+    st.booleans(),
+)
+def test_anchor_sdp(body: bytes, address: str, origin: bool) -> None:
+    """media_streams and anchor_sdp return a result or raise SdpError, on any bytes."""
+    try:
+        streams = media_streams(body)
+        ports = [None if i % 3 == 2 else 30000 + 2 * i for i in range(len(streams))]
+        out = anchor_sdp(body, address, ports, nortpproxy="a=nortpproxy:yes", replace_origin=origin)
+    except SdpError:
+        return
+    assert isinstance(out, bytes)
+    assert len(media_streams(out)) == len(streams)
 
 
 @FUZZ

@@ -1,0 +1,663 @@
+# -*- test-case-name: tests.core.test_media -*-
+"""
+The built-in media relay as a pure model (RTP-02): port pairs, sessions, latching, counters.
+
+Theory of operation.  A call (keyed by Call-ID) has two I{legs}, each named by its SIP tag:
+the offerer's (the From tag of the offer) and the answerer's (learnt with the answer).  The
+semantics are rtpengine's (K: RTP-05, RTP-06, RTP-19): C{offer(call_id, from_tag, to_tag,
+...)} and C{answer(...)} always take the offerer's tag as C{from_tag}, so a re-INVITE from
+the callee is an offer with the callee's tag, and a late offer in a 2xx is
+C{offer(from_tag=callee, to_tag=caller)}.
+
+Every media stream (C{m=} line) of a call gets one relay port pair per leg: the pair I{facing}
+that leg, where that leg sends and from where it receives.  The SDP that goes on to the other
+side names the ports facing the other side.  A datagram arriving on leg A's RTP port (or
+RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
+
+Addresses come from the SDP first (a private SDP address with a public signalling source is
+replaced by the source host as a first guess), and then from I{latching} (symmetric RTP, K:
+RTP-10): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
+answer from the leg forgets it (re-latching after a re-INVITE).  Packets from other sources are
+still relayed unless C{strict_source} is set.
+
+Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
+closes them through a L{PortListener} the table calls as ports are taken and given back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
+from sbc.core.sdp import MediaStream
+
+__all__ = [
+    "MediaError",
+    "PortsExhaustedError",
+    "UnknownSessionError",
+    "PortPool",
+    "PortListener",
+    "LegStream",
+    "StreamRelay",
+    "MediaSession",
+    "SessionTable",
+    "Peer",
+]
+
+#: (host, port)
+Peer = tuple[str, int]
+
+#: RFC 3550 appendix A.1: a forward jump larger than this is a restart, not a loss.
+MAX_DROPOUT = 3000
+#: ... and a packet up to this far behind is a late one (it fills a gap counted as lost).
+MAX_MISORDER = 100
+#: How many port pairs to try when the listener cannot open one (in use by someone else).
+OPEN_TRIES = 8
+
+
+class MediaError(Exception):
+    """The relay cannot do what was asked."""
+
+
+class PortsExhaustedError(MediaError):
+    """No free port pair is left in C{[rtp] port_min..port_max}."""
+
+
+class UnknownSessionError(MediaError):
+    """An answer for a call the relay has no offer for."""
+
+
+class PortPool:
+    """
+    RTP/RTCP port pairs: an even RTP port, RTCP on the next (RFC 3550 §11).
+
+    Free pairs are handed out oldest-released first, so a port just given back is not reused
+    at once (late packets of the old call do not reach the new one).
+    """
+
+    __slots__ = ("port_min", "port_max", "_free", "_used")
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        first = port_min + (port_min & 1)
+        if not 0 < port_min <= port_max <= 65535 or first + 1 > port_max:
+            raise ValueError(f"no RTP port pair fits in {port_min}..{port_max}")
+        self.port_min = port_min
+        self.port_max = port_max
+        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._used: set[int] = set()
+
+    @property
+    def size(self) -> int:
+        """How many pairs the range holds."""
+        return len(self._free) + len(self._used)
+
+    @property
+    def free(self) -> int:
+        """How many pairs are free."""
+        return len(self._free)
+
+    @property
+    def in_use(self) -> int:
+        """How many pairs are handed out."""
+        return len(self._used)
+
+    def allocate(self) -> Optional[int]:
+        """A free pair's RTP port (RTCP is that + 1), or L{None} when none is left."""
+        if not self._free:
+            return None
+        port = self._free.popleft()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> bool:
+        """Give a pair back; C{False} (and nothing changes) if it was not handed out."""
+        if port not in self._used:
+            return False
+        self._used.remove(port)
+        self._free.append(port)
+        return True
+
+    def __contains__(self, port: int) -> bool:
+        return port in self._used
+
+
+class PortListener(Protocol):
+    """What opens and closes the sockets of a pair (the adapter's side)."""
+
+    def open_pair(self, port: int) -> bool:
+        """Start listening on C{port} and C{port + 1}; C{False} if either cannot be opened."""
+
+    def close_pair(self, port: int) -> None:
+        """Stop listening on C{port} and C{port + 1}."""
+
+
+@dataclass(slots=True, eq=False)
+class LegStream:
+    """
+    One leg of one stream: the relay pair facing the leg and what is known of the leg's peer.
+
+    @ivar port: the relay's RTP port facing this leg (RTCP: C{port + 1}).
+    @ivar sdp_rtp: where the leg's SDP says it receives RTP (L{None}: unknown or on hold).
+    @ivar sdp_rtcp: ... and RTCP.
+    @ivar rtcp_mux: the leg's SDP offers or accepts C{a=rtcp-mux}.
+    @ivar latched_rtp: the source of the first RTP datagram since the leg's last SDP.
+    @ivar latched_rtcp: ... of the first RTCP datagram.
+    @ivar packets: datagrams received from the leg (RTP and RTCP).
+    @ivar bytes: their size in bytes (UDP payload).
+    @ivar lost: RTP sequence numbers skipped (RFC 3550 A.1, 16-bit wrap handled).
+    @ivar malformed: datagrams on the RTP port that are not RTP (still relayed if not empty).
+    @ivar dropped: datagrams not relayed (nowhere to send, empty, not the latched source with
+        C{strict_source}).
+    @ivar last_packet: when the last datagram came from the leg.
+    """
+
+    port: int
+    sdp_rtp: Optional[Peer] = None
+    sdp_rtcp: Optional[Peer] = None
+    rtcp_mux: bool = False
+    latched_rtp: Optional[Peer] = None
+    latched_rtcp: Optional[Peer] = None
+    packets: int = 0
+    bytes: int = 0
+    lost: int = 0
+    malformed: int = 0
+    dropped: int = 0
+    last_packet: Optional[float] = None
+    seq: int = -1
+    ssrc: bytes = b""
+
+    def rtp_target(self) -> Optional[Peer]:
+        """Where RTP for this leg goes: the latched source, else the SDP address."""
+        return self.latched_rtp or self.sdp_rtp
+
+    def rtcp_target(self, muxed: bool) -> Optional[Peer]:
+        """Where RTCP for this leg goes: its latched RTCP source; else the SDP's RTCP address
+        if RTP came from the SDP's address; else the latched RTP source's port + 1 (its
+        RTP target when RTCP is multiplexed)."""
+        if muxed:
+            return self.rtp_target()
+        if self.latched_rtcp is not None:
+            return self.latched_rtcp
+        rtp = self.latched_rtp
+        if rtp is None or (rtp == self.sdp_rtp and self.sdp_rtcp is not None):
+            return self.sdp_rtcp  # nothing learnt, or RTP comes from where the SDP said
+        return (rtp[0], rtp[1] + 1)  # behind NAT: the SDP's RTCP address is no better
+
+    def forget_latch(self) -> None:
+        """A new SDP from the leg: learn its address again."""
+        self.latched_rtp = self.latched_rtcp = None
+        self.seq = -1
+        self.ssrc = b""
+
+    def count_rtp(self, data: bytes) -> None:
+        """Loss accounting from the RTP header (version 2, sequence number, SSRC)."""
+        if len(data) < 12 or data[0] & 0xC0 != 0x80:
+            self.malformed += 1
+            return
+        if 192 <= data[1] <= 223:
+            return  # RTCP multiplexed on the RTP port (RFC 5761 §4)
+        seq = (data[2] << 8) | data[3]
+        ssrc = data[8:12]
+        if ssrc != self.ssrc or self.seq < 0:
+            self.ssrc, self.seq = ssrc, seq
+            return
+        gap = (seq - self.seq) & 0xFFFF
+        if gap == 0:
+            return  # duplicate
+        if gap < 0x8000:
+            if gap <= MAX_DROPOUT:
+                self.lost += gap - 1
+            self.seq = seq
+        elif 0x10000 - gap <= MAX_MISORDER and self.lost > 0:
+            self.lost -= 1  # a late packet fills a gap counted as lost
+
+    def as_dict(self) -> dict[str, Any]:
+        """The leg of this stream for the admin listing."""
+        return {
+            "local_port": self.port,
+            "sdp": _peer_text(self.sdp_rtp),
+            "latched": _peer_text(self.latched_rtp),
+            "latched_rtcp": _peer_text(self.latched_rtcp),
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "lost": self.lost,
+            "malformed": self.malformed,
+            "dropped": self.dropped,
+            "last_packet": self.last_packet,
+        }
+
+
+def _peer_text(peer: Optional[Peer]) -> Optional[str]:
+    if peer is None:
+        return None
+    host, port = peer
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True, eq=False)
+class StreamRelay:
+    """One C{m=} line of a call: two legs, index 0 the offerer's side, 1 the answerer's."""
+
+    index: int
+    media: str
+    legs: tuple[LegStream, LegStream]
+    held: bool = False
+
+    @property
+    def muxed(self) -> bool:
+        """RTCP multiplexed on RTP: both sides agreed to it (RFC 5761 §5.1.1)."""
+        return self.legs[0].rtcp_mux and self.legs[1].rtcp_mux
+
+
+@dataclass(eq=False)
+class MediaSession:
+    """
+    The media of one call.
+
+    @ivar tags: the offerer's tag and the answerer's (L{None} until known).
+    @ivar streams: per C{m=} index, its relay, or L{None} for a disabled stream.
+    @ivar established: an answer has been seen (media timeout applies from then).
+    @ivar last_signal: time of the last offer or answer.
+    @ivar last_packet: time of the last datagram from either leg.
+    """
+
+    call_id: str
+    tags: list[Optional[str]]
+    created: float
+    streams: list[Optional[StreamRelay]] = field(default_factory=list)
+    established: bool = False
+    last_signal: float = 0.0
+    last_packet: Optional[float] = None
+    sources: list[Optional[str]] = field(default_factory=lambda: [None, None])
+
+    def side(self, from_tag: str, to_tag: Optional[str]) -> tuple[int, list[Optional[str]]]:
+        """
+        Which side sends this SDP (0 the first offerer, 1 the other), and the tags once this
+        SDP is applied: the other side's tag is learnt, or replaced when another fork of
+        the call answers or offers.
+
+        @raise UnknownSessionError: C{from_tag} is not a leg's and C{to_tag} is not the
+            first offerer's.
+        """
+        first, other = self.tags
+        if from_tag == first:
+            return 0, [first, to_tag if to_tag is not None else other]
+        if from_tag == other:
+            return 1, [first, other]
+        if to_tag is not None and to_tag == first:
+            return 1, [first, from_tag]
+        raise UnknownSessionError(f"call {self.call_id}: tag {from_tag!r} is not one of its legs")
+
+    @property
+    def held(self) -> bool:
+        """Every stream is disabled or on hold: no media is expected."""
+        return all(s is None or s.held for s in self.streams)
+
+    def pairs(self) -> list[int]:
+        """Every RTP port the call holds."""
+        return [leg.port for s in self.streams if s is not None for leg in s.legs]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The call for the admin C{rtp_sessions} command."""
+        legs = []
+        for side in (0, 1):
+            streams = []
+            for stream in self.streams:
+                if stream is None:
+                    continue
+                leg = stream.legs[side].as_dict()
+                leg["index"], leg["media"] = stream.index, stream.media
+                streams.append(leg)
+            legs.append(
+                {
+                    "tag": self.tags[side],
+                    "source": self.sources[side],
+                    "packets": sum(s["packets"] for s in streams),
+                    "bytes": sum(s["bytes"] for s in streams),
+                    "lost": sum(s["lost"] for s in streams),
+                    "streams": streams,
+                }
+            )
+        return {
+            "call_id": self.call_id,
+            "created": self.created,
+            "last_signal": self.last_signal,
+            "last_packet": self.last_packet,
+            "established": self.established,
+            "held": self.held,
+            "packets": legs[0]["packets"] + legs[1]["packets"],
+            "bytes": legs[0]["bytes"] + legs[1]["bytes"],
+            "lost": legs[0]["lost"] + legs[1]["lost"],
+            "legs": legs,
+        }
+
+
+class _NoListener:
+    def open_pair(self, port: int) -> bool:
+        return True
+
+    def close_pair(self, port: int) -> None:
+        pass
+
+
+def _guess(address: str, source: Optional[str], private: PrivateRanges) -> str:
+    """The SDP address, or the signalling source when the SDP one is private and it is not
+    (same family only)."""
+    if source is None or address == source or (":" in address) != (":" in source):
+        return address
+    if private.contains(address) and not private.contains(source):
+        return source
+    return address
+
+
+def _usable(address: str) -> bool:
+    """An IP literal that is not null (hold): something a datagram can be sent to (an SDP
+    host name is not resolved: latching will find the peer)."""
+    try:
+        return not ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+class SessionTable:
+    """
+    Every relayed call, by Call-ID, and the index from relay port to leg that the packet
+    path uses.
+
+    @ivar media_timeout: an established call with no datagram for this long is dead.
+    @ivar hold_timeout: ... the same, while every stream is on hold or disabled.
+    @ivar offer_timeout: a call offered but never answered is dropped after this long.
+    @ivar strict_source: once latched, drop datagrams from any other source.
+    @ivar private: the ranges where an SDP address is not worth trying when the signalling
+        came from outside them (C{[nat] private_ranges}).
+    """
+
+    def __init__(
+        self,
+        pool: PortPool,
+        media_timeout: float = 60.0,
+        *,
+        hold_timeout: float = 3600.0,
+        offer_timeout: float = 3600.0,
+        strict_source: bool = False,
+        listener: Optional[PortListener] = None,
+        private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
+    ) -> None:
+        self.pool = pool
+        self.private = private
+        self.media_timeout = media_timeout
+        self.hold_timeout = hold_timeout
+        self.offer_timeout = offer_timeout
+        self.strict_source = strict_source
+        self.listener: PortListener = listener or _NoListener()
+        self._sessions: dict[str, MediaSession] = {}
+        # port -> (session, leg the datagram comes from, leg it goes to, stream, is RTCP)
+        self._ports: dict[int, tuple[MediaSession, LegStream, LegStream, StreamRelay, bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self._sessions
+
+    def get(self, call_id: str) -> Optional[MediaSession]:
+        """The session of C{call_id}, if any."""
+        return self._sessions.get(call_id)
+
+    # -- signalling ------------------------------------------------------------------------------
+    def offer(
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: Optional[str],
+        streams: Sequence[MediaStream],
+        now: float,
+        source: Optional[str] = None,
+    ) -> list[Optional[int]]:
+        """
+        An SDP offer from the leg tagged C{from_tag}.
+
+        @param source: the host the offer's SIP message came from (first guess for a private
+            SDP address).
+        @return: per stream, the relay port to write into the offer sent on (the pair facing
+            the other leg), or L{None} for a disabled stream.
+        @raise PortsExhaustedError: not enough free pairs (nothing changed).
+        @raise UnknownSessionError: C{from_tag} and C{to_tag} match neither leg of the call.
+        """
+        session = self._sessions.get(call_id)
+        if session is None:
+            session = MediaSession(call_id, [from_tag, to_tag], now, last_signal=now)
+            ports = self._describe(session, 0, streams, now, source)  # changes nothing on error
+            self._sessions[call_id] = session
+            return ports
+        side, tags = session.side(from_tag, to_tag)
+        ports = self._describe(session, side, streams, now, source)
+        session.tags = tags
+        return ports
+
+    def answer(
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        streams: Sequence[MediaStream],
+        now: float,
+        source: Optional[str] = None,
+    ) -> list[Optional[int]]:
+        """
+        The SDP answer to the offer from C{from_tag}, sent by the leg tagged C{to_tag}.
+
+        @return: per stream, the relay port to write into the answer sent on (the pair facing
+            the offerer), or L{None} for a rejected stream.
+        @raise UnknownSessionError: no such call, or tags matching neither leg.
+        @raise PortsExhaustedError: the answer has more streams than pairs are left.
+        """
+        session = self._sessions.get(call_id)
+        if session is None:
+            raise UnknownSessionError(f"no offer for call {call_id}")
+        offerer, tags = session.side(from_tag, to_tag)
+        ports = self._describe(session, 1 - offerer, streams, now, source)
+        session.tags = tags
+        session.established = True
+        return ports
+
+    def _describe(
+        self,
+        session: MediaSession,
+        side: int,
+        streams: Sequence[MediaStream],
+        now: float,
+        source: Optional[str],
+    ) -> list[Optional[int]]:
+        """Apply one side's SDP to the call; all pairs are taken before anything changes."""
+        have = session.streams
+        needed = sum(
+            1
+            for i, s in enumerate(streams)
+            if not s.disabled and (i >= len(have) or have[i] is None)
+        )
+        fresh: list[int] = []
+        for _ in range(2 * needed):
+            port = self._take()
+            if port is None:
+                for taken in fresh:
+                    self._give_back(taken)
+                raise PortsExhaustedError(
+                    f"no free RTP port pair in {self.pool.port_min}..{self.pool.port_max}"
+                    f" ({self.pool.in_use} pairs in use)"
+                )
+            fresh.append(port)
+        session.last_signal = now
+        session.sources[side] = source
+        ports: list[Optional[int]] = []
+        for index, stream in enumerate(streams):
+            relay = session.streams[index] if index < len(session.streams) else None
+            if stream.disabled:
+                if relay is not None:
+                    self._drop_stream(session, index)
+                ports.append(None)
+                continue
+            if relay is None:
+                legs = (LegStream(fresh.pop()), LegStream(fresh.pop()))
+                relay = StreamRelay(index, stream.media, legs)
+                while len(session.streams) <= index:
+                    session.streams.append(None)
+                session.streams[index] = relay
+                for this, other in ((legs[0], legs[1]), (legs[1], legs[0])):
+                    self._ports[this.port] = (session, this, other, relay, False)
+                    self._ports[this.port + 1] = (session, this, other, relay, True)
+            leg = relay.legs[side]
+            address = stream.address
+            if address is None or not _usable(address):
+                leg.sdp_rtp = leg.sdp_rtcp = None
+            else:
+                address = _guess(address, source, self.private)
+                leg.sdp_rtp = (address, stream.port)
+                rtcp_host = stream.rtcp_address or address
+                if rtcp_host == stream.address:
+                    rtcp_host = address
+                usable = _usable(rtcp_host) and stream.rtcp_port
+                leg.sdp_rtcp = (rtcp_host, stream.rtcp_port) if usable else None
+            leg.rtcp_mux = stream.rtcp_mux
+            leg.forget_latch()
+            relay.held = stream.held
+            relay.media = stream.media
+            ports.append(relay.legs[1 - side].port)
+        for index in range(len(streams), len(session.streams)):
+            self._drop_stream(session, index)
+        del session.streams[len(streams) :]
+        return ports
+
+    def _take(self) -> Optional[int]:
+        for _ in range(OPEN_TRIES):
+            port = self.pool.allocate()
+            if port is None:
+                return None
+            if self.listener.open_pair(port):
+                return port
+            self.pool.release(port)  # busy: to the back of the queue
+        return None
+
+    def _give_back(self, port: int) -> None:
+        self.listener.close_pair(port)
+        self.pool.release(port)
+        self._ports.pop(port, None)
+        self._ports.pop(port + 1, None)
+
+    def _drop_stream(self, session: MediaSession, index: int) -> None:
+        relay = session.streams[index]
+        if relay is None:
+            return
+        session.streams[index] = None
+        for leg in relay.legs:
+            self._give_back(leg.port)
+
+    def _release(self, session: MediaSession) -> None:
+        for index in range(len(session.streams)):
+            self._drop_stream(session, index)
+
+    def delete(
+        self, call_id: str, from_tag: Optional[str] = None, to_tag: Optional[str] = None
+    ) -> bool:
+        """
+        End a call's media and give its ports back.  With tags, only if they name its legs
+        (a To tag not yet learnt matches).
+
+        @return: whether a session was deleted.
+        """
+        session = self._sessions.get(call_id)
+        if session is None:
+            return False
+        tags = session.tags
+        if from_tag is not None and from_tag not in tags:
+            return False
+        if to_tag is not None and to_tag not in tags and None not in tags:
+            return False
+        del self._sessions[call_id]
+        self._release(session)
+        return True
+
+    def clear(self) -> list[str]:
+        """Delete every call; return their Call-IDs."""
+        call_ids = list(self._sessions)
+        for call_id in call_ids:
+            self.delete(call_id)
+        return call_ids
+
+    # -- media -----------------------------------------------------------------------------------
+    def receive(
+        self, port: int, source: Peer, data: bytes, now: float
+    ) -> Optional[tuple[int, Peer]]:
+        """
+        A datagram reached relay port C{port} from C{source}.
+
+        @return: the relay port to send it from and where to, or L{None} to drop it.
+        """
+        entry = self._ports.get(port)
+        if entry is None:
+            return None
+        session, leg, other, relay, rtcp = entry
+        leg.packets += 1
+        leg.bytes += len(data)
+        leg.last_packet = session.last_packet = now
+        if not data:
+            leg.dropped += 1
+            return None
+        if rtcp:
+            latched = leg.latched_rtcp
+            if latched is None:
+                leg.latched_rtcp = source
+            elif latched != source and self.strict_source:
+                leg.dropped += 1
+                return None
+            target = other.rtcp_target(relay.muxed)
+        else:
+            latched = leg.latched_rtp
+            if latched is None:
+                leg.latched_rtp = source
+            elif latched != source and self.strict_source:
+                leg.dropped += 1
+                return None
+            leg.count_rtp(data)
+            target = other.rtp_target()
+        if target is None:
+            leg.dropped += 1
+            return None
+        return (other.port + 1 if rtcp else other.port), target
+
+    # -- timeouts and listing --------------------------------------------------------------------
+    def expired(self, now: float) -> list[str]:
+        """
+        Calls whose media is dead at C{now}: established ones with no datagram (nor new SDP)
+        for C{media_timeout} (C{hold_timeout} while everything is on hold), and offers never
+        answered for C{offer_timeout}.
+        """
+        dead = []
+        for call_id, session in self._sessions.items():
+            if not session.established:
+                if now - session.last_signal >= self.offer_timeout:
+                    dead.append(call_id)
+                continue
+            last = session.last_signal
+            if session.last_packet is not None and session.last_packet > last:
+                last = session.last_packet
+            limit = self.hold_timeout if session.held else self.media_timeout
+            if now - last >= limit:
+                dead.append(call_id)
+        return dead
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every call as a dictionary (admin C{rtp_sessions}), oldest first."""
+        return [s.as_dict() for s in sorted(self._sessions.values(), key=lambda s: s.created)]
+
+    def totals(self) -> dict[str, int]:
+        """Sessions, pairs in use and free."""
+        return {
+            "sessions": len(self._sessions),
+            "pairs_in_use": self.pool.in_use,
+            "pairs_free": self.pool.free,
+        }
