@@ -30,7 +30,15 @@ from sbc.core.registrar import RegistrarSettings
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
 
-__all__ = ["ConfigError", "CoreSettings", "Settings", "load", "defaults", "LOG_LEVELS"]
+__all__ = [
+    "ConfigError",
+    "CoreSettings",
+    "Settings",
+    "load",
+    "defaults",
+    "LOG_LEVELS",
+    "media_address",
+]
 
 
 class ConfigError(Exception):
@@ -173,6 +181,31 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class RtpSettings:
+    """
+    The C{[rtp]} section: media anchoring (built-in relay or rtpengine).
+
+    @ivar engine: C{relay} (built in), C{rtpengine} (over the ng protocol) or C{off}.
+    @ivar rtp_policy: which calls are anchored: C{nated} (caller or callee behind NAT),
+        C{always}, C{never}.
+    @ivar media_address: the address put into SDP (empty: [core] advertise, else the first
+        listen address).
+    @ivar media_timeout: seconds without RTP after which a call's media is ended.
+    @ivar nortpproxy_str: an SDP line added to anchored SDP (e.g. C{a=nortpproxy:yes});
+        empty: none.
+    """
+
+    engine: str = "relay"
+    rtp_policy: str = "nated"
+    port_min: int = 30000
+    port_max: int = 40000
+    media_address: str = ""
+    media_timeout: int = 60
+    rtpengine_sock: Optional[Address] = Address("udp", "127.0.0.1", 2223)
+    nortpproxy_str: str = ""
+
+
+@dataclass(frozen=True)
 class ManholeSettings:
     """The C{[manhole]} section (SSH admin shell and metrics)."""
 
@@ -202,6 +235,7 @@ class Settings:
     pike: PikeSettings = field(default_factory=PikeSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    rtp: RtpSettings = field(default_factory=RtpSettings)
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
 
 
@@ -396,6 +430,30 @@ def _nameservers(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(servers)
 
 
+def _ip(text: str) -> str:
+    value = text.strip()
+    if value and not is_ip_literal(value):
+        raise ValueError("an IP address, or nothing")
+    return value.strip("[]")
+
+
+def _udp_address(text: str) -> Address:
+    try:
+        address = parse_address(text)
+    except ValueError:
+        address = None
+    if address is None or address.transport != "udp":
+        raise ValueError("udp:ip:port")
+    return address
+
+
+def _sdp_line(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"a=[\w.-]+(:\S.*)?", value):
+        raise ValueError("an SDP attribute line such as a=nortpproxy:yes, or nothing")
+    return value
+
+
 def _failover_reply_codes(text: str) -> frozenset[int]:
     try:
         return failover_codes(text)
@@ -487,6 +545,23 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "hosts_file": _PATH,
             "dns_retr_time": _integer(1, 30),
             "dns_retr_no": _integer(1, 10),
+        },
+    ),
+    "rtp": (
+        RtpSettings,
+        {
+            "engine": _choice(
+                {k: k for k in ("relay", "rtpengine", "off")}, "relay, rtpengine or off"
+            ),
+            "rtp_policy": _choice(
+                {k: k for k in ("nated", "always", "never")}, "nated, always or never"
+            ),
+            "port_min": _integer(1024, 65534),
+            "port_max": _integer(1025, 65535),
+            "media_address": _ip,
+            "media_timeout": _integer(1, 86400),
+            "rtpengine_sock": _udp_address,
+            "nortpproxy_str": _sdp_line,
         },
     ),
     "blocklist": (
@@ -745,6 +820,19 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
             f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
             "be set for SIP pings (PING-06), got sip without it"
         )
+    rtp = settings.rtp
+    if rtp.port_max < rtp.port_min + 3:
+        line = lines.get(("rtp", "port_max"), lines.get(("rtp", None), 0))
+        raise ConfigError(
+            f"{path}:{line}: [rtp] port_max: expected at least port_min + 3 "
+            f"({rtp.port_min + 3}, two RTP/RTCP pairs), got {rtp.port_max}"
+        )
+    if rtp.engine == "relay" and not media_address(settings):
+        line = lines.get(("rtp", "media_address"), lines.get(("core", "listen"), 0))
+        raise ConfigError(
+            f"{path}:{line}: [rtp] media_address: expected an IP address for SDP (the "
+            "listen addresses are all wildcards and there is no [core] advertise), got none"
+        )
     dns = settings.dns
     if dns.dns_cache_max_ttl < dns.dns_cache_min_ttl:
         line = lines.get(("dns", "dns_cache_max_ttl"), 0)
@@ -789,6 +877,20 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
                 f"{path}:{line}: [tls] certificate: expected a PEM certificate "
                 f"chain matching private_key, got {_describe(error)}"
             ) from None
+
+
+def media_address(settings: Settings) -> str:
+    """The address the relay writes into SDP: [rtp] media_address, else [core] advertise
+    when it is an IP, else the first listen address that is not a wildcard."""
+    if settings.rtp.media_address:
+        return settings.rtp.media_address
+    advertise = settings.core.advertise
+    if advertise is not None and is_ip_literal(advertise[0]):
+        return advertise[0].strip("[]")
+    for address in settings.core.listen:
+        if address.host not in ("0.0.0.0", "::"):
+            return address.host
+    return ""
 
 
 def _describe(error: BaseException) -> str:

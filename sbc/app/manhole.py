@@ -68,6 +68,7 @@ class AdminCommands:
         "blocklist_view",
         "blocklist_add",
         "blocklist_delete_all",
+        "rtp_sessions",
         "help",
     )
 
@@ -210,6 +211,13 @@ class AdminCommands:
         """Unblock every destination (dst_blocklist.delete_all)."""
         self._blocklist().clear()
         return {"deleted": True}
+
+    def rtp_sessions(self) -> list[dict[str, Any]]:
+        """Calls whose media sbc anchors: legs, ports, latched addresses, counters."""
+        media = getattr(self.sbc, "media", None)
+        if media is None:
+            raise AdminError("media anchoring is off ([rtp] engine = off)")
+        return list(media.sessions())
 
     def run(self, text: str) -> Any:
         """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Optional, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -23,7 +23,7 @@ from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
 from sbc.core.nat import stamp_via
 from sbc.core.pike import Pike, PikeSettings, Verdict
-from sbc.core.proxy import Effect, Notice, Proxy, Resolve
+from sbc.core.proxy import Anchor, Effect, Notice, Proxy, ReleaseMedia, Resolve
 from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
@@ -31,6 +31,7 @@ from sbc.core.transaction import Send
 from sbc.core.uri import SipUri
 from sbc.net.flow import Flow
 from sbc.net.log import logger
+from sbc.net.media import MediaBackend
 from sbc.net.probe import UnreachableProbe
 from sbc.net.timers import DeadlineTimer
 
@@ -89,6 +90,7 @@ class SipEngine:
     @ivar dialog_listeners: callables told of every dialog event.
     @ivar resolver: looks up next hops named by host name (None: they get 478).
     @ivar probe: finds unreachable UDP destinations fast (DNS-05); None: off.
+    @ivar media: the media relay (built in or rtpengine) that rewrites SDP; None: off.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class SipEngine:
         self.pike = Pike(PikeSettings())
         self.resolver: Optional[Resolver] = None
         self.probe: Optional[UnreachableProbe] = None
+        self.media: Optional[MediaBackend] = None
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -281,6 +284,67 @@ class SipEngine:
             log.failure("error forwarding after DNS")
         self.timer.rearm(self.proxy.next_deadline())
 
+    def _anchor(self, effect: Anchor) -> None:
+        """Have the media relay rewrite the SDP; the proxy goes on with the result (or
+        with the original SDP when the relay fails: the call is not lost for it)."""
+        media = self.media
+        if media is None:
+            self._anchored(effect, None)
+            return
+        try:
+            if effect.op == "offer":
+                pending = media.offer(
+                    effect.call_id, effect.from_tag, effect.to_tag, effect.sdp, effect.source
+                )
+            else:
+                pending = media.answer(
+                    effect.call_id, effect.from_tag, effect.to_tag or "", effect.sdp, effect.source
+                )
+        except Exception as error:
+            pending = fail(error)
+
+        def done(result: object) -> None:
+            body: Optional[bytes] = None
+            if isinstance(result, Failure):
+                self.stats.incr("rtp_anchor_failures")
+                log.warn(
+                    "media {op} for {call_id} failed, SDP left as is: {error}",
+                    op=effect.op,
+                    call_id=effect.call_id,
+                    error=result.getErrorMessage(),
+                )
+            elif isinstance(result, bytes):
+                body = result
+                self.stats.incr("rtp_anchored")
+            try:
+                self.execute(self.proxy.anchored(effect.token, body, self.clock.seconds()))
+            except Exception:
+                self.stats.incr("internal_errors")
+                log.failure("error forwarding after media anchoring")
+            self.timer.rearm(self.proxy.next_deadline())
+
+        pending.addBoth(done)
+
+    def _release_media(self, effect: ReleaseMedia) -> None:
+        if self.media is None:
+            return
+        try:
+            self.media.delete(effect.call_id).addErrback(
+                lambda failure: log.info(
+                    "media delete for {call_id}: {error}",
+                    call_id=effect.call_id,
+                    error=failure.getErrorMessage(),
+                )
+            )
+        except Exception:
+            log.failure("media delete failed for {call_id}", call_id=effect.call_id)
+
+    def media_timed_out(self, call_id: str) -> None:
+        """The relay ended a call's media for lack of RTP (media_timeout)."""
+        self.stats.incr("rtp_media_timeouts")
+        log.info("media of {call_id} timed out", call_id=call_id)
+        self.proxy.media_ended(call_id)
+
     def _on_timer(self, now: float) -> None:
         try:
             self.execute(self.proxy.handle_timer(now))
@@ -297,6 +361,10 @@ class SipEngine:
                 self.transmit(effect)
             elif isinstance(effect, Resolve):
                 self._resolve(effect)
+            elif isinstance(effect, Anchor):
+                self._anchor(effect)
+            elif isinstance(effect, ReleaseMedia):
+                self._release_media(effect)
             elif isinstance(effect, Notice):
                 log.info(
                     "{event}: {details}",

@@ -105,8 +105,8 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ),
         (
             "[rtpengine]\nx = 1\n",
-            "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, blocklist, rr, "
-            "registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
+            "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
+            "rr, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
         ),
         (
             "[core]\nlisten = udp:127.0.0.1\nlisten = udp:127.0.0.2\n",

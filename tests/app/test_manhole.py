@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -101,3 +102,16 @@ def test_blocklist_commands() -> None:
     c.run("blocklist_delete_all")
     assert c.run("blocklist_view") == []
     json.dumps(c.run("help"))
+
+
+def test_rtp_sessions_command() -> None:
+    """rtp_sessions lists the relay's calls (none yet); with engine = off it says so."""
+    assert commands().run("rtp_sessions") == []
+    settings = defaults()
+    off = AdminCommands(
+        build_service(
+            replace(settings, rtp=replace(settings.rtp, engine="off")), MemoryReactorClock()
+        )
+    )
+    with pytest.raises(AdminError, match="engine = off"):
+        off.run("rtp_sessions")
