@@ -25,7 +25,7 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from sbc import __version__
-from sbc.app.config import ConfigError, Settings, defaults, load
+from sbc.app.config import ConfigError, Settings, defaults, load, media_address
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
 from sbc.core.address import Address
 from sbc.core.auth import AuthSettings, DigestAuth, parse_credentials
@@ -40,7 +40,11 @@ from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
 from sbc.net.keepalive import KeepaliveService
 from sbc.net.log import logger, set_level
+from sbc.net.media import MediaBackend
 from sbc.net.probe import UnreachableProbe
+from sbc.net.relay import RtpRelay
+from sbc.net.resolver import ResolverSettings, SipResolver
+from sbc.net.rtpengine import RtpengineClient
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import read_pem_certificates, server_options
 from sbc.net.udp import SipDatagramProtocol
@@ -157,9 +161,69 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         advertise=settings.core.advertise,
         nat=nat_policy(settings),
         registrar_uri=settings.registrar.registrar_uri,
+        rtp_policy=settings.rtp.rtp_policy,
         use_dns_failover=settings.dns.use_dns_failover,
         failover_reply_codes=tm.failover_reply_codes,
         blocklist=settings.blocklist,
+    )
+
+
+def media_backend(settings: Settings, reactor, engine: SipEngine) -> Optional[MediaBackend]:  # type: ignore[no-untyped-def]
+    """The [rtp] engine: the built-in relay, an rtpengine client, or None (off)."""
+    rtp = settings.rtp
+    if rtp.engine == "relay":
+        address = media_address(settings)
+        return RtpRelay(
+            address,
+            rtp.port_min,
+            rtp.port_max,
+            rtp.media_timeout,
+            reactor=reactor,
+            stats=engine.stats,
+            on_timeout=engine.media_timed_out,
+            nortpproxy=rtp.nortpproxy_str,
+            private=nat_policy(settings).ranges,
+            # Bound to the SDP address when it is ours, so that replies leave from the very
+            # address the phones send to (a multi-homed host would pick another source).
+            bind_host=address if _is_local_address(address) else None,
+        )
+    if rtp.engine == "rtpengine":
+        assert rtp.rtpengine_sock is not None
+        return RtpengineClient(
+            str(rtp.rtpengine_sock),
+            reactor=reactor,
+            stats=engine.stats,
+            on_timeout=engine.media_timed_out,
+        )
+    return None
+
+
+def _is_local_address(host: str) -> bool:
+    """Can sbc bind to C{host} (is it one of this host's addresses)?"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
+def resolver_settings(settings: Settings) -> ResolverSettings:
+    """Map [dns] onto the resolver's settings."""
+    dns = settings.dns
+    return ResolverSettings(
+        use_dns_cache=dns.use_dns_cache,
+        dns_srv_lb=dns.dns_srv_lb,
+        dns_try_naptr=dns.dns_try_naptr,
+        dns_try_ipv6=dns.dns_try_ipv6,
+        dns_naptr_ignore_rfc=dns.dns_naptr_ignore_rfc,
+        dns_cache_min_ttl=dns.dns_cache_min_ttl,
+        dns_cache_max_ttl=dns.dns_cache_max_ttl,
+        dns_cache_negative_ttl=dns.dns_cache_negative_ttl,
+        nameservers=dns.nameservers,
+        hosts_file=dns.hosts_file or "",
+        timeout=(dns.dns_retr_time,) * dns.dns_retr_no,
     )
 
 
@@ -257,6 +321,19 @@ class SbcService(service.MultiService):
             self.proxy.auth = digest_auth(settings.auth)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.engine.probe = UnreachableProbe(reactor, self.engine.unreachable)
+        self.resolver = SipResolver(
+            resolver_settings(settings),
+            tuple(sorted({a.transport for a in core.listen})),
+            reactor=reactor,
+            stats=self.engine.stats,
+        )
+        self.engine.resolver = self.resolver
+        self.proxy.resolves_names = True
+        self.media = media_backend(settings, reactor, self.engine)
+        if self.media is not None:
+            self.engine.media = self.media
+            self.proxy.anchors_media = True
+            self.media.setServiceParent(self)  # type: ignore[attr-defined]
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
         self._stream_factories: dict[str, SipStreamFactory] = {}
@@ -374,6 +451,7 @@ class SbcService(service.MultiService):
             "nat_traversal",
             "stun",
             "blocklist",
+            "rtp",
         ):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)
