@@ -6,13 +6,8 @@ C{rtpengine} binary is missing: C{scripts/install-test-deps} installs rtpengine-
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +21,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sbc.core.address import Address
 from sbc.core.media import MediaError
-from sbc.core.ng import NgError, bencode, decode_message, encode_message, ping_command
+from sbc.core.ng import bencode, decode_message, encode_message
 from sbc.core.sdp import media_streams
 from sbc.core.stats import Statistics
 from sbc.net.media import MediaBackend
 from sbc.net.rtpengine import RtpengineClient, RtpengineError, RtpengineTimeoutError
 from tests.helpers import free_port
+from tests.rtpengine_daemon import RTPENGINE, rtpengine_daemon
 
 DAEMON = ("127.0.0.1", 2223)
 SOURCE = Address("udp", "198.51.100.20", 5060)
@@ -203,75 +199,19 @@ class ClientTests(SynchronousTestCase):
 
 # -- a real rtpengine (pytest-twisted runs the reactor) -----------------------------------------
 
-RTPENGINE = shutil.which("rtpengine")
 needs_rtpengine = pytest.mark.skipif(
     RTPENGINE is None,
     reason="rtpengine is not installed (scripts/install-test-deps installs rtpengine-daemon)",
 )
 
 
-def die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the test process dies, even if killed (Linux
-    PR_SET_PDEATHSIG), so a killed test run leaves no daemon behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def wait_for_pong(process: subprocess.Popen, port: int, seconds: float = 20.0) -> bool:
-    """Ping the daemon (blocking) until it answers, it dies or time is up."""
-    deadline = time.monotonic() + seconds
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.2)
-        while time.monotonic() < deadline and process.poll() is None:
-            s.sendto(encode_message("up", ping_command()), ("127.0.0.1", port))
-            try:
-                if decode_message(s.recv(4096)) == ("up", {"result": "pong"}):
-                    return True
-            except (OSError, NgError):
-                continue
-    return False
-
-
 @pytest.fixture
 def rtpengine_port(tmp_path: Any) -> Iterator[int]:
     """A userspace rtpengine on 127.0.0.1 (its ng port); terminated by PID afterwards."""
-    assert RTPENGINE is not None
     ng_port = free_port(socket.SOCK_DGRAM)
     media_min = (free_port(socket.SOCK_DGRAM) & ~1) % 20000 + 40000
-    log_path = tmp_path / "rtpengine.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                RTPENGINE,
-                "--config-file=none",
-                "--foreground",
-                "--log-stderr",
-                "--table=-1",
-                "--interface=127.0.0.1",
-                f"--listen-ng=127.0.0.1:{ng_port}",
-                f"--port-min={media_min}",
-                f"--port-max={media_min + 99}",
-                f"--pidfile={tmp_path / 'rtpengine.pid'}",
-                "--delete-delay=0",
-                "--endpoint-learning=immediate",
-                "--num-threads=2",
-                "--log-level=6",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-    try:
-        if not wait_for_pong(process, ng_port):
-            pytest.fail(f"rtpengine did not answer ping; its log:\n{log_path.read_text()[-4000:]}")
+    with rtpengine_daemon(tmp_path, ng_port, media_min):
         yield ng_port
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ by BYE, CANCEL and media timeout leave no media session behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import sys
 import pytest
 
 from tests.helpers import free_port
+from tests.rtpengine_daemon import RTPENGINE, rtpengine_daemon
 from tests.system.harness import ROOT, SbcProcess, require_sipp
 from tests.system.netns import PRIVATE_UA2_IP, PRIVATE_UA_IP, SBC, SBC_IP, NatLab, finish
 
@@ -30,12 +32,16 @@ def lab2(request):  # type: ignore[no-untyped-def]
         yield built
 
 
+NG_PORT = 2223
+
+
 def start_sbc(lab: NatLab, tmp_path, engine: str) -> SbcProcess:  # type: ignore[no-untyped-def]
     config = tmp_path / "sbc.ini"
     config.write_text(
         f"[core]\nlisten = udp:{SBC}\nalias = sbc.test\n"
         f"[rtp]\nengine = {engine}\nmedia_address = {SBC_IP}\n"
         "port_min = 30000\nport_max = 30099\nmedia_timeout = 30\n"
+        f"rtpengine_sock = udp:127.0.0.1:{NG_PORT}\n"
     )
     return SbcProcess(str(config), prefix=tuple(lab.prefix(lab.pub)))
 
@@ -52,7 +58,18 @@ def phone(lab: NatLab, namespace: str, user: str, ip: str, rtp_port: int, call: 
 
 def call_between_nats(lab: NatLab, tmp_path, engine: str) -> tuple[dict, dict, SbcProcess]:  # type: ignore[no-untyped-def]
     """bob (behind NAT 2) registers and waits; alice (behind NAT 1) calls him; both send
-    and count RTP.  Returns what each phone saw, and the stopped sbc."""
+    and count RTP.  Returns what each phone saw, and the stopped sbc.  With rtpengine, the
+    daemon runs next to sbc on its public address."""
+    with contextlib.ExitStack() as stack:
+        if engine == "rtpengine":
+            if RTPENGINE is None:
+                pytest.skip("rtpengine is not installed (scripts/install-test-deps)")
+            prefix = tuple(lab.prefix(lab.pub))
+            stack.enter_context(rtpengine_daemon(tmp_path, NG_PORT, 40000, SBC_IP, prefix))
+        return _call(lab, tmp_path, engine)
+
+
+def _call(lab: NatLab, tmp_path, engine: str) -> tuple[dict, dict, SbcProcess]:  # type: ignore[no-untyped-def]
     with start_sbc(lab, tmp_path, engine) as sbc:
         sbc.wait_for("listening on ")
         bob = phone(lab, lab.priv2, "bob", PRIVATE_UA2_IP, 7000)
@@ -74,9 +91,11 @@ def call_between_nats(lab: NatLab, tmp_path, engine: str) -> tuple[dict, dict, S
     return caller, callee, sbc
 
 
-def test_two_phones_behind_two_nats_hear_each_other(lab2, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """With the relay, each SDP points at sbc's public address and RTP flows both ways."""
-    caller, callee, sbc = call_between_nats(lab2, tmp_path, "relay")
+@pytest.mark.parametrize("engine", ["relay", "rtpengine"])
+def test_two_phones_behind_two_nats_hear_each_other(lab2, tmp_path, engine: str) -> None:  # type: ignore[no-untyped-def]
+    """Anchored (built-in relay or rtpengine), each SDP points at sbc's public address and
+    RTP flows both ways."""
+    caller, callee, sbc = call_between_nats(lab2, tmp_path, engine)
     assert caller["remote_media"].startswith(f"{SBC_IP}:"), caller
     assert callee["remote_media"].startswith(f"{SBC_IP}:"), callee
     # Until each side's first packet has latched the relay, a few packets may go nowhere.
@@ -85,8 +104,9 @@ def test_two_phones_behind_two_nats_hear_each_other(lab2, tmp_path) -> None:  # 
     assert caller["rtp_from"].startswith(f"{SBC_IP}:") and callee["rtp_from"].startswith(SBC_IP)
     stats = sbc.statistics()
     assert stats["media_calls"] == 0 and stats["anchoring"] == 0, stats
-    assert stats.get("rtp_sessions", 0) == 0, stats
-    assert stats["rtp_relayed_packets"] > 0, stats
+    assert stats["rtp_anchored"] == 2, stats
+    if engine == "relay":
+        assert stats.get("rtp_sessions", 0) == 0 and stats["rtp_relayed_packets"] > 0, stats
 
 
 def test_control_without_anchoring_media_does_not_flow(lab2, tmp_path) -> None:  # type: ignore[no-untyped-def]
