@@ -13,6 +13,7 @@ import random
 import signal
 import socket
 import sys
+from dataclasses import replace
 from typing import Optional
 
 from OpenSSL import crypto
@@ -451,7 +452,6 @@ class SbcService(service.MultiService):
             "nat_traversal",
             "stun",
             "blocklist",
-            "rtp",
         ):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)
@@ -459,6 +459,8 @@ class SbcService(service.MultiService):
         self.proxy.blocklist.settings = new.blocklist
         self.registrar.settings = new.registrar
         self.engine.stun_enabled = new.stun.stun_allow_stun
+        if old.rtp.rtp_policy != new.rtp.rtp_policy:
+            changed.append("rtp_policy")
         if old.pike != new.pike:
             self.engine.pike = Pike(new.pike)
             changed.append("pike")
@@ -467,7 +469,11 @@ class SbcService(service.MultiService):
         if old.core.log_level != new.core.log_level:
             changed.append("log_level")
         keepalive = keepalive_settings(new)
-        restart = [name for name in ("tls", "manhole") if getattr(old, name) != getattr(new, name)]
+        restart = [
+            name for name in ("tls", "manhole", "dns") if getattr(old, name) != getattr(new, name)
+        ]
+        if replace(old.rtp, rtp_policy="") != replace(new.rtp, rtp_policy=""):
+            restart.append("rtp engine, ports or addresses")
         if (old.core.listen, old.core.alias, old.core.advertise) != (
             new.core.listen,
             new.core.alias,

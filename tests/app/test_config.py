@@ -27,6 +27,23 @@ def test_listen_only_is_a_complete_config(tmp_path) -> None:  # type: ignore[no-
     assert settings.tls == defaults().tls
 
 
+def test_dns_blocklist_rtp_values(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The [dns], [blocklist], [rtp] and failover keys reach their settings."""
+    settings = load(
+        write(
+            tmp_path,
+            "[tm]\nfailover_reply_codes = code=403;class=6\n"
+            "[dns]\nnameservers = 127.0.0.1:5353 [::1]\n"
+            "[blocklist]\nblst_methods_add = INVITE REGISTER\n"
+            "[rtp]\nengine = rtpengine\nrtpengine_sock = udp:127.0.0.1:2224\n",
+        )
+    )
+    assert settings.tm.failover_reply_codes == frozenset({403, *range(600, 700)})
+    assert settings.dns.nameservers == (("127.0.0.1", 5353), ("::1", 53))
+    assert settings.blocklist.blst_methods_add == 33
+    assert settings.rtp.rtpengine_sock == Address("udp", "127.0.0.1", 2224)
+
+
 def test_example_config_loads() -> None:
     """etc/sbc.ini is valid (with the throw-away certificate in place)."""
     make_certificates(os.path.join(ROOT, "var", "tls"))
@@ -124,6 +141,35 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         (
             "[core]\nadvertise = bad host\n",
             "sbc.ini:2: [core] advertise: expected host[:port] (IPv6 in brackets), got 'bad host'",
+        ),
+        (
+            "[dns]\nnameservers = 127.0.0.1:5353 ns.example.com\n",
+            "sbc.ini:2: [dns] nameservers: expected a list of ip[:port] (IPv6 in brackets), "
+            "or nothing, got '127.0.0.1:5353 ns.example.com'",
+        ),
+        (
+            "[tm]\nfailover_reply_codes = code=200\n",
+            "sbc.ini:2: [tm] failover_reply_codes: expected code=NNN (300..699) and class=N "
+            "(3..6) items joined by ';', got 'code=200'",
+        ),
+        (
+            "[blocklist]\nblst_methods_add = INVITE FROB\n",
+            "sbc.ini:2: [blocklist] blst_methods_add: expected a method bitmap (1 = INVITE) or "
+            "a list of SIP methods, got 'INVITE FROB'",
+        ),
+        (
+            "[rtp]\nengine = rtpproxy\n",
+            "sbc.ini:2: [rtp] engine: expected relay, rtpengine or off, got 'rtpproxy'",
+        ),
+        (
+            "[rtp]\nport_min = 30000\nport_max = 30001\n",
+            "sbc.ini:3: [rtp] port_max: expected at least port_min + 3 (30003, two RTP/RTCP "
+            "pairs), got 30001",
+        ),
+        (
+            "[core]\nlisten = udp:0.0.0.0:5060\n",
+            "sbc.ini:2: [rtp] media_address: expected an IP address for SDP (the listen "
+            "addresses are all wildcards and there is no [core] advertise), got none",
         ),
     ],
 )

@@ -128,3 +128,21 @@ class WiringTests(SynchronousTestCase):
         finally:
             gc.unfreeze()
             gc.set_threshold(*before)
+
+
+def test_reload_applies_policies_live_and_names_what_needs_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """[blocklist] and rtp_policy apply at once; DNS and the media engine need a restart."""
+    path = tmp_path / "sbc.ini"
+    path.write_text("[core]\nlisten = udp:127.0.0.1:5060\n")
+    service = build_service(load(str(path)), MemoryReactorClock())
+    path.write_text(
+        "[core]\nlisten = udp:127.0.0.1:5060\n"
+        "[blocklist]\nblst_503 = yes\n[rtp]\nrtp_policy = always\nport_min = 32000\n"
+        "[dns]\ndns_srv_lb = no\n"
+    )
+    result = service.reload()
+    assert result["reloaded"] and {"blocklist", "rtp_policy"} <= set(result["changed"])
+    assert "dns" in result["needs_restart"]
+    assert "rtp engine, ports or addresses" in result["needs_restart"]
+    assert service.proxy.blocklist.settings.blst_503
+    assert service.proxy.settings.rtp_policy == "always"
