@@ -277,11 +277,12 @@ def keepalive_settings(settings: Settings) -> KeepaliveSettings:
     return KeepaliveSettings()
 
 
-def client_tls_options(settings: Settings):  # type: ignore[no-untyped-def]
+def client_tls_options(settings: Settings, names: Optional[dict] = None):  # type: ignore[no-untyped-def]
     """Outgoing TLS (SEC-02): for each peer a context that verifies the peer's certificate
     against [tls] ca_list (or the system's roots) and its identity with service_identity
-    (RFC 5922; an IP-literal next hop must be named in the certificate), TLS 1.2 at least.
-    A peer that fails is never talked to: the connection dies and its branches get 503."""
+    (RFC 5922: the domain the next hop was looked up by, from C{names}; an IP-literal next
+    hop must be named in the certificate), TLS 1.2 at least.  A peer that fails is never
+    talked to: the connection dies and its branches get 503."""
     tls = settings.tls
     if tls.ca_list:
         trust = ssl.trustRootFromCertificates(
@@ -294,7 +295,8 @@ def client_tls_options(settings: Settings):  # type: ignore[no-untyped-def]
         trust = ssl.platformTrust()
 
     def options(peer: Address):  # type: ignore[no-untyped-def]
-        return ssl.optionsForClientTLS(peer.host, trustRoot=trust)
+        identity = (names or {}).get(peer, peer.host)
+        return ssl.optionsForClientTLS(identity, trustRoot=trust)
 
     return options
 
@@ -340,7 +342,9 @@ class SbcService(service.MultiService):
         self._stream_factories: dict[str, SipStreamFactory] = {}
         wants_tls = any(a.transport == "tls" for a in core.listen)
         self.connector = StreamConnector(
-            reactor, self.stream_factory("tcp"), client_tls_options(settings) if wants_tls else None
+            reactor,
+            self.stream_factory("tcp"),
+            client_tls_options(settings, self.engine.tls_names) if wants_tls else None,
         )
         self.engine.send_stream = self.connector.send
         self.connector.on_failure = self.engine.transport_failed

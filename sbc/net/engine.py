@@ -28,7 +28,7 @@ from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
-from sbc.core.uri import SipUri
+from sbc.core.uri import SipUri, is_ip_literal
 from sbc.net.flow import Flow
 from sbc.net.log import logger
 from sbc.net.media import MediaBackend
@@ -119,6 +119,9 @@ class SipEngine:
         self.resolver: Optional[Resolver] = None
         self.probe: Optional[UnreachableProbe] = None
         self.media: Optional[MediaBackend] = None
+        #: The domain each TLS next hop found by DNS was looked up by: the identity its
+        #: certificate must show (RFC 5922 §4), not its address.
+        self.tls_names: dict[Address, str] = {}
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -272,11 +275,22 @@ class SipEngine:
             return []
 
         pending.addErrback(failed)
-        pending.addCallback(lambda targets: self._resolved(effect.token, targets))
+        pending.addCallback(lambda targets: self._resolved(effect.token, targets, effect.uri))
 
-    def _resolved(self, token: int, targets: list[Address]) -> None:
+    def _resolved(self, token: int, targets: list[Address], uri: Optional[SipUri] = None) -> None:
         if not targets:
             self.stats.incr("dns_unresolvable")
+        if (
+            uri is not None
+            and not is_ip_literal(uri.host)
+            and any(t.transport == "tls" for t in targets)
+        ):
+            if len(self.tls_names) > 10_000:  # bounded: names are learnt again when needed
+                self.tls_names.clear()
+            domain = uri.host.rstrip(".").lower()
+            for target in targets:
+                if target.transport == "tls":
+                    self.tls_names[target] = domain
         try:
             self.execute(self.proxy.resolved(token, targets, self.clock.seconds()))
         except Exception:

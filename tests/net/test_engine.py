@@ -30,8 +30,8 @@ class _Flow:
         raise AssertionError("the engine sends through its sockets")
 
 
-class SipEngineTests(SynchronousTestCase):
-    """A call through the engine with a fake clock and a recording socket."""
+class _EngineCase(SynchronousTestCase):
+    """An engine with a fake clock and a recording socket."""
 
     def setUp(self) -> None:
         from sbc.core.proxy import ProxySettings
@@ -58,6 +58,10 @@ class SipEngineTests(SynchronousTestCase):
             headers=[("Contact", "<sip:bob@192.0.2.21:5081>")],
         )
         self.deliver(data.replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@sbc.test>"), CALLEE)
+
+
+class SipEngineTests(_EngineCase):
+    """A call through the engine."""
 
     def test_ringing_call_times_out_through_the_rearmed_timer(self) -> None:
         """fr_inv_timer fires from the reactor's clock: CANCEL downstream, 408 upstream."""
@@ -93,3 +97,104 @@ class SipEngineTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.assertEqual(self.engine.stats.get("internal_errors"), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class _Resolver:
+    """Answers every lookup at once with fixed addresses (or fails)."""
+
+    def __init__(self, targets: list[Address], fail: bool = False) -> None:
+        self.targets = targets
+        self.fail = fail
+        self.asked: list[str] = []
+
+    def resolve(self, uri):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import fail, succeed
+
+        self.asked.append(str(uri))
+        return fail(RuntimeError("resolver bug")) if self.fail else succeed(self.targets)
+
+
+class _Media:
+    """A media backend that rewrites SDP by appending a marker line."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def offer(self, call_id, from_tag, to_tag, sdp, source):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import succeed
+
+        self.calls.append(("offer", call_id, from_tag, to_tag))
+        return succeed(sdp + b"a=anchored\r\n")
+
+    def answer(self, call_id, from_tag, to_tag, sdp, source):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import fail
+
+        self.calls.append(("answer", call_id, from_tag, to_tag))
+        return fail(RuntimeError("relay down"))
+
+    def delete(self, call_id, from_tag=None, to_tag=None):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import succeed
+
+        self.calls.append(("delete", call_id))
+        return succeed(None)
+
+
+class EngineDnsAndMediaTests(_EngineCase):
+    """Resolve and Anchor effects carried out through a resolver and a media backend."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.proxy.resolves_names = True
+
+    def invite(self, uri: str, body: bytes = b"") -> bytes:
+        headers = [("Content-Type", "application/sdp")] if body else []
+        return request_bytes(
+            "INVITE",
+            uri,
+            via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKdns;rport",
+            headers=headers,
+            body=body,
+        )
+
+    def test_a_name_is_resolved_and_the_request_sent_there(self) -> None:
+        self.engine.resolver = _Resolver([Address("udp", "192.0.2.40", 5060)])
+        self.deliver(self.invite("sip:x@trunk.example.test"), CALLER)
+        [out] = self.sent_to(("192.0.2.40", 5060))
+        self.assertEqual(out.method, "INVITE")
+        self.assertEqual(self.engine.resolver.asked, ["sip:x@trunk.example.test"])
+
+    def test_a_resolver_failure_is_478(self) -> None:
+        self.engine.resolver = _Resolver([], fail=True)
+        self.deliver(self.invite("sip:x@trunk.example.test"), CALLER)
+        statuses = [m.status for m in self.sent_to(CALLER)]
+        self.assertEqual(statuses, [100, 478])
+        self.assertEqual(self.engine.stats.get("dns_unresolvable"), 1)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_tls_next_hops_remember_the_domain_they_were_found_by(self) -> None:
+        """RFC 5922: the certificate of a TLS hop found by DNS must name the domain."""
+        target = Address("tls", "192.0.2.41", 5061)
+        self.engine.resolver = _Resolver([target])
+        self.engine.send_stream = lambda peer, data: True
+        self.deliver(self.invite("sips:x@Trunk.Example.Test"), CALLER)
+        self.assertEqual(self.engine.tls_names, {target: "trunk.example.test"})
+
+    def test_offer_rewritten_by_the_media_backend_and_a_failed_answer_passes(self) -> None:
+        media = _Media()
+        self.engine.media = media
+        self.proxy.anchors_media = True
+        self.proxy.settings = type(self.proxy.settings)(
+            timers=self.proxy.settings.timers, rtp_policy="always"
+        )
+        self.register_callee()
+        sdp = b"v=0\r\nc=IN IP4 192.0.2.10\r\nm=audio 4000 RTP/AVP 0\r\n"
+        self.deliver(self.invite("sip:bob@sbc.test", sdp), CALLER)
+        [out] = [m for m in self.sent_to(CALLEE) if isinstance(m, Request)]
+        self.assertTrue(out.body.endswith(b"a=anchored\r\n"))
+        answer = make_response(out, 200, body=sdp, content_type="application/sdp")
+        answer = answer.with_header("To", f"{out.get('to')};tag=callee")
+        self.deliver(answer.to_bytes(), CALLEE)
+        [ok] = [m for m in self.sent_to(CALLER) if isinstance(m, Response) and m.status == 200]
+        self.assertEqual(ok.body, sdp)  # the relay failed: the answer goes on unchanged
+        self.assertEqual(self.engine.stats.get("rtp_anchor_failures"), 1)
+        self.assertEqual([c[0] for c in media.calls], ["offer", "answer"])
