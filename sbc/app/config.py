@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
+from sbc.app.routescript import ScriptLoadError, load_script
 from sbc.core.address import Address, parse_address
 from sbc.core.auth import AuthSettings
 from sbc.core.blocklist import METHOD_BITS, BlocklistSettings
@@ -82,6 +83,7 @@ class CoreSettings:
     max_header_length: int = 8192
     tcp_max_connections: int = 2048
     tcp_max_connections_per_source: int = 64
+    route_script: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "max_header_length": _integer(256, 1 << 20),
             "tcp_max_connections": _integer(1, 1_000_000),
             "tcp_max_connections_per_source": _integer(1, 1_000_000),
+            "route_script": _PATH,
         },
     ),
     "tls": (
@@ -820,6 +823,15 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
             f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
             "be set for SIP pings (PING-06), got sip without it"
         )
+    if settings.core.route_script:
+        try:
+            load_script(settings.core.route_script)
+        except ScriptLoadError as error:
+            line = lines.get(("core", "route_script"), 0)
+            raise ConfigError(
+                f"{path}:{line}: [core] route_script: expected a routing script that "
+                f"imports, got {error}"
+            ) from None
     rtp = settings.rtp
     if rtp.port_max < rtp.port_min + 3:
         line = lines.get(("rtp", "port_max"), lines.get(("rtp", None), 0))

@@ -28,6 +28,8 @@ from typing_extensions import override
 from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load, media_address
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
+from sbc.app.routescript import load_script
+from sbc.core import routes_default
 from sbc.core.address import Address
 from sbc.core.auth import AuthSettings, DigestAuth, parse_credentials
 from sbc.core.identity import LocalIdentity
@@ -210,6 +212,13 @@ def _is_local_address(host: str) -> bool:
     return True
 
 
+def route_script(settings: Settings):  # type: ignore[no-untyped-def]
+    """The routing script: [core] route_script, or sbc's own policy (the same API)."""
+    if settings.core.route_script:
+        return load_script(settings.core.route_script)
+    return routes_default
+
+
 def resolver_settings(settings: Settings) -> ResolverSettings:
     """Map [dns] onto the resolver's settings."""
     dns = settings.dns
@@ -314,7 +323,12 @@ class SbcService(service.MultiService):
         identity = LocalIdentity.from_addresses(core.listen, advertise, core.alias)
         self.registrar = Registrar(settings.registrar)
         self.proxy = Proxy(
-            identity, [], self.registrar, proxy_settings(settings), random.SystemRandom()
+            identity,
+            [],
+            self.registrar,
+            proxy_settings(settings),
+            random.SystemRandom(),
+            router=route_script(settings),
         )
         limits = ParseLimits(core.max_message_size, core.max_headers, core.max_header_length)
         self.engine = SipEngine(self.proxy, reactor, limits)
@@ -460,6 +474,9 @@ class SbcService(service.MultiService):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)
         self.proxy.settings = proxy_settings(new)
+        if new.core.route_script or old.core.route_script:
+            self.proxy.router = route_script(new)
+            changed.append("route_script")
         self.proxy.blocklist.settings = new.blocklist
         self.registrar.settings = new.registrar
         self.engine.stun_enabled = new.stun.stun_allow_stun

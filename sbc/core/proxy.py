@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Optional, Union
 
+from sbc.core import routes_default
 from sbc.core.address import TRANSPORTS, Address
 from sbc.core.auth import AuthResult, DigestAuth
 from sbc.core.blocklist import (
@@ -39,25 +41,21 @@ from sbc.core.dialog import DialogCreated, DialogEvent, DialogTable, DialogTermi
 from sbc.core.identity import LocalIdentity
 from sbc.core.keepalive import KeepaliveTable
 from sbc.core.message import Header, Message, Request, Response
-from sbc.core.nat import NatPolicy, nat_uac_test, response_target, stamp_via
+from sbc.core.nat import NatPolicy, response_target, stamp_via
 from sbc.core.natfix import (
     AliasError,
-    add_contact_alias,
-    add_rcv_param,
-    fix_nated_contact,
     handle_ruri_alias,
     source_uri,
 )
 from sbc.core.registrar import Registrar, aor_of
 from sbc.core.reply import REASONS, make_response
+from sbc.core.routescript import FailureContext, ReplyContext, RequestContext, ScriptExit
 from sbc.core.routing import (
-    RouteOutcome,
     loose_route,
     record_route_value,
     uri_target,
     with_routes,
 )
-from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.transaction import (
     ClientTransaction,
     ResponseReceived,
@@ -115,8 +113,6 @@ ALLOW = (
 SUPPORTED: tuple[str, ...] = ()
 #: Bodies sbc understands.
 ACCEPT = ("application/sdp",)
-#: Methods whose initial request creates a dialog: sbc record-routes them.
-_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _BRANCH_PREFIX = "z9hG4bKsbc"
 
 
@@ -166,9 +162,6 @@ Effect = Union[Send, DialogEvent, Notice, Resolve, Anchor, ReleaseMedia]
 #: One branch to create: the request for it, the next hop (an address, or a URI whose
 #: host needs DNS), and the socket to send from (None: any socket that fits the next hop).
 Hop = tuple[Request, Union[Address, SipUri], Optional[Address]]
-#: Replies from a NATed UAS are judged by these tests only: the Via-based ones (2, 4, 16)
-#: look at sbc's own Via on a reply.
-_REPLY_TESTS = 1 | 8 | 32 | 128 | 256
 
 
 @dataclass(frozen=True)
@@ -253,6 +246,14 @@ class _MediaCall:
     answers: dict[tuple[Optional[str], int], bytes] = field(default_factory=dict)
 
 
+def _describe(error: Exception) -> str:
+    """A script error's traceback on one line: the exception, then the frames from the
+    innermost out (C{file:line in function})."""
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # without the proxy's own call
+    where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
+    return f"{type(error).__name__}: {error}" + (f" ({where})" if where else "")
+
+
 def _retry_after(response: Response) -> Optional[int]:
     """The seconds of a Retry-After header (RFC 3261 §20.33), None when absent or bad."""
     value = response.get("retry-after")
@@ -300,6 +301,7 @@ class _Forwarding:
         local: Address,
         loop_hash: str,
         natted: bool,
+        rr_params: Optional[str] = None,
     ) -> None:
         self.server = server
         self.branches: list[_Branch] = []
@@ -309,6 +311,12 @@ class _Forwarding:
         self.local = local
         self.loop_hash = loop_hash
         self.natted = natted
+        #: Record-Route parameters (None: the request is not record-routed).
+        self.rr_params = rr_params
+        #: The script asked for nat_keepalive(): keep the sender alive (K: KA).
+        self.keepalive = False
+        #: The script's failure route, run once when every branch failed.
+        self.failure_route: Optional[Callable[[FailureContext], None]] = None
         #: Steps still running elsewhere (DNS lookups, media anchoring) before branches
         #: can be created; the request is not complete while any is pending.
         self.pending = 0
@@ -336,8 +344,12 @@ class Proxy:
         registrar: Registrar,
         settings: ProxySettings = ProxySettings(),
         rng: Optional[Random] = None,
+        router: Any = None,
     ) -> None:
         self.identity = identity
+        #: The routing script (a module or object with request_route and optionally
+        #: reply_route); sbc's own policy by default.
+        self.router = router if router is not None else routes_default
         self.sockets = list(sockets)
         self.registrar = registrar
         self.settings = settings
@@ -498,29 +510,7 @@ class Proxy:
         if request.method == "BYE":
             effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
             effects += self._release_media(request.call_id)
-        # Only the first hop judges and fixes a client: behind another proxy the client's
-        # NAT was that proxy's to handle (and its alias must survive).
-        natted = (
-            bool(policy.nat_uac_test)
-            and len(request.vias) == 1
-            and nat_uac_test(request, source, policy.nat_uac_test, policy.ranges)
-        )
-        return effects + self._route(request, server, source, local, now, natted)
-
-    def _fix_from_nated(self, message: Message, source: Address) -> Message:
-        """Contact alias or rewrite, and SDP, on a message from a client behind NAT."""
-        policy = self.settings.nat
-        if policy.contact_fix == "alias":
-            message = add_contact_alias(message, source)
-        elif policy.contact_fix == "rewrite":
-            message = fix_nated_contact(message, source)
-        if policy.fix_nated_sdp and message.body:
-            try:
-                body, changed = fix_nated_sdp(message.body, policy.fix_nated_sdp, source.host)
-            except SdpError:
-                return message
-            message = message.with_body(body)
-        return message
+        return effects + self._route(request, server, source, local, now)
 
     def _needs_auth(self, request: Request) -> bool:
         """REGISTERs for our domains, and initial INVITEs from our users, must authenticate."""
@@ -609,130 +599,115 @@ class Proxy:
         source: Address,
         local: Address,
         now: float,
-        natted: bool = False,
     ) -> list[Effect]:
-        """Decide where the request goes and forward it, or answer it locally."""
-        original = request
-        routed = loose_route(request, self.identity)
-        if len(request.vias) == 1 and any(
-            isinstance(c.uri, SipUri) and c.uri.param("nat") == "yes" for c in routed.consumed
-        ):
-            natted = True  # RR-10: the dialog was marked NATed when it was set up
-        request = routed.request
-        if natted and request.method != "REGISTER":
-            fixed = self._fix_from_nated(request, source)
-            assert isinstance(fixed, Request)
-            request = fixed
-        hop = routed.next_hop
-        if hop is None and routed.consumed:
-            path_target = self._path_target(routed.consumed)
-            if path_target is not None:
-                # A request from the core registrar along the Path we put in the REGISTER.
-                return self._forward(
-                    original, server, [(request, path_target, None)], source, local, now, natted
+        """The routing script decides where the request goes (K: request_route)."""
+        ctx = RequestContext(self, request, server, source, local, now)
+        try:
+            self.router.request_route(ctx)
+        except ScriptExit:
+            pass
+        except Exception as error:
+            return ctx.effects + self._script_failed(ctx, error, "request_route")
+        if not ctx.done:
+            self._notices.append(
+                Notice(
+                    "script_no_action", (("method", request.method), ("call_id", request.call_id))
                 )
-        if self.settings.nat.contact_fix == "alias" and (hop is None or hop == request.uri):
-            # Our own alias in the R-URI names the NAT binding of the UA (FIX-08).
-            try:
-                request, alias_target = handle_ruri_alias(request)
-            except AliasError as error:
-                return self._reply(server, make_response(original, 400, str(error)), now)
-            if alias_target is not None:
-                hops: list[Hop] = [(request, alias_target, None)]
-                return self._forward(original, server, hops, source, local, now, natted)
-        if (
-            hop is None
-            and routed.outcome is RouteOutcome.NEXT_HOP
-            and isinstance(request.uri, SipUri)
-            and not self.identity.is_myself(request.uri)
-        ):
-            hop = request.uri  # in-dialog: our Route entries consumed, R-URI is the target
-        answer: Union[Response, list[Hop]]
-        if hop is not None:
-            target = self._hop_target(hop)
-            answer = [(request, target, None)] if target is not None else _unresolvable(original)
-        else:
-            answer = self._local(request, original, source, local, now, natted)
-        if isinstance(answer, Response):
-            return self._reply(server, answer, now)
-        return self._forward(original, server, answer, source, local, now, natted)
+            )
+            return ctx.effects + self._reply(server, make_response(request, 500, "Not Routed"), now)
+        return ctx.effects
 
-    def _local(
-        self,
-        request: Request,
-        original: Request,
-        source: Address,
-        local: Address,
-        now: float,
-        natted: bool = False,
-    ) -> Union[Response, list[Hop]]:
-        """Requests whose R-URI is not forwarded as is: ours (registrar, lookup, OPTIONS),
-        or another domain's (outbound proxy / R-URI host)."""
-        uri = request.uri
-        if isinstance(uri, SipUri) and self.identity.is_myself(uri):
-            if request.method == "REGISTER" and self.settings.registrar_uri is not None:
-                return self._register_upstream(request, original, source, local, natted)
-            if request.method == "REGISTER":
-                keep = natted and self.settings.nat.register_fix == "received"
-                result = self.registrar.register(
-                    request, source, local, now, received=source if keep else None
-                )
-                if result.status == 200:
-                    self._notices.append(self._registration_notice(request, source, keep, now))
-                if result.status == 200 and self.keepalive is not None:
-                    user = aor_of(request.to.uri) or ""
-                    mine = self.registrar.bindings_from(user, source, now)
-                    until = max((b.expires_at for b in mine), default=0.0)
-                    natted_binding = any(b.received is not None for b in mine)
-                    self.keepalive.registered(source, local, until, now, natted_binding)
-                return make_response(
-                    original, result.status, result.reason or None, headers=result.headers
-                )
-            if uri.user is None or request.to.tag is not None:
-                if request.method == "OPTIONS":
-                    return make_response(
-                        original,
-                        200,
-                        headers=[
-                            ("Allow", ", ".join(ALLOW)),
-                            ("Supported", ", ".join(SUPPORTED)),
-                            ("Accept", ", ".join(ACCEPT)),
-                        ],
-                    )
-                return make_response(original, 404)
-            bindings = self.registrar.lookup(uri.user, now)
-            if bindings is None:
-                return make_response(original, 404)
-            if not bindings:
-                return make_response(original, 480)
-            targets: list[Hop] = []
-            for binding in bindings:
-                branch_request = request.with_uri(binding.uri)
-                if binding.path:
-                    # RFC 3327: the Path becomes a pre-loaded route to the edge proxy.
-                    first = binding.path[0].uri
-                    hop = self._hop_target(first) if isinstance(first, SipUri) else None
-                    if hop is not None:
-                        targets.append((with_routes(branch_request, list(binding.path)), hop, None))
-                    continue
-                if binding.source.reliable:
-                    # TCP/TLS: over the very connection the REGISTER came on.
-                    targets.append((branch_request, binding.source, binding.local))
-                elif binding.received is not None:
-                    # Behind NAT: to the NAT binding, from the socket it was made with.
-                    targets.append((branch_request, binding.received, binding.local))
-                elif (target := self._hop_target(binding.uri)) is not None:
-                    targets.append((branch_request, target, None))
-            return targets or make_response(original, 480)
-        if self.settings.outbound_proxy is not None:
-            target = self._hop_target(self.settings.outbound_proxy)
-            return [(request, target, None)] if target is not None else _unresolvable(original)
-        if isinstance(uri, SipUri):
-            target = self._hop_target(uri)
-            return [(request, target, None)] if target is not None else _unresolvable(original)
-        return make_response(original, 404)
+    def _script_failed(self, ctx: RequestContext, error: Exception, route: str) -> list[Effect]:
+        """K: a script that raises: 500 (if nothing was answered yet), one log line with
+        the traceback, counted; sbc goes on serving."""
+        self._notices.append(
+            Notice("script_error", (("route", route), ("error", _describe(error))))
+        )
+        if ctx.done:
+            return []
+        ctx.done = True
+        return self._reply(ctx.server, make_response(ctx.original, 500, "Script Error"), ctx.now)
 
-    def _hop_target(self, uri: SipUri) -> Union[Address, SipUri, None]:
+    # -- what the routing script's functions do (see sbc.core.routescript) -------------------
+    def reply_peer(self, request: Request, source: Address) -> Address:
+        """Where responses to C{request} go (its Via, or the connection it came on)."""
+        return self._reply_peer(request, source)
+
+    def reply_to(
+        self, ctx: RequestContext, code: int, reason: Optional[str], headers: Any = ()
+    ) -> list[Effect]:
+        """sl_send_reply: answer through the request's server transaction."""
+        response = make_response(ctx.original, code, reason, headers=headers)
+        return self._reply(ctx.server, response, ctx.now)
+
+    def options_reply(self, ctx: RequestContext) -> list[Effect]:
+        return self.reply_to(
+            ctx,
+            200,
+            None,
+            [
+                ("Allow", ", ".join(ALLOW)),
+                ("Supported", ", ".join(SUPPORTED)),
+                ("Accept", ", ".join(ACCEPT)),
+            ],
+        )
+
+    def forget(self, ctx: RequestContext) -> None:
+        """drop: the server transaction goes without an answer."""
+        ctx.server.state = State.TERMINATED
+        self._server_done(ctx.server)
+
+    def save_location(self, ctx: RequestContext) -> int:
+        """save("location"): the built-in registrar stores the bindings and answers."""
+        request, source, local, now = ctx.request, ctx._source, ctx.local, ctx.now
+        keep = ctx.natted_register
+        result = self.registrar.register(
+            request, source, local, now, received=source if keep else None
+        )
+        if result.status == 200:
+            self._notices.append(self._registration_notice(request, source, keep, now))
+        if result.status == 200 and self.keepalive is not None and ctx.keepalive:
+            user = aor_of(request.to.uri) or ""
+            mine = self.registrar.bindings_from(user, source, now)
+            until = max((b.expires_at for b in mine), default=0.0)
+            natted_binding = any(b.received is not None for b in mine)
+            self.keepalive.registered(source, local, until, now, natted_binding)
+        response = make_response(
+            ctx.original, result.status, result.reason or None, headers=result.headers
+        )
+        ctx.effects += self._reply(ctx.server, response, now)
+        return result.status
+
+    def lookup_location(self, ctx: RequestContext) -> Optional[list[Hop]]:
+        """lookup("location"): a hop per live binding of the Request-URI's user (None:
+        never registered)."""
+        uri = ctx.request.uri
+        if not isinstance(uri, SipUri) or uri.user is None:
+            return None
+        bindings = self.registrar.lookup(uri.user, ctx.now)
+        if bindings is None:
+            return None
+        targets: list[Hop] = []
+        for binding in bindings:
+            branch_request = ctx.request.with_uri(binding.uri)
+            if binding.path:
+                # RFC 3327: the Path becomes a pre-loaded route to the edge proxy.
+                first = binding.path[0].uri
+                hop = self.hop_target(first) if isinstance(first, SipUri) else None
+                if hop is not None:
+                    targets.append((with_routes(branch_request, list(binding.path)), hop, None))
+                continue
+            if binding.source.reliable:
+                # TCP/TLS: over the very connection the REGISTER came on.
+                targets.append((branch_request, binding.source, binding.local))
+            elif binding.received is not None:
+                # Behind NAT: to the NAT binding, from the socket it was made with.
+                targets.append((branch_request, binding.received, binding.local))
+            elif (target := self.hop_target(binding.uri)) is not None:
+                targets.append((branch_request, target, None))
+        return targets
+
+    def hop_target(self, uri: SipUri) -> Union[Address, SipUri, None]:
         """Where C{uri} points: its address when the host is an IP literal, the URI itself
         when its host needs DNS (and sbc has a resolver), else None (478)."""
         target = uri_target(uri)
@@ -743,38 +718,66 @@ class Proxy:
             return uri
         return None
 
-    def _register_upstream(
-        self, request: Request, original: Request, source: Address, local: Address, natted: bool
-    ) -> Union[Response, list[Hop]]:
-        """Edge proxy mode: relay a REGISTER to C{registrar_uri} with a Path header naming
-        us (RFC 3327), carrying the NAT address as C{;received=} when the client is behind
-        NAT, and the Contacts marked with add_rcv_param (TV-11)."""
-        registrar = self.settings.registrar_uri
-        assert registrar is not None
-        target = self._hop_target(registrar)
-        if target is None:
-            return _unresolvable(original)
-        socket = self._socket_for(
-            target if isinstance(target, Address) else Address(registrar.transport, "0.0.0.0", 0),
-            local,
-        )
-        if socket is None:
-            return make_response(original, 503, "No socket for the registrar's transport")
-        host, port = self._via_host(socket)
-        path = f"sip:{format_host(host)}:{port}"
-        if socket.transport != "udp":
-            path += f";transport={socket.transport}"
-        path += ";lr"
-        if natted and self.settings.nat.register_fix != "off":
-            path += f";received={escape_param(source_uri(source))}"
-            fixed = add_rcv_param(request, source)
-            assert isinstance(fixed, Request)
-            request = fixed
-        out = request.with_header_first("Path", f"<{path}>")
-        assert isinstance(out, Request)
-        return [(out, target, socket)]
+    _hop_target = hop_target
 
-    def _path_target(self, consumed: tuple) -> Optional[Address]:
+    def relay(self, ctx: RequestContext) -> bool:
+        """t_relay: forward statefully to the context's hops; False when none is usable
+        (nothing is sent or answered then)."""
+        hops = ctx.hops()
+        if any(target is None for _, target, _ in hops):
+            return False
+        if ctx.path is not None:
+            hops = self._with_path(ctx, hops)  # type: ignore[arg-type]
+            if not hops:
+                ctx.effects += self._reply(
+                    ctx.server,
+                    make_response(ctx.original, 503, "No socket for the registrar's transport"),
+                    ctx.now,
+                )
+                ctx.done = True
+                return True
+        effects = self._forward(
+            ctx.original,
+            ctx.server,
+            hops,  # type: ignore[arg-type]
+            ctx._source,
+            ctx.local,
+            ctx.now,
+            ctx.natted,
+            ctx.record_route_params,
+            media=ctx.media_requested,
+        )
+        forwarding = self._forwardings.get(server_key(ctx.original))
+        if forwarding is not None:
+            forwarding.keepalive = ctx.keepalive
+            forwarding.failure_route = ctx.failure_route
+        ctx.effects += effects
+        return True
+
+    def _with_path(self, ctx: RequestContext, hops: list[Hop]) -> list[Hop]:
+        """Edge mode (RFC 3327): a Path naming the socket the REGISTER leaves from, with the
+        NAT address as C{;received=} when asked."""
+        out: list[Hop] = []
+        for request, target, preferred in hops:
+            probe = (
+                target if isinstance(target, Address) else Address(target.transport, "0.0.0.0", 0)
+            )
+            socket = self._socket_for(probe, preferred or ctx.local)
+            if socket is None:
+                continue
+            host, port = self._via_host(socket)
+            path = f"sip:{format_host(host)}:{port}"
+            if socket.transport != "udp":
+                path += f";transport={socket.transport}"
+            path += ";lr"
+            if ctx.path:
+                path += f";received={escape_param(source_uri(ctx._source))}"
+            with_path = request.with_header_first("Path", f"<{path}>")
+            assert isinstance(with_path, Request)
+            out.append((with_path, target, socket))
+        return out
+
+    def path_target(self, consumed: tuple) -> Optional[Address]:
         """The NAT address our own Path entry carried (C{;received=}), if any."""
         for entry in consumed:
             uri = entry.uri
@@ -784,6 +787,51 @@ class Proxy:
                 if isinstance(parsed, SipUri):
                     return uri_target(parsed)
         return None
+
+    @property
+    def media_calls(self) -> dict:
+        return self._media_calls
+
+    def release_media(self, call_id: str) -> list[Effect]:
+        return self._release_media(call_id)
+
+    @staticmethod
+    def any_timeout(forwarding: _Forwarding) -> bool:
+        """t_branch_timeout: did a branch end with a local 408?"""
+        return any(
+            b.faked and b.final is not None and b.final.status == 408 for b in forwarding.branches
+        )
+
+    def relay_again(self, ctx: FailureContext, uri: SipUri) -> bool:
+        """t_relay in a failure route: one more branch (serial forking)."""
+        target = self.hop_target(uri)
+        if target is None:
+            return False
+        forwarding = ctx._forwarding
+        request = ctx.request
+        if isinstance(target, SipUri):
+            token = next(self._tokens)
+            self._resolving[token] = (forwarding, _Destination(request, None, []))
+            forwarding.pending += 1
+            ctx.effects.append(Resolve(token, target))
+            return True
+        started = self._start_branch(forwarding, _Destination(request, None, [target]), ctx.now)
+        if started is None:
+            return False
+        ctx.effects += started
+        return True
+
+    def reply_failure(self, ctx: FailureContext, code: int, reason: Optional[str]) -> list[Effect]:
+        """t_reply in a failure route: this answer upstream instead of the best reply."""
+        forwarding = ctx._forwarding
+        forwarding.final_sent = True
+        request = forwarding.server.request
+        effects: list[Effect] = []
+        if request.method == "INVITE" and request.to.tag is None:
+            effects += self._release_media(request.call_id)
+        return effects + self._reply(
+            forwarding.server, make_response(request, code, reason), ctx.now
+        )
 
     def _socket_for(self, target: Address, preferred: Address) -> Optional[Address]:
         if preferred.transport == target.transport and preferred.family == target.family:
@@ -806,17 +854,17 @@ class Proxy:
         socket: Address,
         inbound: Address,
         branch: str,
-        natted: bool = False,
+        rr_params: Optional[str] = None,
     ) -> Request:
-        """The copy for one branch: Max-Forwards, Record-Route, our Via (§16.6)."""
+        """The copy for one branch: Max-Forwards, Record-Route (when the script asked for
+        it, with its parameters), our Via (§16.6)."""
         mf = request.max_forwards
         out = request.with_header("Max-Forwards", str((mf if mf is not None else 70) - 1))
-        if original.method in _DIALOG_CREATING and original.to.tag is None:
+        if rr_params is not None:
             rr = {
                 "ftag": original.from_.tag if self.settings.append_fromtag else None,
                 "advertise": self.settings.advertise,
-                # RR-10: the dialog remembers that its caller is behind NAT.
-                "params": ";nat=yes" if natted else "",
+                "params": rr_params,
             }
             double = self.settings.enable_double_rr == 2 or (
                 self.settings.enable_double_rr == 1 and socket != inbound
@@ -848,6 +896,8 @@ class Proxy:
         local: Address,
         now: float,
         natted: bool = False,
+        rr_params: Optional[str] = None,
+        media: bool = False,
     ) -> list[Effect]:
         lifetime = (
             self.settings.max_inv_lifetime
@@ -855,10 +905,12 @@ class Proxy:
             else self.settings.max_noninv_lifetime
         )
         # The loop hash is the same for every branch of the request.
-        forwarding = _Forwarding(server, now + lifetime, local, self._loop_hash(original), natted)
+        forwarding = _Forwarding(
+            server, now + lifetime, local, self._loop_hash(original), natted, rr_params
+        )
         self._forwardings[server_key(original)] = forwarding
         self._schedule(forwarding)
-        if self._media_for_request(original, targets, natted) and has_sdp(targets[0][0]):
+        if media and self._media_for_request(original, targets, natted) and has_sdp(targets[0][0]):
             # K: RTP-04: the offer goes through the media relay before any branch starts.
             request = targets[0][0]
             forwarding.pending += 1
@@ -990,7 +1042,7 @@ class Proxy:
                 socket,
                 forwarding.local,
                 branch_id,
-                forwarding.natted,
+                forwarding.rr_params,
             )
             client = ClientTransaction(out, target, socket, self.settings.timers)
             branch = _Branch(client, destination=destination)
@@ -1177,25 +1229,21 @@ class Proxy:
             if self.keepalive is not None and self.keepalive.reply(response, source, now):
                 return []  # KA-05: replies to our pings are consumed, never routed
             return self._stray_response(response)
-        if self._from_nated_uas(response, client.request, source):
-            fixed = self._fix_from_nated(response, source)
-            assert isinstance(fixed, Response)
-            response = fixed
+        reply_route = getattr(self.router, "reply_route", None)
+        if reply_route is not None and response.status > 100:
+            ctx = ReplyContext(self, response, client.request, source)
+            try:
+                reply_route(ctx)
+                response = ctx.response
+            except ScriptExit:
+                response = ctx.response
+            except Exception as error:
+                self._notices.append(
+                    Notice("script_error", (("route", "reply_route"), ("error", _describe(error))))
+                )
         effects = self._client_effects(client, client.receive_response(response, now), now)
         self._flush_notices(effects)
         return effects
-
-    def _from_nated_uas(self, response: Response, sent: Request, source: Address) -> bool:
-        """A reply whose sender is behind NAT, judged only when that sender is the UA itself
-        (RR-10: no proxy beyond us added Record-Route entries), by the tests that look at
-        the reply rather than at our own Via."""
-        policy = self.settings.nat
-        tests = policy.nat_uac_test & _REPLY_TESTS
-        if not tests or not response.has("contact"):
-            return False
-        if len(response.record_routes) > len(sent.record_routes):
-            return False
-        return nat_uac_test(response, source, tests, policy.ranges)
 
     def _stray_response(self, response: Response) -> list[Effect]:
         """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias
@@ -1262,7 +1310,7 @@ class Proxy:
             return []
         if upstream.status >= 200:
             forwarding.final_sent = True
-        if 200 <= upstream.status < 300 and self.keepalive is not None:
+        if 200 <= upstream.status < 300 and self.keepalive is not None and forwarding.keepalive:
             self._keepalive_condition(server, upstream, now)
         return self._reply(server, upstream, now)
 
@@ -1301,7 +1349,9 @@ class Proxy:
             key = event.dialog.key
             if isinstance(event, DialogTerminated):
                 table.dialog_ended(key, now)
-            elif isinstance(event, DialogCreated) and forwarding is not None:
+            elif (
+                isinstance(event, DialogCreated) and forwarding is not None and forwarding.keepalive
+            ):
                 server = forwarding.server
                 table.dialog_started(key, server.peer, server.local, now)
                 if branch is not None:
@@ -1474,6 +1524,22 @@ class Proxy:
         assert best is not None
         invite = forwarding.server.request
         effects: list[Effect] = []
+        failure_route = forwarding.failure_route
+        if failure_route is not None and not forwarding.cancel_requested and best.status < 600:
+            forwarding.failure_route = None  # K: TM-15, once per transaction here
+            ctx = FailureContext(self, forwarding, best, now)
+            try:
+                failure_route(ctx)
+            except ScriptExit:
+                pass
+            except Exception as error:
+                self._notices.append(
+                    Notice(
+                        "script_error", (("route", "failure_route"), ("error", _describe(error)))
+                    )
+                )
+            if ctx.done:
+                return ctx.effects
         if invite.method == "INVITE" and invite.to.tag is None:
             effects += self._release_media(invite.call_id)
         if invite.method == "INVITE" and best.status == 408:

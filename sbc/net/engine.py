@@ -379,6 +379,12 @@ class SipEngine:
                 self._anchor(effect)
             elif isinstance(effect, ReleaseMedia):
                 self._release_media(effect)
+            elif isinstance(effect, Notice) and effect.event == "script_error":
+                self.stats.incr("script_errors")
+                log.error(
+                    "routing script error: {details}",
+                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
+                )
             elif isinstance(effect, Notice):
                 log.info(
                     "{event}: {details}",

@@ -93,7 +93,7 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "[core]\nlisten = udp:127.0.0.1\n\nfoo = 1\n",
             "sbc.ini:4: [core] foo: expected one of listen, advertise, alias, outbound_proxy, "
             "max_message_size, log_level, tcp_connection_lifetime, max_headers, "
-            "max_header_length, tcp_max_connections, tcp_max_connections_per_source, "
+            "max_header_length, tcp_max_connections, tcp_max_connections_per_source, route_script, "
             "got an unknown key",
         ),
         (

@@ -8,11 +8,13 @@ The control test switches NAT fixing off and shows the inbound call failing.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.system.harness import SbcProcess, run_sipp, sipp_command, sipp_summary
 from tests.system.netns import (
     PRIVATE_UA_IP,
@@ -28,10 +30,21 @@ from tests.system.netns import (
 pytestmark = pytest.mark.system
 
 
-def start_sbc(lab: NatLab, tmp_path, nat_fixing: bool = True) -> SbcProcess:  # type: ignore[no-untyped-def]
+#: The routing script with Kamailio's classic NAT recipes (issue #10): every test but the
+#: control runs with sbc's own policy and with that script, unchanged.
+RECIPES = os.path.join(ROOT, "etc", "routes_nat_recipes.py")
+
+
+@pytest.fixture(params=["builtin", "recipes"])
+def policy(request) -> str:  # type: ignore[no-untyped-def]
+    """The [core] route_script line: none (sbc's own policy) or the NAT-recipes script."""
+    return f"route_script = {RECIPES}\n" if request.param == "recipes" else ""
+
+
+def start_sbc(lab: NatLab, tmp_path, nat_fixing: bool = True, policy: str = "") -> SbcProcess:  # type: ignore[no-untyped-def]
     config = tmp_path / "sbc.ini"
     text = (
-        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n"
+        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n{policy}"
         "[tm]\nfr_timer = 3000\nfr_inv_timer = 5000\n"
     )
     if not nat_fixing:
@@ -52,9 +65,9 @@ def phone(
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
-def test_public_caller_reaches_the_phone_behind_nat(lab, tmp_path, transport: str) -> None:  # type: ignore[no-untyped-def]
+def test_public_caller_reaches_the_phone_behind_nat(lab, tmp_path, policy, transport: str) -> None:  # type: ignore[no-untyped-def]
     """REGISTER with a private Contact, then a public call in: full call, caller hangs up."""
-    with start_sbc(lab, tmp_path) as sbc:
+    with start_sbc(lab, tmp_path, policy=policy) as sbc:
         sbc.wait_for("listening on ", count=2)
         ua = phone(lab, tmp_path, "nat_ua_answer.xml", transport)
         try:
@@ -76,9 +89,9 @@ def test_public_caller_reaches_the_phone_behind_nat(lab, tmp_path, transport: st
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
-def test_phone_behind_nat_hangs_up(lab, tmp_path, transport: str) -> None:  # type: ignore[no-untyped-def]
+def test_phone_behind_nat_hangs_up(lab, tmp_path, policy, transport: str) -> None:  # type: ignore[no-untyped-def]
     """The NATed callee's BYE reaches the public caller."""
-    with start_sbc(lab, tmp_path) as sbc:
+    with start_sbc(lab, tmp_path, policy=policy) as sbc:
         sbc.wait_for("listening on ", count=2)
         ua = phone(lab, tmp_path, "nat_ua_answer_bye.xml", transport)
         try:
@@ -99,9 +112,9 @@ def test_phone_behind_nat_hangs_up(lab, tmp_path, transport: str) -> None:  # ty
         sbc.assert_clean_stop()
 
 
-def test_phone_behind_nat_calls_out_and_is_hung_up_on(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_phone_behind_nat_calls_out_and_is_hung_up_on(lab, tmp_path, policy) -> None:  # type: ignore[no-untyped-def]
     """The NATed phone calls a public UA; the public side's BYE reaches the phone."""
-    with start_sbc(lab, tmp_path) as sbc:
+    with start_sbc(lab, tmp_path, policy=policy) as sbc:
         sbc.wait_for("listening on ", count=2)
         pub = tuple(lab.prefix(lab.pub))
         registered = run_sipp(
@@ -173,14 +186,14 @@ def test_control_without_nat_fixing_the_inbound_call_fails(lab, tmp_path) -> Non
         sbc.assert_clean_stop()
 
 
-def test_edge_proxy_registers_upstream_with_path(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_edge_proxy_registers_upstream_with_path(lab, tmp_path, policy) -> None:  # type: ignore[no-untyped-def]
     """registrar_uri: the edge relays the phone's REGISTER to a core registrar with Path
     (RFC 3327); a call placed at the core comes back along that Path and through the NAT."""
     core_config = tmp_path / "core.ini"
-    core_config.write_text(f"[core]\nlisten = udp:{SBC_IP}:5062\nalias = sbc.test\n")
+    core_config.write_text(f"[core]\nlisten = udp:{SBC_IP}:5062\nalias = sbc.test\n{policy}")
     edge_config = tmp_path / "edge.ini"
     edge_config.write_text(
-        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n"
+        f"[core]\nlisten = udp:{SBC} tcp:{SBC}\nalias = sbc.test\n{policy}"
         f"[registrar]\nregistrar_uri = sip:{SBC_IP}:5062\n"
     )
     pub = tuple(lab.prefix(lab.pub))

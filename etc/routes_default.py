@@ -1,0 +1,1 @@
+../sbc/core/routes_default.py

@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.core.test_routescript -*-
+"""
+sbc's built-in routing policy, written as a routing script (see L{sbc.core.routescript}
+for the API).  The [nat], [registrar], [core] and [rtp] settings steer it; copy this file
+(it is also C{etc/routes_default.py}) and name the copy in C{[core] route_script} to
+change what sbc does.
+"""
+
+from __future__ import annotations
+
+#: Methods whose initial request creates a dialog: sbc record-routes them.
+DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY")
+#: Replies from a NATed UAS are judged by these nat_uac_test flags only: the Via-based
+#: ones (2, 4, 16) would look at sbc's own Via.
+REPLY_TESTS = 1 | 8 | 32 | 128 | 256
+
+
+def fix_nated(msg, nat) -> None:  # type: ignore[no-untyped-def]
+    """Contact alias or rewrite, and SDP, for a message from a client behind NAT."""
+    if nat.contact_fix == "alias":
+        msg.add_contact_alias()
+    elif nat.contact_fix == "rewrite":
+        msg.fix_nated_contact()
+    if nat.fix_nated_sdp and msg.has_body:
+        msg.fix_nated_sdp(nat.fix_nated_sdp)
+
+
+def request_route(msg) -> None:  # type: ignore[no-untyped-def]
+    nat = msg.nat_policy
+    # Only the first hop judges and fixes a client: behind another proxy the client's NAT
+    # was that proxy's to handle (and its alias must survive).
+    natted = bool(nat.nat_uac_test) and msg.first_hop and msg.nat_uac_test(nat.nat_uac_test)
+    routed = msg.loose_route()
+    if msg.first_hop and msg.check_route_param(r";nat=yes"):
+        natted = True  # the dialog was marked NATed when it was set up
+    if natted and not msg.is_method("REGISTER"):
+        fix_nated(msg, nat)
+    if natted:
+        msg.natted = True
+        msg.add_rr_param(";nat=yes")
+    if msg.initial and msg.is_method(*DIALOG_CREATING):
+        msg.record_route()
+    if msg.is_method("REGISTER", "SUBSCRIBE") or (msg.is_method("INVITE") and msg.initial):
+        msg.nat_keepalive()
+    if msg.du is None and msg.path_received():
+        relay(msg)  # from the core registrar, along the Path we added
+        return
+    if nat.contact_fix == "alias" and (msg.du is None or msg.du == msg.ru):
+        alias = msg.handle_ruri_alias()
+        if alias == -1:
+            msg.sl_send_reply(400, "Bad alias parameter in Request-URI")
+            return
+        if alias == 1:
+            relay(msg)
+            return
+    if msg.du is None and routed == 1 and msg.is_sip_uri and not msg.is_myself():
+        relay(msg)  # in dialog: our Route entries consumed, the Request-URI is the target
+        return
+    if msg.du is not None:
+        relay(msg)
+        return
+    local(msg, natted)
+
+
+def relay(msg) -> None:  # type: ignore[no-untyped-def]
+    msg.rtp_offer()  # anchors only when [rtp] rtp_policy says so
+    if not msg.t_relay():
+        msg.sl_send_reply(478, "Unresolvable destination")
+
+
+def local(msg, natted: bool) -> None:  # type: ignore[no-untyped-def]
+    """Requests for our domains (registrar, location, OPTIONS) or for others."""
+    if msg.is_myself():
+        if msg.is_method("REGISTER"):
+            if msg.registrar_uri is not None:
+                # Edge mode: relay to the core registrar with a Path naming us (RFC 3327).
+                if natted and msg.nat_policy.register_fix != "off":
+                    msg.add_rcv_param()
+                    msg.add_path(received=True)
+                else:
+                    msg.add_path()
+                msg.du = msg.registrar_uri
+                relay(msg)
+                return
+            if natted and msg.nat_policy.register_fix == "received":
+                msg.fix_nated_register()
+            msg.save("location")
+            return
+        if msg.user is None or not msg.initial:
+            if msg.is_method("OPTIONS"):
+                msg.send_options_reply()
+            else:
+                msg.sl_send_reply(404)
+            return
+        found = msg.lookup("location")
+        if found == -2:
+            msg.sl_send_reply(404)
+        elif found == -1:
+            msg.sl_send_reply(480)
+        else:
+            relay(msg)
+        return
+    if msg.outbound_proxy is not None:
+        msg.du = msg.outbound_proxy
+        relay(msg)
+        return
+    if msg.is_sip_uri:
+        relay(msg)
+        return
+    msg.sl_send_reply(404)
+
+
+def reply_route(msg) -> None:  # type: ignore[no-untyped-def]
+    """A reply from a NATed UAS gets its Contact (and SDP) fixed like a request would."""
+    nat = msg.nat_policy
+    tests = nat.nat_uac_test & REPLY_TESTS
+    if tests and msg.is_present_hf("contact") and msg.from_ua and msg.nat_uac_test(tests):
+        fix_nated(msg, nat)

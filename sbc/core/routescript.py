@@ -1,0 +1,619 @@
+# -*- test-case-name: tests.core.test_routescript -*-
+"""
+The routing-script API (KEMI-style): what a routing script sees of a message and may do
+with it, with Kamailio's function and pseudo-variable names.
+
+A script is a Python module with C{request_route(msg)} and, optionally,
+C{reply_route(msg)} and C{failure_route(msg)}.  The proxy calls C{request_route} for every
+new request that passed the transaction layer's own checks (retransmissions, CANCEL,
+Max-Forwards, loops, authentication), C{reply_route} for every response from a next hop
+before it is relayed, and a C{failure_route} armed with L{RequestContext.t_on_failure}
+when every branch of a request failed.  sbc's own policy is such a script
+(L{sbc.core.routes_default}, shipped as C{etc/routes_default.py}).
+
+Return conventions follow Kamailio's: plain functions return True/False; those whose
+documented results are three-way return a L{Result}, an C{int} that is true when
+positive (C{if msg.loose_route():} reads as in Kamailio, C{== -3} still tells the cases
+apart).  Everything here is pure: the contexts collect effects that the proxy returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from sbc.core.address import Address
+from sbc.core.message import Header, Message, Request, Response
+from sbc.core.nat import NatPolicy, client_nat_test, is_rfc1918, nat_uac_test, stamp_via
+from sbc.core.natfix import (
+    AliasError,
+    add_contact_alias,
+    add_rcv_param,
+    fix_nated_contact,
+    handle_ruri_alias,
+    set_contact_alias,
+    source_uri,
+)
+from sbc.core.registrar import aor_of
+from sbc.core.routing import loose_route, with_routes
+from sbc.core.sdp import SdpError, fix_nated_sdp
+from sbc.core.uri import SipUri, parse_uri
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sbc.core.proxy import Proxy, _Forwarding
+    from sbc.core.transaction import ServerTransaction
+
+__all__ = [
+    "Result",
+    "RequestContext",
+    "ReplyContext",
+    "FailureContext",
+    "ScriptExit",
+]
+
+
+class Result(int):
+    """A Kamailio-style result code: true when positive."""
+
+    def __bool__(self) -> bool:
+        return self > 0
+
+
+class ScriptExit(Exception):  # noqa: N818 - Kamailio's exit, not an error
+    """Raised by L{RequestContext.exit}: stop the route here (Kamailio's C{exit})."""
+
+
+def _uri(value: Union[str, SipUri]) -> SipUri:
+    uri = parse_uri(value) if isinstance(value, str) else value
+    if not isinstance(uri, SipUri):
+        raise ValueError(f"not a SIP URI: {value!r}")
+    return uri
+
+
+class _MessageContext:
+    """What request and reply contexts share: source pseudo-variables, NAT tests and
+    fixes, header edits."""
+
+    def __init__(self, proxy: Proxy, message: Message, source: Address) -> None:
+        self._proxy = proxy
+        self.message = message
+        self._source = source
+
+    # -- pseudo-variables ------------------------------------------------------------------
+    @property
+    def si(self) -> str:
+        """$si: the source IP address."""
+        return self._source.host
+
+    @property
+    def sp(self) -> int:
+        """$sp: the source port."""
+        return self._source.port
+
+    @property
+    def pr(self) -> str:
+        """$pr: the transport it came over (udp, tcp, tls)."""
+        return self._source.transport
+
+    @property
+    def source_uri(self) -> str:
+        """$source_uri (nat_traversal): sip:ip:port[;transport=x] of the source."""
+        return source_uri(self._source)
+
+    @property
+    def nat_policy(self) -> NatPolicy:
+        """The [nat] policy in force (read-only)."""
+        return self._proxy.settings.nat
+
+    @property
+    def rr_count(self) -> int:
+        """$rr_count: Record-Route entries in the message."""
+        return len(self.message.record_routes)
+
+    @property
+    def has_body(self) -> bool:
+        return bool(self.message.body)
+
+    def get_header(self, name: str) -> Optional[str]:
+        """$hdr(name): the first value of header C{name} (None if absent)."""
+        return self.message.get(name)
+
+    # -- NAT tests (K: NATD) -------------------------------------------------------------
+    def nat_uac_test(self, flags: Union[int, str]) -> bool:
+        """nathelper's nat_uac_test(flags)."""
+        return nat_uac_test(self.message, self._source, int(flags), self.nat_policy.ranges)
+
+    def client_nat_test(self, flags: Union[int, str]) -> bool:
+        """nat_traversal's client_nat_test(flags)."""
+        return client_nat_test(self.message, self._source, int(flags), self.nat_policy.ranges)
+
+    @staticmethod
+    def is_rfc1918(address: str) -> bool:
+        """nathelper's is_rfc1918(ip): a private address (RFC 1918, RFC 6598, ...)."""
+        return is_rfc1918(address)
+
+    # -- fixes (K: FIX) -------------------------------------------------------------------
+    def fix_nated_contact(self) -> bool:
+        """Rewrite the first Contact's host and port to the source address."""
+        self.message = fix_nated_contact(self.message, self._source)
+        return True
+
+    def fix_contact(self) -> bool:
+        """nat_traversal's fix_contact(): the same rewrite as fix_nated_contact."""
+        return self.fix_nated_contact()
+
+    def add_contact_alias(self) -> bool:
+        """Add C{;alias=ip~port~proto} of the source to the first Contact."""
+        self.message = add_contact_alias(self.message, self._source)
+        return True
+
+    def set_contact_alias(self, trim: bool = False) -> bool:
+        """The alias inside the Contact URI (nathelper's set_contact_alias)."""
+        self.message = set_contact_alias(self.message, self._source, trim)
+        return True
+
+    def fix_nated_sdp(self, flags: Union[int, str], ip: Optional[str] = None) -> bool:
+        """nathelper's fix_nated_sdp(flags[, ip]): False when the body is not SDP sbc can
+        change."""
+        if not self.message.body:
+            return False
+        try:
+            body, changed = fix_nated_sdp(self.message.body, int(flags), ip or self._source.host)
+        except SdpError:
+            return False
+        self.message = self.message.with_body(body)
+        return changed
+
+    def add_rcv_param(self, uri_param: bool = False) -> bool:
+        """Add C{;received="sip:ip:port"} to each Contact (or inside the URI)."""
+        self.message = add_rcv_param(self.message, self._source, uri_param)
+        return True
+
+    # -- headers ---------------------------------------------------------------------------
+    def append_hf(self, text: str) -> bool:
+        """Append a header line C{Name: value} (a trailing CRLF is allowed)."""
+        name, colon, value = text.strip().partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"append_hf: expected 'Name: value', got {text!r}")
+        self.message = self.message.with_header_appended(name.strip(), value.strip())
+        return True
+
+    def remove_hf(self, name: str) -> int:
+        """Remove every header C{name}; how many there were."""
+        count = len(self.message.get_all(name))
+        if count:
+            self.message = self.message.without(name)
+        return count
+
+    def is_present_hf(self, name: str) -> bool:
+        return self.message.has(name)
+
+
+class RequestContext(_MessageContext):
+    """
+    C{msg} in C{request_route}: the request, where it came from, and the decisions the
+    script makes about it.  L{t_relay} and L{sl_send_reply} end its handling.
+    """
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        request: Request,
+        server: ServerTransaction,
+        source: Address,
+        local: Address,
+        now: float,
+    ) -> None:
+        super().__init__(proxy, request, source)
+        self.original = request
+        self.server = server
+        self.local = local
+        self.now = now
+        self.effects: list[Any] = []
+        #: replied, relayed or dropped
+        self.done = False
+        self._du: Optional[SipUri] = None
+        self._du_address: Optional[Address] = None
+        self._branches: list[tuple[Request, Any, Optional[Address]]] = []
+        self._consumed: tuple = ()
+        self._record_route = False
+        self._rr_params = ""
+        self._natted_register = False
+        #: The caller is behind NAT (the script says so; rtp_policy "nated" reads it).
+        self.natted = False
+        #: rtp_offer() was called: anchor when [rtp] rtp_policy says so.
+        self.media_requested = False
+        self._path: Optional[bool] = None
+        self.failure_route: Optional[Callable[[FailureContext], None]] = None
+        self.keepalive = False
+
+    @property
+    def request(self) -> Request:
+        message = self.message
+        assert isinstance(message, Request)
+        return message
+
+    # -- pseudo-variables ------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        """$rm."""
+        return self.request.method
+
+    def is_method(self, *names: str) -> bool:
+        """is_method("INVITE", "SUBSCRIBE"): the method is one of C{names}."""
+        return self.request.method in {n.upper() for n in names}
+
+    @property
+    def user(self) -> Optional[str]:
+        """$rU: the Request-URI's user part."""
+        uri = self.request.uri
+        return uri.user if isinstance(uri, SipUri) else None
+
+    @property
+    def is_sip_uri(self) -> bool:
+        """The Request-URI is a sip: or sips: URI."""
+        return isinstance(self.request.uri, SipUri)
+
+    @property
+    def registrar_uri(self) -> Optional[SipUri]:
+        """[registrar] registrar_uri (None: the built-in registrar)."""
+        return self._proxy.settings.registrar_uri
+
+    @property
+    def outbound_proxy(self) -> Optional[SipUri]:
+        """[core] outbound_proxy."""
+        return self._proxy.settings.outbound_proxy
+
+    @property
+    def first_hop(self) -> bool:
+        """The request came straight from its UA (a single Via)."""
+        return len(self.request.vias) == 1
+
+    @property
+    def initial(self) -> bool:
+        """No To tag: the request starts a dialog or is outside one."""
+        return self.request.to.tag is None
+
+    @property
+    def ru(self) -> str:
+        """$ru: the Request-URI (writable)."""
+        return str(self.request.uri)
+
+    @ru.setter
+    def ru(self, value: Union[str, SipUri]) -> None:
+        new = self.request.with_uri(_uri(value))
+        self.message = new
+
+    @property
+    def du(self) -> Optional[str]:
+        """$du: the destination URI (writable; None: route by the Request-URI)."""
+        if self._du_address is not None:
+            return source_uri(self._du_address)
+        return str(self._du) if self._du is not None else None
+
+    @du.setter
+    def du(self, value: Union[str, SipUri, None]) -> None:
+        self._du_address = None
+        self._du = None if value is None or value == "" else _uri(value)
+
+    @property
+    def rr_top_count(self) -> int:
+        """$rr_top_count: URIs in the topmost Record-Route header field."""
+        headers = self.request.get_all("record-route")
+        return len(headers[0].split(",")) if headers else 0
+
+    def is_myself(self, uri: Union[str, SipUri, None] = None) -> bool:
+        """Does C{uri} (default: the Request-URI) name sbc?"""
+        target = (
+            self.request.uri if uri is None else parse_uri(uri) if isinstance(uri, str) else uri
+        )
+        return isinstance(target, SipUri) and self._proxy.identity.is_myself(target)
+
+    def keepalive_socket(self, uri: Union[str, SipUri, None] = None) -> Optional[str]:
+        """$keepalive.socket(uri): our socket the keepalive entry of C{uri} (default: the
+        source) is pinged from."""
+        table = self._proxy.keepalive
+        if table is None:
+            return None
+        address = self._source
+        if uri is not None:
+            parsed = _uri(uri)
+            address = Address(parsed.transport, parsed.host, parsed.port or 5060)
+        entry = table.endpoints.get(address)
+        return str(entry.local) if entry is not None and entry.local else None
+
+    # -- NAT ------------------------------------------------------------------------------
+    def force_rport(self) -> bool:
+        """Reply to the source port even without C{;rport} (RFC 3581 for the deaf)."""
+        request = stamp_via(self.request, self.si, self.sp, force_rport=True)
+        self.message = request
+        self.server.peer = self._proxy.reply_peer(request, self._source)
+        return True
+
+    def fix_nated_register(self) -> bool:
+        """Keep the source address with the bindings L{save} stores (the NAT binding)."""
+        self._natted_register = True
+        return True
+
+    def handle_ruri_alias(self) -> Result:
+        """The alias in the Request-URI becomes $du: 1 done, 2 no alias, -1 bad alias."""
+        try:
+            request, target = handle_ruri_alias(self.request)
+        except AliasError:
+            return Result(-1)
+        if target is None:
+            return Result(2)
+        self.message = request
+        self._du, self._du_address = None, target
+        return Result(1)
+
+    def nat_keepalive(self) -> bool:
+        """nat_traversal's nat_keepalive(): keep the sender alive while the registration,
+        subscription or dialog this request starts lives."""
+        if self._proxy.keepalive is None or not self.is_method("REGISTER", "SUBSCRIBE", "INVITE"):
+            return False
+        self.keepalive = True
+        return True
+
+    # -- Record-Route and Route (K: RR) ------------------------------------------------------
+    def record_route(self, params: str = "") -> bool:
+        """Stay in the path: add our Record-Route (double when the sockets differ)."""
+        self._record_route = True
+        if params:
+            self.add_rr_param(params)
+        return True
+
+    def add_rr_param(self, param: str) -> bool:
+        """Add C{;param} to the Record-Route this request gets (if it gets one)."""
+        self._rr_params += param if param.startswith(";") else ";" + param
+        return True
+
+    def loose_route(self) -> Result:
+        """Kamailio's loose_route(): 1 the next hop came from Route (now $du, or the
+        Request-URI), -1 no Route, -3 a preloaded Route to us was consumed."""
+        routed = loose_route(self.request, self._proxy.identity)
+        self.message = routed.request
+        self._consumed = routed.consumed
+        if routed.next_hop is not None:
+            self.du = routed.next_hop
+        return Result(int(routed.outcome))
+
+    def check_route_param(self, regex: str) -> bool:
+        """Does a Route entry loose_route consumed carry parameters matching C{regex}?"""
+        pattern = re.compile(regex)
+        for entry in self._consumed:
+            uri = entry.uri
+            if not isinstance(uri, SipUri):
+                continue
+            text = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in uri.params)
+            if pattern.search(text):
+                return True
+        return False
+
+    def is_direction(self, direction: str) -> bool:
+        """C{downstream} when the From tag is the one our Record-Route recorded."""
+        for entry in self._consumed:
+            uri = entry.uri
+            ftag = uri.param("ftag") if isinstance(uri, SipUri) else None
+            if ftag is not None:
+                downstream = ftag == self.request.from_.tag
+                return downstream if direction == "downstream" else not downstream
+        return direction == "downstream"
+
+    def path_received(self) -> bool:
+        """A request along our own Path: $du becomes the NAT address the Path carried."""
+        target = self._proxy.path_target(self._consumed)
+        if target is None:
+            return False
+        self._du, self._du_address = None, target
+        return True
+
+    def add_path(self, received: bool = False) -> bool:
+        """Add a Path naming sbc (RFC 3327) when the REGISTER is relayed, with the source
+        as C{;received=} when C{received}."""
+        self._path = received
+        return True
+
+    # -- location (K: registrar) ----------------------------------------------------------
+    def save(self, table: str = "location") -> Result:
+        """Store the REGISTER's bindings and answer it (200, 423, 400, ...)."""
+        status = self._proxy.save_location(self)
+        self.done = True
+        return Result(1 if status == 200 else -1)
+
+    def lookup(self, table: str = "location") -> Result:
+        """The user's live contacts become the branches: 1 found, -1 none, -2 the user was
+        never registered (404 rather than 480)."""
+        branches = self._proxy.lookup_location(self)
+        if branches is None:
+            return Result(-2)
+        if not branches:
+            return Result(-1)
+        self._branches = branches
+        return Result(1)
+
+    # -- media (K: RTP) -------------------------------------------------------------------
+    def rtp_offer(self) -> bool:
+        """Anchor this call's media (K: rtpengine_offer) when [rtp] rtp_policy says so
+        (C{always}; C{nated}: the caller is L{natted} or a callee has a private contact):
+        the SDP of this request and of every later offer and answer in the call goes
+        through the relay, and the session ends with the call."""
+        self.media_requested = True
+        return self._proxy.anchors_media and self._proxy.settings.rtp_policy != "never"
+
+    def rtp_answer(self) -> bool:
+        """Answers follow automatically once L{rtp_offer} anchored the call."""
+        return self.original.call_id in self._proxy.media_calls
+
+    def rtp_delete(self) -> bool:
+        """End the call's media session now."""
+        effects = self._proxy.release_media(self.original.call_id)
+        self.effects += effects
+        return bool(effects)
+
+    # -- answers and forwarding -------------------------------------------------------------
+    def sl_send_reply(self, code: Union[int, str], reason: Optional[str] = None) -> bool:
+        """Answer the request (through its transaction)."""
+        self._reply(int(code), reason)
+        return True
+
+    def send_options_reply(self) -> bool:
+        """200 to an OPTIONS for sbc itself, with Allow, Supported and Accept."""
+        self.effects += self._proxy.options_reply(self)
+        self.done = True
+        return True
+
+    def _reply(self, code: int, reason: Optional[str] = None, headers=()) -> None:  # type: ignore[no-untyped-def]
+        self.effects += self._proxy.reply_to(self, code, reason, headers)
+        self.done = True
+
+    def t_on_failure(self, route: Callable[[FailureContext], None]) -> bool:
+        """Run C{route(msg)} when every branch of this request failed."""
+        self.failure_route = route
+        return True
+
+    def t_relay(self) -> bool:
+        """Forward statefully: to the branches L{lookup} made, else to $du, else to the
+        Request-URI.  False (nothing sent, nothing answered) when there is no usable
+        destination."""
+        started = self._proxy.relay(self)
+        if started:
+            self.done = True
+        return started
+
+    def drop(self) -> None:
+        """Answer nothing and forget the request (Kamailio's drop)."""
+        self._proxy.forget(self)
+        self.done = True
+
+    def exit(self) -> None:
+        """Stop the route here."""
+        raise ScriptExit()
+
+    # -- for the proxy -----------------------------------------------------------------------
+    def hops(self) -> list[tuple[Request, Any, Optional[Address]]]:
+        """Where t_relay sends: the lookup branches, or one hop to $du / the R-URI (an
+        address, a URI needing DNS, or None when unusable)."""
+        if self._branches:
+            return [(self._with_changes(r), t, s) for r, t, s in self._branches]
+        if self._du_address is not None:
+            return [(self.request, self._du_address, None)]
+        uri = self._du if self._du is not None else self.request.uri
+        target = self._proxy.hop_target(uri) if isinstance(uri, SipUri) else None
+        return [(self.request, target, None)]
+
+    def _with_changes(self, branch: Request) -> Request:
+        """A lookup branch keeps the script's later header and body changes."""
+        request = self.request
+        out = Request(branch.method, branch.uri, [Header(h.name, h.value) for h in request.headers])
+        out.body = request.body
+        routes = branch.routes
+        return with_routes(out, list(routes)) if routes else out
+
+    @property
+    def record_route_params(self) -> Optional[str]:
+        """The Record-Route parameters (None: no Record-Route)."""
+        return self._rr_params if self._record_route else None
+
+    @property
+    def path(self) -> Optional[bool]:
+        return self._path
+
+    @property
+    def natted_register(self) -> bool:
+        return self._natted_register
+
+
+class ReplyContext(_MessageContext):
+    """C{msg} in C{reply_route}: a response from a next hop, before it is relayed."""
+
+    def __init__(self, proxy: Proxy, response: Response, sent: Request, source: Address):
+        super().__init__(proxy, response, source)
+        self.sent = sent
+
+    @property
+    def response(self) -> Response:
+        message = self.message
+        assert isinstance(message, Response)
+        return message
+
+    @property
+    def status(self) -> int:
+        """$rs."""
+        return self.response.status
+
+    @property
+    def method(self) -> str:
+        """The method of the request this answers."""
+        return self.sent.method
+
+    @property
+    def from_ua(self) -> bool:
+        """No proxy beyond us added Record-Route entries: the sender is the UA itself."""
+        return len(self.response.record_routes) <= len(self.sent.record_routes)
+
+
+class FailureContext:
+    """
+    C{msg} in a failure route: every branch of a request failed; the script may try new
+    destinations (serial forking) or answer; otherwise the best reply goes upstream.
+    """
+
+    def __init__(self, proxy: Proxy, forwarding: _Forwarding, best: Response, now: float):
+        self._proxy = proxy
+        self._forwarding = forwarding
+        self.best = best
+        self.now = now
+        self.effects: list[Any] = []
+        self.done = False
+        self._du: Optional[SipUri] = None
+        self.request = forwarding.server.request
+
+    @property
+    def status(self) -> int:
+        """The status of the best reply so far."""
+        return self.best.status
+
+    def t_check_status(self, regex: str) -> bool:
+        return re.fullmatch(regex, str(self.best.status)) is not None
+
+    def t_branch_timeout(self) -> bool:
+        """Did a branch end by timeout (a local 408)?"""
+        return self._proxy.any_timeout(self._forwarding)
+
+    @property
+    def ru(self) -> str:
+        return str(self.request.uri)
+
+    @ru.setter
+    def ru(self, value: Union[str, SipUri]) -> None:
+        self.request = self.request.with_uri(_uri(value))
+
+    @property
+    def du(self) -> Optional[str]:
+        return str(self._du) if self._du is not None else None
+
+    @du.setter
+    def du(self, value: Union[str, SipUri, None]) -> None:
+        self._du = None if value is None or value == "" else _uri(value)
+
+    def t_relay(self) -> bool:
+        """A new branch to $du or the Request-URI."""
+        uri = self._du if self._du is not None else self.request.uri
+        started = self._proxy.relay_again(self, uri)
+        self.done = self.done or started
+        return started
+
+    def t_reply(self, code: Union[int, str], reason: Optional[str] = None) -> bool:
+        """Answer upstream with C{code} instead of the best reply."""
+        self.effects += self._proxy.reply_failure(self, int(code), reason)
+        self.done = True
+        return True
+
+    sl_send_reply = t_reply
+
+
+def aor(uri: object) -> Optional[str]:
+    """The address-of-record key of a URI (its user part)."""
+    return aor_of(uri)
