@@ -35,7 +35,6 @@ from sbc.core.natfix import (
     set_contact_alias,
     source_uri,
 )
-from sbc.core.registrar import aor_of
 from sbc.core.routing import loose_route, with_routes
 from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.uri import SipUri, parse_uri
@@ -216,6 +215,7 @@ class RequestContext(_MessageContext):
         self._du: Optional[SipUri] = None
         self._du_address: Optional[Address] = None
         self._branches: list[tuple[Request, Any, Optional[Address]]] = []
+        self._lookup_base: Optional[Request] = None
         self._consumed: tuple = ()
         self._record_route = False
         self._rr_params = ""
@@ -431,6 +431,7 @@ class RequestContext(_MessageContext):
         if not branches:
             return Result(-1)
         self._branches = branches
+        self._lookup_base = self.request
         return Result(1)
 
     # -- media (K: RTP) -------------------------------------------------------------------
@@ -496,6 +497,8 @@ class RequestContext(_MessageContext):
         """Where t_relay sends: the lookup branches, or one hop to $du / the R-URI (an
         address, a URI needing DNS, or None when unusable)."""
         if self._branches:
+            if self.request is self._lookup_base:  # nothing changed since lookup()
+                return self._branches
             return [(self._with_changes(r), t, s) for r, t, s in self._branches]
         if self._du_address is not None:
             return [(self.request, self._du_address, None)]
@@ -612,8 +615,3 @@ class FailureContext:
         return True
 
     sl_send_reply = t_reply
-
-
-def aor(uri: object) -> Optional[str]:
-    """The address-of-record key of a URI (its user part)."""
-    return aor_of(uri)

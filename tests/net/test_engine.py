@@ -198,3 +198,19 @@ class EngineDnsAndMediaTests(_EngineCase):
         self.assertEqual(ok.body, sdp)  # the relay failed: the answer goes on unchanged
         self.assertEqual(self.engine.stats.get("rtp_anchor_failures"), 1)
         self.assertEqual([c[0] for c in media.calls], ["offer", "answer"])
+
+
+class EngineScriptErrorTests(_EngineCase):
+    """A routing script that raises: 500 to the caller, counted, one error line."""
+
+    def test_script_errors_are_counted_and_logged(self) -> None:
+        from types import SimpleNamespace
+
+        def route(msg) -> None:  # type: ignore[no-untyped-def]
+            raise KeyError("no such tenant")
+
+        self.proxy.router = SimpleNamespace(request_route=route)
+        self.deliver(request_bytes(), CALLER)
+        [response] = self.sent_to(CALLER)
+        self.assertEqual(response.status, 500)
+        self.assertEqual(self.engine.stats.get("script_errors"), 1)
