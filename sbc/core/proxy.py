@@ -670,7 +670,9 @@ class Proxy:
             user = aor_of(request.to.uri) or ""
             mine = self.registrar.bindings_from(user, source, now)
             until = max((b.expires_at for b in mine), default=0.0)
-            natted_binding = any(b.received is not None for b in mine)
+            # NATed: the binding keeps the NAT address, or the script said so (the NAT
+            # flag a Kamailio script sets before save()).
+            natted_binding = ctx.natted or any(b.received is not None for b in mine)
             self.keepalive.registered(source, local, until, now, natted_binding)
         response = make_response(
             ctx.original, result.status, result.reason or None, headers=result.headers

@@ -8,12 +8,14 @@ state brings both the registration and the keepalives back.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Optional
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.system.harness import SbcProcess, run_sipp, sipp_summary
 from tests.system.netns import (
     PUBLIC_UA_IP,
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.system
 
 CONNTRACK_TIMEOUT = 4
 IDLE = 3 * CONNTRACK_TIMEOUT
+RECIPES = os.path.join(ROOT, "etc", "routes_nat_recipes.py")
 SIP_PING = "natping_method = sip\nsipping_from = sip:pinger@sbc.test\nsipping_method = "
 PINGS = {
     "udp4": "natping_method = udp4\n",
@@ -44,8 +47,11 @@ def short_lab(request):  # type: ignore[no-untyped-def]
         yield lab
 
 
-def config(tmp_path, ping: Optional[str], state_file: str = "") -> str:  # type: ignore[no-untyped-def]
-    text = f"[core]\nlisten = udp:{SBC}\nalias = sbc.test\n[tm]\nfr_timer = 3000\n"
+def config(tmp_path, ping: Optional[str], state_file: str = "", script: str = "") -> str:  # type: ignore[no-untyped-def]
+    text = f"[core]\nlisten = udp:{SBC}\nalias = sbc.test\n"
+    if script:
+        text += f"route_script = {script}\n"
+    text += "[tm]\nfr_timer = 3000\n"
     if ping is not None:
         text += "[nathelper]\nnatping_interval = 1\n" + PINGS[ping]
     if state_file:
@@ -74,10 +80,18 @@ def call(lab: NatLab, tmp_path, scenario: str) -> subprocess.CompletedProcess:  
     )
 
 
-@pytest.mark.parametrize("ping", ["udp4", "OPTIONS", "NOTIFY"])
-def test_idle_phone_stays_reachable_with_keepalives(short_lab, tmp_path, ping: str) -> None:  # type: ignore[no-untyped-def]
-    """After idling three NAT timeouts, the inbound call still reaches the phone."""
-    with SbcProcess(config(tmp_path, ping), prefix=tuple(short_lab.prefix(short_lab.pub))) as sbc:
+@pytest.mark.parametrize(
+    "ping, script",
+    [("udp4", ""), ("OPTIONS", ""), ("NOTIFY", ""), ("udp4", RECIPES)],
+    ids=["udp4", "OPTIONS", "NOTIFY", "udp4-recipes-script"],
+)
+def test_idle_phone_stays_reachable_with_keepalives(
+    short_lab, tmp_path, ping: str, script: str
+) -> None:  # type: ignore[no-untyped-def]
+    """After idling three NAT timeouts, the inbound call still reaches the phone (also
+    with the NAT-recipes routing script, whose nat_keepalive() asks for the pings)."""
+    path = config(tmp_path, ping, script=script)
+    with SbcProcess(path, prefix=tuple(short_lab.prefix(short_lab.pub))) as sbc:
         sbc.wait_for("listening on ")
         ua = phone(short_lab, tmp_path)
         try:
