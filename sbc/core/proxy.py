@@ -317,6 +317,8 @@ class _Forwarding:
         self.keepalive = False
         #: The script's failure route, run once when every branch failed.
         self.failure_route: Optional[Callable[[FailureContext], None]] = None
+        #: The request as the script relayed it (what a failure route relays again).
+        self.relayed: Optional[Request] = None
         #: Steps still running elsewhere (DNS lookups, media anchoring) before branches
         #: can be created; the request is not complete while any is pending.
         self.pending = 0
@@ -753,6 +755,8 @@ class Proxy:
         if forwarding is not None:
             forwarding.keepalive = ctx.keepalive
             forwarding.failure_route = ctx.failure_route
+            # K: TM-15: a failure route starts from the request as it was relayed.
+            forwarding.relayed = hops[0][0]
         ctx.effects += effects
         return True
 

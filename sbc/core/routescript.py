@@ -571,7 +571,7 @@ class FailureContext:
         self.effects: list[Any] = []
         self.done = False
         self._du: Optional[SipUri] = None
-        self.request = forwarding.server.request
+        self.request = forwarding.relayed or forwarding.server.request
 
     @property
     def status(self) -> int:

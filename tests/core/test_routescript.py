@@ -253,3 +253,29 @@ def test_handle_ruri_alias_results() -> None:
     send_request(p, invite("sip:bob@10.0.0.5", branch="z9hG4bKc2", call_id="c2"))
     send_request(p, invite("sip:bob@10.0.0.5;alias=bogus", branch="z9hG4bKc3", call_id="c3"))
     assert results == [1, "sip:203.0.113.7:40000", 2, None, -1, None]
+
+
+def test_failure_route_relays_the_processed_request() -> None:
+    """A failure-route branch starts from the request as it was relayed: our own Route
+    entry, consumed by loose_route, does not come back."""
+
+    def failure(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.du = "sip:192.0.2.22:5082"
+        msg.t_relay()
+
+    def route(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.loose_route()
+        msg.t_on_failure(failure)
+        msg.t_relay()
+
+    p = scripted(route)
+    data = request_bytes(
+        "MESSAGE",
+        "sip:bob@192.0.2.21:5081",
+        headers=[("Route", "<sip:127.0.0.1;lr>")],
+    )
+    [first] = sent(send_request(p, data), BOB1)
+    assert isinstance(first, Request) and not first.has("route")
+    [second] = sent(answer(p, first, 500, BOB1), BOB2)
+    assert isinstance(second, Request) and not second.has("route")
+    assert len(second.vias) == 2
