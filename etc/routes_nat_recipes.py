@@ -67,13 +67,12 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         else:
             msg.sl_send_reply(404)
         return
-    found = msg.lookup("location")
-    if found == -2:
-        msg.sl_send_reply(404, "Not Found")
-    elif not found:
+    if msg.lookup("location"):
+        relay(msg)
+    elif msg.known_user:
         msg.sl_send_reply(480, "Temporarily Unavailable")
     else:
-        relay(msg)
+        msg.sl_send_reply(404, "Not Found")
 
 
 def reply_route(msg) -> None:  # type: ignore[no-untyped-def]

@@ -166,22 +166,45 @@ class DnsCache:
     failed lookups kept as negative entries for C{negative_ttl} (DNS-12).  Time is C{now}.
     """
 
-    def __init__(self, min_ttl: int = 0, max_ttl: int = 2**31 - 1, negative_ttl: int = 60) -> None:
+    def __init__(
+        self,
+        min_ttl: int = 0,
+        max_ttl: int = 2**31 - 1,
+        negative_ttl: int = 60,
+        limit: int = 20_000,
+    ) -> None:
         self.min_ttl = min_ttl
         self.max_ttl = max_ttl
         self.negative_ttl = negative_ttl
+        self.limit = limit
         self._entries: dict[tuple[str, str], tuple[float, Optional[list]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _make_room(self, key: tuple[str, str], now: float) -> None:
+        """At the limit (K: DNS-13): drop expired entries, then the oldest ones."""
+        if key in self._entries or len(self._entries) < self.limit:
+            return
+        for old in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            del self._entries[old]
+        while len(self._entries) >= self.limit:
+            del self._entries[next(iter(self._entries))]
 
     def put(self, name: str, kind: str, records: list, ttl: int, now: float) -> float:
         """Cache an answer; returns when it expires."""
         expires = now + min(max(ttl, self.min_ttl), self.max_ttl)
-        self._entries[(name.lower(), kind)] = (expires, records)
+        key = (name.lower(), kind)
+        self._make_room(key, now)
+        self._entries[key] = (expires, records)
         return expires
 
     def put_negative(self, name: str, kind: str, now: float) -> None:
         """Remember that (name, type) has no answer, unless negative caching is off."""
         if self.negative_ttl > 0:
-            self._entries[(name.lower(), kind)] = (now + self.negative_ttl, None)
+            key = (name.lower(), kind)
+            self._make_room(key, now)
+            self._entries[key] = (now + self.negative_ttl, None)
 
     def get(self, name: str, kind: str, now: float) -> tuple[bool, Optional[list]]:
         """(hit, records): a hit with None records is a cached failure; no hit: ask DNS."""

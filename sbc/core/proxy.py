@@ -756,7 +756,7 @@ class Proxy:
             forwarding.keepalive = ctx.keepalive
             forwarding.failure_route = ctx.failure_route
             # K: TM-15: a failure route starts from the request as it was relayed.
-            forwarding.relayed = hops[0][0]
+            forwarding.relayed = forwarding.relayed or hops[0][0]
         ctx.effects += effects
         return True
 
@@ -810,10 +810,12 @@ class Proxy:
 
     def relay_again(self, ctx: FailureContext, uri: SipUri) -> bool:
         """t_relay in a failure route: one more branch (serial forking)."""
+        forwarding = ctx._forwarding
+        if forwarding.final_sent or forwarding.cancel_requested or forwarding.lifetime_end is None:
+            return False
         target = self.hop_target(uri)
         if target is None:
             return False
-        forwarding = ctx._forwarding
         request = ctx.request
         if isinstance(target, SipUri):
             token = next(self._tokens)
@@ -929,6 +931,7 @@ class Proxy:
                     hops = [(_with_sdp(r, body), t, p) for r, t, p in targets]
                 else:
                     hops = targets
+                forwarding.relayed = hops[0][0]  # a failure route relays the anchored SDP
                 return self._forward_hops(forwarding, hops, now)
 
             return [
@@ -958,12 +961,9 @@ class Proxy:
             if started is not None:
                 effects += started
         if not forwarding.branches and not forwarding.pending:
-            forwarding.final_sent = True
-            return effects + self._reply(
-                server,
-                make_response(original, 503, "No socket for the destination's transport"),
-                now,
-            )
+            reason = "Service Unavailable (no usable next hop)"
+            forwarding.branches.append(_Branch(None, make_response(original, 503, reason), True))
+            return effects + self._maybe_complete(forwarding, now)
         return effects
 
     # -- media anchoring (K: RTP-04) ------------------------------------------------------------
@@ -1069,9 +1069,9 @@ class Proxy:
         if pending is None:
             return []
         forwarding, destination = pending
+        forwarding.pending -= 1
         if forwarding.final_sent or forwarding.terminated:
             return []
-        forwarding.pending -= 1
         effects: list[Effect] = []
         destination.targets = list(targets)
         started = None
@@ -1479,7 +1479,7 @@ class Proxy:
                 return effects + started
         return effects + self._maybe_complete(forwarding, now)
 
-    def transport_failed(self, peer: Address, now: float) -> list[Effect]:
+    def transport_failed(self, peer: Address, now: float, block: bool = True) -> list[Effect]:
         """Every branch waiting on C{peer} that has no response yet fails now with a local
         503 (send failure, a refused connection, a TLS peer that failed verification)."""
         effects: list[Effect] = []
@@ -1498,7 +1498,8 @@ class Proxy:
                     forwarding.server.request, 503, "Service Unavailable (next hop unreachable)"
                 )
                 branch.faked = True
-                self._block(peer, SEND_FAILED, now)
+                if block:
+                    self._block(peer, SEND_FAILED, now)
                 started = self._failover(forwarding, branch, now)
                 effects += started if started is not None else self._maybe_complete(forwarding, now)
         self._flush_notices(effects)
@@ -1507,8 +1508,7 @@ class Proxy:
     def _lifetime_expired(self, forwarding: _Forwarding, now: float) -> list[Effect]:
         forwarding.lifetime_end = None
         effects: list[Effect] = []
-        if forwarding.pending:  # DNS did not answer in time: those destinations time out
-            forwarding.pending = 0
+        if forwarding.pending:  # DNS or the relay did not answer in time: 408 for those
             request = forwarding.server.request
             forwarding.branches.append(_Branch(None, make_response(request, 408), True))
         for branch in forwarding.branches:
@@ -1521,7 +1521,7 @@ class Proxy:
         """When every branch has a final response and none was a 2xx, send the best one."""
         if (
             forwarding.final_sent
-            or forwarding.pending
+            or (forwarding.pending > 0 and forwarding.lifetime_end is not None)
             or any(b.final is None for b in forwarding.branches)
         ):
             return []
@@ -1531,7 +1531,7 @@ class Proxy:
         invite = forwarding.server.request
         effects: list[Effect] = []
         failure_route = forwarding.failure_route
-        if failure_route is not None and not forwarding.cancel_requested and best.status < 600:
+        if failure_route is not None:  # K: TM-15, also for CANCELled requests and 6xx
             forwarding.failure_route = None  # K: TM-15, once per transaction here
             ctx = FailureContext(self, forwarding, best, now)
             try:

@@ -31,7 +31,7 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     # was that proxy's to handle (and its alias must survive).
     natted = bool(nat.nat_uac_test) and msg.first_hop and msg.nat_uac_test(nat.nat_uac_test)
     routed = msg.loose_route()
-    if msg.first_hop and msg.check_route_param(r";nat=yes"):
+    if msg.first_hop and msg.check_route_param(r";nat=yes(;|$)"):
         natted = True  # the dialog was marked NATed when it was set up
     if natted and not msg.is_method("REGISTER"):
         fix_nated(msg, nat)
@@ -92,13 +92,10 @@ def local(msg, natted: bool) -> None:  # type: ignore[no-untyped-def]
             else:
                 msg.sl_send_reply(404)
             return
-        found = msg.lookup("location")
-        if found == -2:
-            msg.sl_send_reply(404)
-        elif found == -1:
-            msg.sl_send_reply(480)
-        else:
+        if msg.lookup("location"):
             relay(msg)
+        else:
+            msg.sl_send_reply(480 if msg.known_user else 404)
         return
     if msg.outbound_proxy is not None:
         msg.du = msg.outbound_proxy

@@ -111,6 +111,16 @@ class _MessageContext:
         return len(self.message.record_routes)
 
     @property
+    def rr_top_count(self) -> int:
+        """$rr_top_count (K: PV-02): 2 when the topmost Record-Route URI has a non-empty
+        C{r2} parameter (one proxy's double Record-Route), 1 otherwise, 0 without any."""
+        routes = self.message.record_routes
+        if not routes:
+            return 0
+        uri = routes[0].uri
+        return 2 if isinstance(uri, SipUri) and uri.param("r2") else 1
+
+    @property
     def has_body(self) -> bool:
         return bool(self.message.body)
 
@@ -216,6 +226,8 @@ class RequestContext(_MessageContext):
         self._du_address: Optional[Address] = None
         self._branches: list[tuple[Request, Any, Optional[Address]]] = []
         self._lookup_base: Optional[Request] = None
+        #: After lookup(): the user has (or had) bindings; 480 rather than 404.
+        self.known_user = False
         self._consumed: tuple = ()
         self._record_route = False
         self._rr_params = ""
@@ -296,12 +308,6 @@ class RequestContext(_MessageContext):
     def du(self, value: Union[str, SipUri, None]) -> None:
         self._du_address = None
         self._du = None if value is None or value == "" else _uri(value)
-
-    @property
-    def rr_top_count(self) -> int:
-        """$rr_top_count: URIs in the topmost Record-Route header field."""
-        headers = self.request.get_all("record-route")
-        return len(headers[0].split(",")) if headers else 0
 
     def is_myself(self, uri: Union[str, SipUri, None] = None) -> bool:
         """Does C{uri} (default: the Request-URI) name sbc?"""
@@ -423,11 +429,10 @@ class RequestContext(_MessageContext):
         return Result(1 if status == 200 else -1)
 
     def lookup(self, table: str = "location") -> Result:
-        """The user's live contacts become the branches: 1 found, -1 none, -2 the user was
-        never registered (404 rather than 480)."""
+        """The user's live contacts become the branches: 1 found, -1 no contact found
+        (L{known_user} tells a user whose bindings expired from one never registered)."""
         branches = self._proxy.lookup_location(self)
-        if branches is None:
-            return Result(-2)
+        self.known_user = branches is not None
         if not branches:
             return Result(-1)
         self._branches = branches
@@ -579,7 +584,17 @@ class FailureContext:
         return self.best.status
 
     def t_check_status(self, regex: str) -> bool:
-        return re.fullmatch(regex, str(self.best.status)) is not None
+        """Does the status of the best reply match C{regex} (unanchored, as Kamailio's)?"""
+        return re.search(regex, str(self.best.status)) is not None
+
+    def t_is_canceled(self) -> bool:
+        """Was the request CANCELled?"""
+        return self._forwarding.cancel_requested
+
+    def t_on_failure(self, route: Callable[[FailureContext], None]) -> bool:
+        """Arm a failure route again for the branches this route adds."""
+        self._forwarding.failure_route = route
+        return True
 
     def t_branch_timeout(self) -> bool:
         """Did a branch end by timeout (a local 408)?"""

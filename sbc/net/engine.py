@@ -122,6 +122,9 @@ class SipEngine:
         #: The domain each TLS next hop found by DNS was looked up by: the identity its
         #: certificate must show (RFC 5922 §4), not its address.
         self.tls_names: dict[Address, str] = {}
+        #: UDP next hops found by DNS: the only ones probed for ICMP errors (a registered
+        #: phone's NAT binding would answer a probe from another port with an ICMP error).
+        self.dns_targets: set[Address] = set()
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -240,11 +243,13 @@ class SipEngine:
                 more=f" ({suppressed} more not logged)" if suppressed else "",
             )
 
-    def transport_failed(self, peer: Address, reason: str) -> None:
-        """A connection to C{peer} failed before answering: its branches fail at once."""
+    def transport_failed(self, peer: Address, reason: str, block: bool = True) -> None:
+        """A connection to C{peer} failed before answering: its branches fail at once
+        (and C{peer} is blocklisted, unless C{block} is false: a TLS peer that failed the
+        identity a request asked for may still be fine for others)."""
         self.stats.incr(f"{peer.transport}_transport_failures")
         try:
-            self.execute(self.proxy.transport_failed(peer, self.clock.seconds()))
+            self.execute(self.proxy.transport_failed(peer, self.clock.seconds(), block))
         except Exception:
             self.stats.incr("internal_errors")
             log.failure("error failing branches to {peer}", peer=str(peer))
@@ -280,6 +285,9 @@ class SipEngine:
     def _resolved(self, token: int, targets: list[Address], uri: Optional[SipUri] = None) -> None:
         if not targets:
             self.stats.incr("dns_unresolvable")
+        if len(self.dns_targets) > 10_000:  # bounded: learnt again at the next lookup
+            self.dns_targets.clear()
+        self.dns_targets.update(t for t in targets if t.transport == "udp")
         if (
             uri is not None
             and not is_ip_literal(uri.host)
@@ -439,7 +447,12 @@ class SipEngine:
                 return
             socket(data, (peer.host, peer.port))
             message = send.message
-            if self.probe is not None and isinstance(message, Request) and message.method != "ACK":
+            if (
+                self.probe is not None
+                and peer in self.dns_targets
+                and isinstance(message, Request)
+                and message.method != "ACK"
+            ):
                 self.probe.check(peer)
             return
         if self.send_stream is None or not self.send_stream(peer, data):

@@ -27,12 +27,15 @@ from typing_extensions import override
 from sbc.core.address import Address
 from sbc.core.media import MediaError, PortPool, PortsExhaustedError, SessionTable
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
-from sbc.core.sdp import SdpError, anchor_sdp, media_streams
+from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams
 from sbc.core.stats import Statistics
 from sbc.net.log import logger
 from sbc.net.media import TimeoutCallback
 
 __all__ = ["RtpRelay"]
+
+#: Media streams one SDP may have anchored (each takes two port pairs).
+MAX_STREAMS = 8
 
 log = logger(__name__)
 
@@ -223,6 +226,13 @@ class RtpRelay(service.Service):
     ) -> Deferred[bytes]:
         try:
             streams = media_streams(sdp)
+            if len(streams) > MAX_STREAMS:
+                # One SDP must not take the pool: refused, the call goes on unanchored.
+                raise SdpError(f"{len(streams)} media streams, at most {MAX_STREAMS} anchored")
+            if streams and all(self._is_ours(s) for s in streams):
+                # Already anchored here: a spiral through sbc (e.g. out to a core proxy
+                # and back).  Anchoring it again would make the relay send RTP to itself.
+                return defer.succeed(sdp)
             # Refuse what cannot be rewritten before any port is taken.
             anchor_sdp(sdp, self.media_address, [s.port or None for s in streams])
             now = self.reactor.seconds()
@@ -254,6 +264,12 @@ class RtpRelay(service.Service):
             return defer.fail(error)
         self.stats.set("rtp_sessions", len(self.table))
         return defer.succeed(body)
+
+    def _is_ours(self, stream: MediaStream) -> bool:
+        """Does C{stream} point at one of this relay's open ports (or is it disabled)?"""
+        return stream.disabled or (
+            stream.address == self.media_address and stream.port in self._listening
+        )
 
     def delete(
         self, call_id: str, from_tag: Optional[str] = None, to_tag: Optional[str] = None

@@ -53,6 +53,14 @@ log = logger(__name__)
 Record = Union[str, SrvRecord, NaptrRecord]
 #: The twisted.names type code of each record type sbc asks for.
 _TYPE_CODES = {"NAPTR": dns.NAPTR, "SRV": dns.SRV, "A": dns.A, "AAAA": dns.AAAA}
+#: Bounds on what one zone can make sbc do for one request (K: DNS-08 caps NAPTR at 32 and
+#: SRV groups at 32): records considered, addresses per SRV target, addresses in all.
+MAX_NAPTR = 32
+MAX_SRV = 16
+MAX_IPS_PER_TARGET = 4
+MAX_TARGETS = 16
+#: Entries the cache holds at most (expired ones are dropped first, then the oldest).
+CACHE_LIMIT = 20_000
 #: CNAME chains inside one answer are followed this far (DNS-11).
 _MAX_CNAMES = 10
 
@@ -144,6 +152,7 @@ class SipResolver:
                 settings.dns_cache_min_ttl,
                 settings.dns_cache_max_ttl,
                 settings.dns_cache_negative_ttl,
+                limit=CACHE_LIMIT,
             )
             if settings.hosts_file:
                 self._hosts = _HostsFile(settings.hosts_file)
@@ -202,6 +211,7 @@ class SipResolver:
     async def _naptr(self, name: str, secure: bool) -> list[Address]:
         """Every usable NAPTR record's SRV expansion, NAPTR records in DNS-06 order."""
         records = [r for r in await self._records(name, "NAPTR") if isinstance(r, NaptrRecord)]
+        records = records[:MAX_NAPTR]  # K: DNS-08, at most 32 NAPTR records
         found: list[Address] = []
         seen: set[tuple[str, str]] = set()
         for record, transport in order_naptr(records, self.settings.dns_naptr_ignore_rfc):
@@ -213,7 +223,9 @@ class SipResolver:
             seen.add((target, transport))
             addresses, _ = await self._srv(target, transport)
             found += addresses
-        return found
+            if len(found) >= MAX_TARGETS:
+                break
+        return found[:MAX_TARGETS]
 
     async def _srv(self, name: str, transport: str) -> tuple[list[Address], bool]:
         """
@@ -223,14 +235,16 @@ class SipResolver:
         records = [r for r in await self._records(name, "SRV") if isinstance(r, SrvRecord)]
         usable = [r for r in records if r.target and 0 < r.port <= 65535]
         declined = bool(records) and all(not r.target for r in records)
-        ordered = order_srv(usable, self._rng)
+        # A zone may list any number of records: only the first MAX_SRV in the order to
+        # try them are looked up, and a request gets at most MAX_TARGETS addresses.
+        ordered = order_srv(usable, self._rng)[:MAX_SRV]
         ips = await gatherResults([Deferred.fromCoroutine(self._ips(r.target)) for r in ordered])
         found = [
             Address(transport, ip, record.port)
             for record, target_ips in zip(ordered, ips, strict=True)
-            for ip in target_ips
+            for ip in target_ips[:MAX_IPS_PER_TARGET]
         ]
-        return found, declined
+        return found[:MAX_TARGETS], declined
 
     async def _ips(self, name: str) -> list[str]:
         """A, then AAAA when A gave nothing and IPv6 is on (DNS-09)."""

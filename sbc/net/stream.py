@@ -261,7 +261,9 @@ class _OutboundFactory(SipStreamFactory, ClientFactory):
 
     @override
     def connection_failed(self, reason: object) -> None:
-        self.connector.report_failure(self.peer, reason)
+        # Lost before any answer, e.g. a certificate that did not show the identity this
+        # request asked for: fail its branches, but do not blocklist the address.
+        self.connector.report_failure(self.peer, reason, block=False)
 
     @override
     def clientConnectionFailed(self, connector: object, reason: object) -> None:
@@ -292,14 +294,15 @@ class StreamConnector:
         self.listeners: list[Address] = []
         self.connecting: dict[Address, _OutboundFactory] = {}
         #: Told when a connection to a peer failed before carrying anything back.
-        self.on_failure: Optional[Callable[[Address, str], None]] = None
+        self.on_failure: Optional[Callable[[Address, str, bool], None]] = None
 
-    def report_failure(self, peer: Address, reason: object) -> None:
-        """Pass a failed outgoing connection on (the proxy fails that peer's branches)."""
+    def report_failure(self, peer: Address, reason: object, block: bool = True) -> None:
+        """Pass a failed outgoing connection on (the proxy fails that peer's branches and,
+        with C{block}, blocklists it)."""
         text = str(getattr(reason, "value", reason))
         log.warn("connection to {peer} failed: {reason}", peer=str(peer), reason=text[:300])
         if self.on_failure is not None:
-            self.on_failure(peer, text)
+            self.on_failure(peer, text, block)
 
     def local_for(self, peer: Address) -> Optional[HostPort]:
         for address in self.listeners:

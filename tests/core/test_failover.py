@@ -206,3 +206,15 @@ def test_ack_for_2xx_to_a_name_is_resolved_too() -> None:
     [resolve] = [e for e in send_request(p, ack) if isinstance(e, Resolve)]
     [send] = [e for e in p.resolved(resolve.token, [SECOND], 0.1) if isinstance(e, Send)]
     assert send.peer == SECOND and send.message.method == "ACK"  # type: ignore[union-attr]
+
+
+def test_a_late_dns_answer_after_the_lifetime_leaves_nothing_pending() -> None:
+    """The lifetime cap ends a request still waiting for DNS with 408; the late answer is
+    absorbed and a new request through the same proxy completes normally."""
+    p = dns_proxy(max_inv_lifetime=5.0)
+    [resolve] = [e for e in send_request(p, invite(TRUNK)) if isinstance(e, Resolve)]
+    assert statuses(p.handle_timer(5.1)) == [408]
+    assert p.resolved(resolve.token, [FIRST], 6.0) == []
+    effects = start_call(p, [SECOND], 7.0, call_id="c2", branch="z9hG4bKc2")
+    out = request_to(effects, SECOND)
+    assert statuses(answer(p, out, 486, SECOND, 8.0)) == [486]

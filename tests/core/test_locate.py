@@ -121,3 +121,17 @@ def test_tv20_cache_ttl_clamping_and_negative_entries() -> None:
     assert cache.get("nonexistent.example", "A", 59.0) == (True, None)
     assert [e["negative_entry"] for e in cache.view(1.0)] == [False, True]
     assert cache.get("nonexistent.example", "A", 60.0) == (False, None)
+
+
+def test_cache_is_bounded_expired_entries_first_then_the_oldest() -> None:
+    """DNS-13: a flood of names cannot grow the cache past its limit."""
+    cache = DnsCache(limit=3)
+    cache.put("a.test", "A", ["192.0.2.1"], 10, 0.0)
+    cache.put("b.test", "A", ["192.0.2.2"], 100, 0.0)
+    cache.put_negative("c.test", "A", 0.0)
+    cache.put("d.test", "A", ["192.0.2.4"], 100, 20.0)  # a.test has expired: it goes
+    assert cache.get("b.test", "A", 21.0)[0] and len(cache) == 3
+    for n in range(100):
+        cache.put(f"x{n}.test", "A", ["192.0.2.9"], 100, 21.0)
+    assert len(cache) == 3 and cache.get("x99.test", "A", 22.0)[0]
+    assert not cache.get("b.test", "A", 22.0)[0]  # the oldest went

@@ -172,3 +172,15 @@ def test_cancel_while_anchoring_answers_487() -> None:
     effects = p.anchored(offer.token, RELAYED, 0.6)
     assert statuses(effects) == [487] and not sent(effects, BOB1)
     assert releases(effects) == ["m1"]
+
+
+def test_no_usable_next_hop_releases_the_media_it_anchored() -> None:
+    """The anchored offer's call ends with 503 when every next hop is blocklisted, and its
+    media session goes with it."""
+    p = media_proxy()
+    register(p, BOB1)
+    p.blocklist.add(BOB1, 0x40, 0.0)
+    [offer] = anchors(send_request(p, invite()))
+    effects = p.anchored(offer.token, RELAYED, 0.1)
+    assert statuses(effects) == [503] and releases(effects) == ["m1"]
+    assert p.sizes()["media_calls"] == 0

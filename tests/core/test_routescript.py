@@ -159,17 +159,17 @@ def test_lookup_results() -> None:
             msg.save("location")
             return
         found = msg.lookup("location")
-        codes.append(int(found))
+        codes.append((int(found), msg.known_user))
         if found:
             msg.t_relay()
         else:
-            msg.sl_send_reply(404 if found == -2 else 480)
+            msg.sl_send_reply(480 if msg.known_user else 404)
 
     p = scripted(route)
     assert statuses(send_request(p, invite("sip:nobody@sbc.test"))) == [100, 404]
     register(p, BOB1)
     effects = send_request(p, invite(branch="z9hG4bKc3", call_id="c3"))
-    assert sent(effects, BOB1) and codes == [-2, 1]
+    assert sent(effects, BOB1) and codes == [(-1, False), (1, True)]
 
 
 def test_failure_route_forks_serially_or_answers() -> None:

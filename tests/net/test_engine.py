@@ -214,3 +214,37 @@ class EngineScriptErrorTests(_EngineCase):
         [response] = self.sent_to(CALLER)
         self.assertEqual(response.status, 500)
         self.assertEqual(self.engine.stats.get("script_errors"), 1)
+
+
+class EngineProbeTests(_EngineCase):
+    """Only next hops found by DNS are probed for ICMP errors: a registered phone's NAT
+    binding would answer a probe from another port with an ICMP error of its own."""
+
+    def test_only_dns_targets_are_probed(self) -> None:
+        probed: list[Address] = []
+        from types import SimpleNamespace
+
+        self.engine.probe = SimpleNamespace(  # type: ignore[assignment]
+            check=probed.append, heard_from=lambda host, port: None
+        )
+        self.register_callee()
+        self.deliver(
+            request_bytes(
+                "INVITE", "sip:bob@sbc.test", via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKp1"
+            ),
+            CALLER,
+        )
+        self.assertEqual(probed, [])
+        self.proxy.resolves_names = True
+        target = Address("udp", "192.0.2.40", 5060)
+        self.engine.resolver = _Resolver([target])
+        self.deliver(
+            request_bytes(
+                "INVITE",
+                "sip:x@trunk.example.test",
+                via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKp2",
+                call_id="p2",
+            ),
+            CALLER,
+        )
+        self.assertEqual(probed, [target])

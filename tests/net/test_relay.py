@@ -264,6 +264,24 @@ class FakeSocketRelayTests(SynchronousTestCase):
         self.assertIn(b"a=nortpproxy:yes\r\n", offer)
         self.assertIn(b"o=- 42 2 IN IP4 203.0.113.1\r\n", offer)
 
+    def test_too_many_streams_are_refused_before_taking_ports(self) -> None:
+        """One SDP may not take the pool: more than MAX_STREAMS m= lines are refused."""
+        relay, clock = fake_relay()
+        lines = "".join(f"m=audio {4000 + 2 * n} RTP/AVP 0\r\n" for n in range(9))
+        body = sdp("192.0.2.10", 3998).replace(b"m=audio 3998 RTP/AVP 0\r\n", lines.encode())
+        self.failureResultOf(relay.offer("c1", "A", None, body, SOURCE_A), SdpError)
+        self.assertEqual(clock.ports, {})
+
+    def test_a_spiralled_offer_is_not_anchored_twice(self) -> None:
+        """SDP that already points at this relay (sbc → core → sbc) goes on unchanged."""
+        relay, clock = fake_relay()
+        offer = self.successResultOf(
+            relay.offer("c1", "A", None, sdp("192.0.2.10", 4000), SOURCE_A)
+        )
+        again = self.successResultOf(relay.offer("c1", "A", None, offer, SOURCE_A))
+        self.assertEqual(again, offer)
+        self.assertEqual(len(clock.ports), 4)
+
     def test_bad_media_address(self) -> None:
         """The relay address must be an IP address."""
         self.assertRaises(ValueError, RtpRelay, "relay.example", 30000, 30099, 60)

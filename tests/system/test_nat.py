@@ -161,17 +161,15 @@ def test_phone_behind_nat_calls_out_and_is_hung_up_on(lab, tmp_path, policy) -> 
 
 
 def test_control_without_nat_fixing_the_inbound_call_fails(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """With contact_fix and register_fix off, sbc sends to the private Contact, which its
-    network cannot reach: the phone never sees the INVITE and the caller gets 503 at once
-    (a send failure fails the branch without waiting for fr_timer), so the passing tests
-    mean something."""
+    """With contact_fix and register_fix off, sbc sends to the private Contact: the phone
+    never sees the INVITE and the caller gets 408 (so the passing tests mean something)."""
     with start_sbc(lab, tmp_path, nat_fixing=False) as sbc:
         sbc.wait_for("listening on ", count=2)
         ua = phone(lab, tmp_path, "nat_ua_answer.xml", timeout=12.0)
         try:
             time.sleep(1.5)
             result = run_sipp(
-                "uac_unreachable.xml",
+                "uac_timeout.xml",
                 SBC,
                 "u1",
                 local_ip=PUBLIC_UA_IP,
