@@ -279,3 +279,62 @@ def test_failure_route_relays_the_processed_request() -> None:
     [second] = sent(answer(p, first, 500, BOB1), BOB2)
     assert isinstance(second, Request) and not second.has("route")
     assert len(second.vias) == 2
+
+
+def test_contact_fixes_and_keepalive_socket() -> None:
+    """set_contact_alias, add_rcv_param, fix_nated_register + save, is_rfc1918 and
+    keepalive_socket on a REGISTER from behind NAT."""
+    from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
+
+    nat = Address("udp", "203.0.113.7", 40000)
+    seen = {}
+
+    def route(msg) -> None:  # type: ignore[no-untyped-def]
+        seen["private"] = msg.is_rfc1918("10.0.0.5") and not msg.is_rfc1918(msg.si)
+        if msg.is_method("REGISTER"):
+            msg.fix_nated_register()
+            msg.nat_keepalive()
+            msg.save("location")
+            seen["socket"] = msg.keepalive_socket()
+            return
+        msg.set_contact_alias()
+        msg.add_rcv_param()
+        msg.du = "sip:192.0.2.22:5082"
+        msg.t_relay()
+
+    p = scripted(route)
+    p.keepalive = KeepaliveTable(KeepaliveSettings(style="nathelper", interval=30))
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        via="SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKr1",
+        headers=[("Contact", "<sip:bob@10.0.0.5:5070>"), ("Expires", "300")],
+    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@sbc.test>")
+    assert statuses(send_request(p, data, source=nat), nat) == [200]
+    [binding] = p.registrar.lookup("bob", 1.0) or []
+    assert binding.received == nat
+    assert seen == {"private": True, "socket": "udp:127.0.0.1:5060"}
+    invite_data = invite().replace(
+        b"Max-Forwards: 70", b"Contact: <sip:alice@10.0.0.9:5070>\r\nMax-Forwards: 70"
+    )
+    [out] = sent(send_request(p, invite_data), BOB2)
+    contact = out.get("Contact") or ""
+    assert ";alias=192.0.2.10~5070~1" in contact and 'received="sip:192.0.2.10:5070"' in contact
+
+
+def test_rr_top_count_follows_pv02() -> None:
+    """2 for a double Record-Route (r2 on the top URI), 1 for a single one, 0 for none."""
+    counts = []
+
+    def route(msg) -> None:  # type: ignore[no-untyped-def]
+        counts.append((msg.rr_count, msg.rr_top_count))
+        msg.sl_send_reply(404)
+
+    p = scripted(route)
+    send_request(p, request_bytes())
+    double = "<sip:198.51.100.1;r2=on;lr>, <sip:198.51.100.1;transport=tcp;r2=on;lr>"
+    via = "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKrr{}"
+    send_request(p, request_bytes(via=via.format(2), headers=[("Record-Route", double)]))
+    single = [("Record-Route", "<sip:p1;lr>, <sip:p2;lr>")]
+    send_request(p, request_bytes(via=via.format(3), headers=single))
+    assert counts == [(0, 0), (2, 2), (2, 1)]
