@@ -379,7 +379,8 @@ class Proxy:
         self._resolving_ack: dict[int, tuple[Request, Request, Address]] = {}
         #: Media is anchored through a relay (the wiring has one); see L{Anchor}.
         self.anchors_media = False
-        self._media_calls: dict[str, _MediaCall] = {}
+        #: The calls whose media sbc anchors, by Call-ID.
+        self.media_calls: dict[str, _MediaCall] = {}
         self._anchoring: dict[int, Callable[[Optional[bytes], float], list[Effect]]] = {}
         self._tokens = itertools.count(1)
 
@@ -394,7 +395,7 @@ class Proxy:
             "registrations": len(self.registrar),
             "resolving": len(self._resolving),
             "anchoring": len(self._anchoring),
-            "media_calls": len(self._media_calls),
+            "media_calls": len(self.media_calls),
             "blocklist": len(self.blocklist),
         }
 
@@ -485,7 +486,7 @@ class Proxy:
             return effects
         if request.method == "ACK":
             return self._forward_stateless(request, source, local)
-        peer = self._reply_peer(request, source)
+        peer = self.reply_peer(request, source)
         server = ServerTransaction(request, peer, local, self.settings.timers)
         self._servers[key] = server
         if request.method == "CANCEL":
@@ -511,7 +512,7 @@ class Proxy:
             )
         if request.method == "BYE":
             effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
-            effects += self._release_media(request.call_id)
+            effects += self.release_media(request.call_id)
         return effects + self._route(request, server, source, local, now)
 
     def _needs_auth(self, request: Request) -> bool:
@@ -535,7 +536,8 @@ class Proxy:
         status, headers = self.auth.challenge(request, now, stale=verdict.stale)
         return make_response(request, status, headers=headers)
 
-    def _reply_peer(self, request: Request, source: Address) -> Address:
+    def reply_peer(self, request: Request, source: Address) -> Address:
+        """Where responses to C{request} go (its Via, or the connection it came on)."""
         if source.reliable:
             return source
         host, port = response_target(request.top_via)
@@ -631,10 +633,6 @@ class Proxy:
         return self._reply(ctx.server, make_response(ctx.original, 500, "Script Error"), ctx.now)
 
     # -- what the routing script's functions do (see sbc.core.routescript) -------------------
-    def reply_peer(self, request: Request, source: Address) -> Address:
-        """Where responses to C{request} go (its Via, or the connection it came on)."""
-        return self._reply_peer(request, source)
-
     def reply_to(
         self, ctx: RequestContext, code: int, reason: Optional[str], headers: Any = ()
     ) -> list[Effect]:
@@ -722,8 +720,6 @@ class Proxy:
             return uri
         return None
 
-    _hop_target = hop_target
-
     def relay(self, ctx: RequestContext) -> bool:
         """t_relay: forward statefully to the context's hops; False when none is usable
         (nothing is sent or answered then)."""
@@ -794,13 +790,6 @@ class Proxy:
                     return uri_target(parsed)
         return None
 
-    @property
-    def media_calls(self) -> dict:
-        return self._media_calls
-
-    def release_media(self, call_id: str) -> list[Effect]:
-        return self._release_media(call_id)
-
     @staticmethod
     def any_timeout(forwarding: _Forwarding) -> bool:
         """t_branch_timeout: did a branch end with a local 408?"""
@@ -836,7 +825,7 @@ class Proxy:
         request = forwarding.server.request
         effects: list[Effect] = []
         if request.method == "INVITE" and request.to.tag is None:
-            effects += self._release_media(request.call_id)
+            effects += self.release_media(request.call_id)
         return effects + self._reply(
             forwarding.server, make_response(request, code, reason), ctx.now
         )
@@ -972,7 +961,7 @@ class Proxy:
         INVITE by [rtp] rtp_policy: C{always}, or C{nated} when the caller or a callee is
         behind NAT (a private contact address or a NAT alias)."""
         call_id = original.call_id
-        if call_id in self._media_calls:
+        if call_id in self.media_calls:
             return original.method in ("INVITE", "UPDATE")
         policy = self.settings.rtp_policy
         if (
@@ -984,7 +973,7 @@ class Proxy:
             return False
         if policy == "nated" and not (natted or any(self._natted_hop(r) for r, _, _ in targets)):
             return False
-        self._media_calls[call_id] = _MediaCall()
+        self.media_calls[call_id] = _MediaCall()
         return True
 
     def _natted_hop(self, request: Request) -> bool:
@@ -1021,10 +1010,11 @@ class Proxy:
 
     def media_ended(self, call_id: str) -> None:
         """The relay ended the call's media (media_timeout): forget it."""
-        self._media_calls.pop(call_id, None)
+        self.media_calls.pop(call_id, None)
 
-    def _release_media(self, call_id: str) -> list[Effect]:
-        if self._media_calls.pop(call_id, None) is None:
+    def release_media(self, call_id: str) -> list[Effect]:
+        """End the media session of C{call_id}, if sbc anchors that call."""
+        if self.media_calls.pop(call_id, None) is None:
             return []
         return [ReleaseMedia(call_id)]
 
@@ -1150,10 +1140,10 @@ class Proxy:
                 out, target = handle_ruri_alias(out)
             except AliasError:
                 return []
-        target = target or self._hop_target(hop)
+        target = target or self.hop_target(hop)
         if target is None:
             return []
-        if request.call_id in self._media_calls and has_sdp(out):
+        if request.call_id in self.media_calls and has_sdp(out):
             # The answer to a late offer (K: RTP-04): the offerer was the callee.
             resolved_target = target
 
@@ -1260,7 +1250,7 @@ class Proxy:
             return []
         upstream = response.without_first_value("Via")
         assert isinstance(upstream, Response)
-        media = self._media_calls.get(response.call_id)
+        media = self.media_calls.get(response.call_id)
         if media is not None and has_sdp(upstream):
             body = media.answers.get((response.to.tag, response.cseq.number))
             if body is not None:
@@ -1382,7 +1372,7 @@ class Proxy:
             not anchored
             and response.status < 300
             and invite.method in ("INVITE", "UPDATE")
-            and invite.call_id in self._media_calls
+            and invite.call_id in self.media_calls
             and has_sdp(response)
         ):
             return [self._anchor_response(forwarding, branch, response)]
@@ -1431,7 +1421,7 @@ class Proxy:
         """An answer in a 18x/2xx (or the late offer of an INVITE without SDP) goes through
         the relay; the response goes on when the relay has rewritten it."""
         request = forwarding.server.request
-        media = self._media_calls[request.call_id]
+        media = self.media_calls[request.call_id]
         if has_sdp(request):
             op, offerer, other = "answer", request.from_.tag, response.to.tag
         else:
@@ -1547,7 +1537,7 @@ class Proxy:
             if ctx.done:
                 return ctx.effects
         if invite.method == "INVITE" and invite.to.tag is None:
-            effects += self._release_media(invite.call_id)
+            effects += self.release_media(invite.call_id)
         if invite.method == "INVITE" and best.status == 408:
             effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(invite), now)
         if best.status == 503 and self.settings.remap_503_500 and not winner.faked:
