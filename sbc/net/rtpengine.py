@@ -240,31 +240,28 @@ class RtpengineClient(service.Service):
         self, call_id: str, from_tag: str, to_tag: Optional[str], sdp: bytes, source: Address
     ) -> Deferred[bytes]:
         """rtpengine's C{offer}; fires with the SDP for the answerer."""
-        message = offer_command(
-            call_id,
-            from_tag,
-            sdp,
-            to_tag=to_tag,
-            flags=self.flags,
-            received_from=source.host if source is not None else None,
-            sip_message_type=None,  # rtpengine 10.5 warns about it on every command
-        )
-        d = self.command(message).addCallback(self._sdp_of)
-        return d.addCallback(self._remember, call_id, from_tag, to_tag)
+        message = offer_command(call_id, from_tag, sdp, to_tag=to_tag, **self._sdp_options(source))
+        return self._rewrite(message, call_id, from_tag, to_tag)
 
     def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: Address
     ) -> Deferred[bytes]:
         """rtpengine's C{answer}; fires with the SDP for the offerer."""
-        message = answer_command(
-            call_id,
-            from_tag,
-            to_tag,
-            sdp,
-            flags=self.flags,
-            received_from=source.host if source is not None else None,
-            sip_message_type=None,  # rtpengine 10.5 warns about it on every command
-        )
+        message = answer_command(call_id, from_tag, to_tag, sdp, **self._sdp_options(source))
+        return self._rewrite(message, call_id, from_tag, to_tag)
+
+    def _sdp_options(self, source: Optional[Address]) -> dict[str, Any]:
+        """What offers and answers carry besides the call: flags and the SIP source."""
+        return {
+            "flags": self.flags,
+            "received_from": source.host if source is not None else None,
+            "sip_message_type": None,  # rtpengine 10.5 warns about it on every command
+        }
+
+    def _rewrite(
+        self, message: dict[str, Any], call_id: str, from_tag: str, to_tag: Optional[str]
+    ) -> Deferred[bytes]:
+        """Send an offer or answer; fires with the SDP rtpengine rewrote."""
         d = self.command(message).addCallback(self._sdp_of)
         return d.addCallback(self._remember, call_id, from_tag, to_tag)
 
