@@ -845,27 +845,19 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
             f"{path}:{line}: [rtp] media_address: expected an IP address for SDP (the "
             "listen addresses are all wildcards and there is no [core] advertise), got none"
         )
-    dns = settings.dns
-    if dns.dns_cache_max_ttl < dns.dns_cache_min_ttl:
-        line = lines.get(("dns", "dns_cache_max_ttl"), 0)
-        raise ConfigError(
-            f"{path}:{line}: [dns] dns_cache_max_ttl: expected at least dns_cache_min_ttl "
-            f"({dns.dns_cache_min_ttl}), got {dns.dns_cache_max_ttl}"
-        )
-    blst = settings.blocklist
-    if blst.blst_503_max_timeout < blst.blst_503_min_timeout:
-        line = lines.get(("blocklist", "blst_503_max_timeout"), 0)
-        raise ConfigError(
-            f"{path}:{line}: [blocklist] blst_503_max_timeout: expected at least "
-            f"blst_503_min_timeout ({blst.blst_503_min_timeout}), got {blst.blst_503_max_timeout}"
-        )
-    tm = settings.tm
-    if tm.retr_timer2 < tm.retr_timer1:
-        line = lines.get(("tm", "retr_timer2"), lines.get(("tm", None), 0))
-        raise ConfigError(
-            f"{path}:{line}: [tm] retr_timer2: expected at least retr_timer1 "
-            f"({tm.retr_timer1}), got {tm.retr_timer2}"
-        )
+    for section, key, floor in (
+        ("dns", "dns_cache_max_ttl", "dns_cache_min_ttl"),
+        ("blocklist", "blst_503_max_timeout", "blst_503_min_timeout"),
+        ("tm", "retr_timer2", "retr_timer1"),
+    ):
+        values = getattr(settings, section)
+        value, least = getattr(values, key), getattr(values, floor)
+        if value < least:
+            line = lines.get((section, key), lines.get((section, None), 0))
+            raise ConfigError(
+                f"{path}:{line}: [{section}] {key}: expected at least {floor} "
+                f"({least}), got {value}"
+            )
     reg = settings.registrar
     if reg.max_expires and reg.max_expires < reg.min_expires:
         line = lines.get(("registrar", "max_expires"), 0)

@@ -158,6 +158,19 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "a list of SIP methods, got 'INVITE FROB'",
         ),
         (
+            "[tm]\nretr_timer1 = 800\nretr_timer2 = 600\n",
+            "sbc.ini:3: [tm] retr_timer2: expected at least retr_timer1 (800), got 600",
+        ),
+        (
+            "[dns]\ndns_cache_min_ttl = 60\ndns_cache_max_ttl = 30\n",
+            "sbc.ini:3: [dns] dns_cache_max_ttl: expected at least dns_cache_min_ttl (60), got 30",
+        ),
+        (
+            "[blocklist]\nblst_503_min_timeout = 90\nblst_503_max_timeout = 60\n",
+            "sbc.ini:3: [blocklist] blst_503_max_timeout: expected at least "
+            "blst_503_min_timeout (90), got 60",
+        ),
+        (
             "[rtp]\nengine = rtpproxy\n",
             "sbc.ini:2: [rtp] engine: expected relay, rtpengine or off, got 'rtpproxy'",
         ),
