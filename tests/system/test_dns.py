@@ -108,6 +108,13 @@ def calls(lab, name: str, count: int = 1, rate: int = 10) -> None:  # type: igno
 
 def setup_time(lab, name: str) -> float:  # type: ignore[no-untyped-def]
     """Seconds from an INVITE to sip:x@<name>.example.test until its 200 arrives."""
+    status, seconds = final_answer(lab, name)
+    assert status == 200, "\n".join(lab.lines[-40:])
+    return seconds
+
+
+def final_answer(lab, name: str) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """The final status an INVITE to sip:x@<name>.example.test gets, and after how long."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(10)
@@ -126,8 +133,7 @@ def setup_time(lab, name: str) -> float:  # type: ignore[no-untyped-def]
             response = parse(sock.recv(65535))
             assert isinstance(response, Response)
             if response.status >= 200:
-                assert response.status == 200, "\n".join(lab.lines[-40:])
-                return time.monotonic() - started
+                return response.status, time.monotonic() - started
 
 
 def test_icmp_unreachable_target_fails_over_at_once(lab) -> None:  # type: ignore[no-untyped-def]
@@ -187,3 +193,23 @@ def test_answers_come_from_the_cache(lab) -> None:  # type: ignore[no-untyped-de
     queries = lab.dns.queries()
     assert queries.count(("_sip._udp.lb.example.test", "SRV")) == 1, queries
     assert len(queries) < 30, queries
+
+
+def test_control_without_failover_the_dead_target_fails_the_call(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """use_dns_failover = no (and no blocklist): the same call to icmp.example.test ends
+    with the dead priority-10 target's failure instead of reaching priority 20."""
+    port = free_port()
+    config = tmp_path / "nofailover.ini"
+    config.write_text(
+        f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
+        f"[tm]\nfr_timer = {FR_TIMER_MS}\n"
+        f"[dns]\nnameservers = {lab.dns.host}:{lab.dns.port}\nhosts_file =\n"
+        "dns_try_ipv6 = no\nuse_dns_failover = no\n"
+        "[blocklist]\nuse_dst_blocklist = no\n"
+    )
+    with SbcProcess(str(config)) as other:
+        other.wait_for(r"listening on ")
+        other.port = port  # type: ignore[attr-defined]
+        status, _ = final_answer(other, "icmp")
+        assert status >= 500, status
+        other.assert_clean_stop()
