@@ -5,7 +5,9 @@ The same steps a Kamailio configuration with nathelper and nat_traversal takes:
 client_nat_test("3") -> fix_contact(); nat_uac_test("8") with SDP -> fix_nated_sdp("3");
 nat_keepalive() for REGISTER, SUBSCRIBE and initial INVITE; record_route() for initial
 INVITE (and the other dialog-creating requests); loose_route() for in-dialog requests;
-save()/lookup() against the built-in location table.  sbc's own policy is
+save()/lookup() against the built-in location table; and the stock configuration's
+safety: allow_source_address() for trusted peers, auth_check() for our users, 403 for
+requests that would make sbc an open relay, 404 in dialogs it does not route.  sbc's own policy is
 etc/routes_default.py; the API is documented in sbc/core/routescript.py.
 """
 
@@ -26,27 +28,43 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         msg.fix_contact()
     if msg.nat_uac_test("8") and msg.has_body:
         msg.fix_nated_sdp("3")
-    if msg.is_method("REGISTER", "SUBSCRIBE") or (msg.is_method("INVITE") and msg.initial):
-        msg.nat_keepalive()
 
+    if msg.has_totag():
+        within_dialog(msg)
+        return
+
+    # Kamailio's route(AUTH): trusted peers ([permissions]) go anywhere; our users prove
+    # who they are, with the From (REGISTER: To) user tied to the credentials.
+    trusted = msg.allow_source_address()
+    edge_register = msg.is_method("REGISTER") and msg.registrar_uri is not None
+    if not trusted and msg.auth_enabled and not edge_register:
+        if (msg.is_method("REGISTER") and msg.is_myself()) or msg.is_from_local():
+            if not msg.auth_check(flags=1):
+                msg.auth_challenge()
+                return
+            if not msg.is_method("REGISTER"):
+                msg.consume_credentials()
+
+    if msg.is_method("REGISTER", "SUBSCRIBE") or msg.is_method("INVITE"):
+        msg.nat_keepalive()
     # Stay in the path of the dialogs this request may create.
-    if msg.initial and msg.is_method("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"):
+    if msg.is_method("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"):
         msg.record_route()
 
-    # Follow the route set: in dialog, or along the Path this proxy added to a REGISTER.
+    # Along the Path this proxy added (and signed) to a REGISTER: to the NAT binding.
     routed = msg.loose_route()
-    if msg.path_received() or routed:
+    if msg.path_received():
         relay(msg)
         return
-    if not msg.initial:
-        if msg.is_myself() and msg.is_method("OPTIONS"):
-            msg.send_options_reply()
-        elif msg.is_myself():
-            msg.sl_send_reply(404)
-        else:
-            relay(msg)
+    # Not an open relay: anything that leaves for another domain needs a trusted peer, an
+    # authenticated user, or [core] allow_relay.
+    leaves = routed == 1 or not msg.is_myself()
+    if leaves and not (trusted or msg.authenticated or msg.allow_relay):
+        msg.sl_send_reply(403, "Relaying Forbidden")
         return
-
+    if routed == 1:
+        relay(msg)
+        return
     if not msg.is_myself():
         if msg.outbound_proxy is not None:
             msg.du = msg.outbound_proxy
@@ -54,7 +72,7 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         return
 
     if msg.is_method("REGISTER"):
-        if msg.registrar_uri is not None:  # an edge proxy in front of a core registrar
+        if edge_register:  # an edge proxy in front of a core registrar
             msg.add_path(received=msg.natted)
             msg.du = msg.registrar_uri
             relay(msg)
@@ -73,6 +91,27 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         msg.sl_send_reply(480, "Temporarily Unavailable")
     else:
         msg.sl_send_reply(404, "Not Found")
+
+
+def within_dialog(msg) -> None:  # type: ignore[no-untyped-def]
+    """Kamailio's route(WITHINDLG): loose_route() routes only through a Record-Route entry
+    this proxy signed; a dialog it knows goes by the Request-URI; anything else is 404
+    (an ACK is absorbed)."""
+    if msg.loose_route() or msg.is_known_dlg():
+        if msg.du is None and msg.is_myself():
+            if msg.is_method("OPTIONS"):
+                msg.send_options_reply()
+            else:
+                msg.sl_send_reply(404, "Not Here")
+            return
+        relay(msg)
+        return
+    if msg.is_method("ACK"):
+        msg.drop()
+    elif msg.is_myself() and msg.is_method("OPTIONS"):
+        msg.send_options_reply()
+    else:
+        msg.sl_send_reply(404, "Not Here")
 
 
 def reply_route(msg) -> None:  # type: ignore[no-untyped-def]

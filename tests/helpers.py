@@ -6,12 +6,14 @@ import os
 import re
 import socket
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Optional
 
 from sbc.core.address import Address
 from sbc.core.identity import LocalIdentity
 from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.registrar import Registrar, RegistrarSettings
+from sbc.core.relaypolicy import TrustedPeers, parse_trusted
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 RFC4475 = os.path.join(DATA, "rfc4475")
@@ -74,16 +76,34 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
+#: The callers of the proxy tests stand for trusted peers (a carrier, the core): they may
+#: relay to any domain.  The relay policy itself is tested with untrusted sources in
+#: tests/core/test_relaypolicy.py and tests/system/test_relay_policy.py.
+TEST_TRUSTED = TrustedPeers(
+    parse_trusted("any:192.0.2.0/24 any:198.51.100.0/24 any:203.0.113.0/24")
+)
+
+
 def make_proxy(
     sockets: list[Address],
     settings: ProxySettings = ProxySettings(),
     registrar: Optional[RegistrarSettings] = None,
     domains: Iterable[str] = ("sbc.test",),
+    trusted: Optional[TrustedPeers] = TEST_TRUSTED,
 ) -> Proxy:
-    """A proxy core on C{sockets}, authoritative for C{domains}, seeded randomness."""
+    """A proxy core on C{sockets}, authoritative for C{domains}, seeded randomness; the
+    test callers are C{trusted} peers unless the settings name others (None: nobody)."""
     import random
 
     identity = LocalIdentity.from_addresses(sockets, domains=domains)
+    if trusted is not None and not settings.trusted:
+        settings = replace(settings, trusted=trusted)
     return Proxy(
         identity, sockets, Registrar(registrar or RegistrarSettings()), settings, random.Random(7)
     )
+
+
+def sig(p: Proxy, *parts: str) -> str:
+    """The C{;sig=} parameter C{p} puts on its Record-Route (parts: Call-ID and From tag)
+    or Path (parts: the escaped received URI) entries."""
+    return f";sig={p.signer.sign(*parts)}"

@@ -28,6 +28,7 @@ from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
 from sbc.core.proxy import failover_codes
 from sbc.core.registrar import RegistrarSettings
+from sbc.core.relaypolicy import PermissionsSettings, TrustedPeers, parse_trusted
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
 
@@ -84,6 +85,8 @@ class CoreSettings:
     tcp_max_connections: int = 2048
     tcp_max_connections_per_source: int = 64
     route_script: Optional[str] = None
+    #: Relay requests for other domains from anyone: an open proxy (dangerous).
+    allow_relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class RrSettings:
 
     enable_double_rr: int = 1
     append_fromtag: bool = True
+    #: Signs the Record-Route and Path entries sbc inserts (empty: random per start).
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,7 @@ class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     rtp: RtpSettings = field(default_factory=RtpSettings)
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
+    permissions: PermissionsSettings = field(default_factory=PermissionsSettings)
 
 
 def defaults() -> Settings:
@@ -463,6 +469,17 @@ def _failover_reply_codes(text: str) -> frozenset[int]:
         raise ValueError("code=NNN (300..699) and class=N (3..6) items joined by ';'") from None
 
 
+def _secret(text: str) -> str:
+    value = text.strip()
+    if value and len(value) < 16:
+        raise ValueError("at least 16 characters (empty: a random secret per start)")
+    return value
+
+
+def _trusted(text: str) -> TrustedPeers:
+    return TrustedPeers(parse_trusted(text))
+
+
 def _methods_bitmap(text: str) -> int:
     """A Kamailio method bitmap (1 = INVITE, 32 = REGISTER, ...) or a list of methods."""
     value = text.strip()
@@ -501,6 +518,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "tcp_max_connections": _integer(1, 1_000_000),
             "tcp_max_connections_per_source": _integer(1, 1_000_000),
             "route_script": _PATH,
+            "allow_relay": _boolean,
         },
     ),
     "tls": (
@@ -584,6 +602,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
         {
             "enable_double_rr": _integer(0, 2),
             "append_fromtag": _boolean,
+            "secret": _secret,
+        },
+    ),
+    "permissions": (
+        PermissionsSettings,
+        {
+            "trusted": _trusted,
         },
     ),
     "registrar": (

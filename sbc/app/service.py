@@ -39,6 +39,7 @@ from sbc.core.nat import EXTRA_RANGES, NatPolicy, PrivateRanges
 from sbc.core.pike import Pike
 from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.registrar import Registrar
+from sbc.core.relaypolicy import RouteSigner
 from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
 from sbc.net.keepalive import KeepaliveService
@@ -168,7 +169,17 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         use_dns_failover=settings.dns.use_dns_failover,
         failover_reply_codes=tm.failover_reply_codes,
         blocklist=settings.blocklist,
+        trusted=settings.permissions.trusted,
+        allow_relay=settings.core.allow_relay,
     )
+
+
+def route_signer(settings: Settings) -> RouteSigner:
+    """Signs our Record-Route/Path entries with [rr] secret, or a random secret (then
+    in-dialog requests of dialogs set up before a restart are routed only for trusted
+    peers)."""
+    secret = settings.rr.secret.encode() if settings.rr.secret else os.urandom(32)
+    return RouteSigner(secret)
 
 
 def media_backend(settings: Settings, reactor, engine: SipEngine) -> Optional[MediaBackend]:  # type: ignore[no-untyped-def]
@@ -329,6 +340,7 @@ class SbcService(service.MultiService):
             proxy_settings(settings),
             random.SystemRandom(),
             router=route_script(settings),
+            signer=route_signer(settings),
         )
         limits = ParseLimits(core.max_message_size, core.max_headers, core.max_header_length)
         self.engine = SipEngine(self.proxy, reactor, limits)
@@ -470,6 +482,7 @@ class SbcService(service.MultiService):
             "nat_traversal",
             "stun",
             "blocklist",
+            "permissions",
         ):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)
@@ -489,10 +502,14 @@ class SbcService(service.MultiService):
         set_level(LogLevel.levelWithName(new.core.log_level))
         if old.core.log_level != new.core.log_level:
             changed.append("log_level")
+        if old.core.allow_relay != new.core.allow_relay:
+            changed.append("allow_relay")
         keepalive = keepalive_settings(new)
         restart = [
             name for name in ("tls", "manhole", "dns") if getattr(old, name) != getattr(new, name)
         ]
+        if old.rr.secret != new.rr.secret:
+            restart.append("rr secret")
         if replace(old.rtp, rtp_policy="") != replace(new.rtp, rtp_policy=""):
             restart.append("rtp engine, ports or addresses")
         if (old.core.listen, old.core.alias, old.core.advertise) != (

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from sbc.core.errors import ParseError
 from sbc.core.message import Request
-from sbc.core.uri import SipUri
+from sbc.core.uri import SipUri, parse_uri
 
 __all__ = [
     "AuthSettings",
@@ -95,6 +96,17 @@ def digest_response(
 _PARAM = re.compile(r'\s*([\w-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?')
 
 
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    """RFC 3261 §22.4: the digest C{uri} must name the Request-URI (compared as URIs when
+    the strings differ, so that case in the host or parameter order does not matter)."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        return parse_uri(digest_uri) == parse_uri(request_uri)
+    except ParseError:
+        return False
+
+
 def _parse_digest(value: str) -> Optional[dict[str, str]]:
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
@@ -114,6 +126,9 @@ class AuthResult:
     @ivar ok: authenticated.
     @ivar status: what to answer otherwise: 401/407 (challenge, C{stale} when the nonce
         merely aged), 403 (credentials that may not be used for this request).
+    @ivar code: Kamailio's C{auth_check} result: 1 authenticated, -1 error (bad nonce,
+        digest C{uri} not the Request-URI), -2 wrong password, -3 unknown user, -4 nonce
+        expired, -5 no credentials, -6 nonce reused, -8 authenticated as another user.
     """
 
     ok: bool
@@ -121,6 +136,7 @@ class AuthResult:
     stale: bool = False
     user: Optional[str] = None
     reason: str = ""
+    code: int = 1
 
 
 class DigestAuth:
@@ -167,61 +183,73 @@ class DigestAuth:
         ]
         return status, headers
 
-    def check(self, request: Request, now: float) -> AuthResult:
-        """Verify the request's credentials for our realm."""
+    def check(self, request: Request, now: float, check_user: bool = True) -> AuthResult:
+        """Verify the request's credentials for our realm (credentials for other realms
+        are ignored).  With C{check_user} (C{auth_check} flag 1) the authenticated user
+        must be the To user of a REGISTER and the From user of anything else."""
         status = 401 if request.method == "REGISTER" else 407
-        header = "authorization" if status == 401 else "proxy-authorization"
-        params = None
-        for value in request.get_all(header):
-            candidate = _parse_digest(value)
-            if candidate is not None and candidate.get("realm") == self.settings.realm:
-                params = candidate
-                break
+
+        def refused(reason: str, code: int, stale: bool = False) -> AuthResult:
+            return AuthResult(False, status, stale=stale, reason=reason, code=code)
+
+        params = self.credentials_of(request)
         if params is None:
-            return AuthResult(False, status, reason="no credentials")
+            return refused("no credentials", -5)
         user = params.get("username", "")
         algorithm = params.get("algorithm", "MD5").upper()
         nonce = params.get("nonce", "")
         ha1 = self.credentials.get(user, {}).get(algorithm)
         if ha1 is None or algorithm not in _HASHES:
-            return AuthResult(False, status, reason="unknown user or algorithm")
+            return refused("unknown user or algorithm", -3)
         state = self._nonce_state(nonce, now)
         if state == "bad":
-            return AuthResult(False, status, reason="bad nonce")
+            return refused("bad nonce", -1)
+        digest_uri = params.get("uri", "")
+        if not _same_uri(digest_uri, str(request.uri)):
+            return refused("digest uri is not the Request-URI", -1)
         qop = params.get("qop")
         nc = params.get("nc", "")
         expected = digest_response(
-            algorithm,
-            ha1,
-            nonce,
-            request.method,
-            params.get("uri", ""),
-            qop,
-            nc,
-            params.get("cnonce", ""),
+            algorithm, ha1, nonce, request.method, digest_uri, qop, nc, params.get("cnonce", "")
         )
         if not hmac.compare_digest(expected, params.get("response", "")):
-            return AuthResult(False, status, reason="wrong credentials")
+            return refused("wrong credentials", -2)
         if state == "stale":
-            return AuthResult(False, status, stale=True, reason="stale nonce")
+            return refused("stale nonce", -4, stale=True)
         if qop:
             try:
                 count = int(nc, 16)
             except ValueError:
-                return AuthResult(False, status, reason="bad nc")
+                return refused("bad nc", -1)
             if count <= self._seen.get(nonce, 0):
-                return AuthResult(False, status, reason="replayed nonce")
+                return refused("replayed nonce", -6)
             self._seen[nonce] = count
             self._forget_old(now)
         elif nonce in self._seen:
-            return AuthResult(False, status, reason="replayed nonce")
+            return refused("replayed nonce", -6)
         else:
             self._seen[nonce] = 1
-        if request.method == "REGISTER":
-            to_uri = request.to.uri
-            if not isinstance(to_uri, SipUri) or to_uri.user != user:
-                return AuthResult(False, 403, user=user, reason="credentials of another user")
+        if check_user:
+            claimed = request.to.uri if request.method == "REGISTER" else request.from_.uri
+            if not isinstance(claimed, SipUri) or claimed.user != user:
+                return AuthResult(
+                    False, 403, user=user, reason="credentials of another user", code=-8
+                )
         return AuthResult(True, user=user)
+
+    def credentials_of(self, request: Request) -> Optional[dict[str, str]]:
+        """The digest parameters of the request's credentials for our realm, if any."""
+        header = "authorization" if request.method == "REGISTER" else "proxy-authorization"
+        for value in request.get_all(header):
+            candidate = _parse_digest(value)
+            if candidate is not None and candidate.get("realm") == self.settings.realm:
+                return candidate
+        return None
+
+    def is_ours(self, value: str) -> bool:
+        """Is the credentials header value C{value} for our realm (consume_credentials)?"""
+        params = _parse_digest(value)
+        return params is not None and params.get("realm") == self.settings.realm
 
     def _forget_old(self, now: float) -> None:
         if len(self._seen) > 10_000:

@@ -56,3 +56,9 @@ class LocalIdentity:
             return False
         port = uri.port if uri.port is not None else (5061 if uri.secure else 5060)
         return port in self.ports
+
+    def is_local_domain(self, uri: SipUri) -> bool:
+        """Does C{uri}'s host name one of our domains or addresses, whatever the port
+        (Kamailio's C{is_from_local}/C{is_uri_host_local} over the domain table)?"""
+        host = uri.host_bare
+        return host in self.domains or host in self.hosts

@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 
 from sbc.core import routes_default
 from sbc.core.address import TRANSPORTS, Address
-from sbc.core.auth import AuthResult, DigestAuth
+from sbc.core.auth import DigestAuth
 from sbc.core.blocklist import (
     REPLY_503,
     SEND_FAILED,
@@ -48,6 +48,15 @@ from sbc.core.natfix import (
     source_uri,
 )
 from sbc.core.registrar import Registrar, aor_of
+from sbc.core.relaypolicy import (
+    SIGNATURE_PARAM,
+    RouteSigner,
+    TrustedPeers,
+    Verdict,
+    in_dialog_verdict,
+    initial_verdict,
+    signed_by_us,
+)
 from sbc.core.reply import REASONS, make_response
 from sbc.core.routescript import FailureContext, ReplyContext, RequestContext, ScriptExit
 from sbc.core.routing import (
@@ -188,6 +197,10 @@ class ProxySettings:
     failover_reply_codes: frozenset[int] = frozenset()
     blocklist: BlocklistSettings = BlocklistSettings()
     rtp_policy: str = "nated"
+    #: [permissions] trusted: peers whose requests skip authentication and go anywhere.
+    trusted: TrustedPeers = TrustedPeers()
+    #: [core] allow_relay: relay requests for other domains from anyone (an open proxy).
+    allow_relay: bool = False
 
 
 def failover_codes(spec: str) -> frozenset[int]:
@@ -347,6 +360,7 @@ class Proxy:
         settings: ProxySettings = ProxySettings(),
         rng: Optional[Random] = None,
         router: Any = None,
+        signer: Optional[RouteSigner] = None,
     ) -> None:
         self.identity = identity
         #: The routing script (a module or object with request_route and optionally
@@ -356,6 +370,9 @@ class Proxy:
         self.registrar = registrar
         self.settings = settings
         self.rng = rng or Random(0)
+        #: Signs the Record-Route and Path entries we insert (random secret by default:
+        #: dialogs set up before a restart then need the dialog table or a trusted peer).
+        self.signer = signer or RouteSigner(self.rng.getrandbits(128).to_bytes(16, "big"))
         self.dialogs = DialogTable()
         #: The keepalive engine's table, when keepalives are configured (set by the wiring).
         self.keepalive: Optional[KeepaliveTable] = None
@@ -503,38 +520,66 @@ class Proxy:
         refusal = self._check(request)
         if refusal is not None:
             return effects + self._reply(server, refusal, now)
-        if self.auth is not None and self._needs_auth(request):
-            verdict = self.auth.check(request, now)
-            if not verdict.ok:
-                return effects + self._reply(server, self._auth_answer(request, verdict, now), now)
-            request = request.without(
-                "proxy-authorization" if request.method == "INVITE" else "authorization"
-            )
-        if request.method == "BYE":
-            effects += self._keepalive_dialogs(self.dialogs.bye(request), now)
-            effects += self.release_media(request.call_id)
         return effects + self._route(request, server, source, local, now)
 
-    def _needs_auth(self, request: Request) -> bool:
-        """REGISTERs for our domains, and initial INVITEs from our users, must authenticate."""
+    def is_trusted(self, source: Address) -> bool:
+        """A [permissions] trusted peer, or one of our own sockets (a spiral)."""
+        return self.settings.trusted.allows(source) or source in self.sockets
+
+    def needs_auth(self, request: Request, source: Address) -> bool:
+        """With [auth] on, must this request authenticate before sbc saves or relays it?
+        REGISTERs for our domains (unless a core registrar authenticates them) and initial
+        requests whose From names one of our domains, unless a trusted peer sent them."""
+        if self.auth is None or request.to.tag is not None:
+            return False
+        if self.is_trusted(source):
+            return False
         if request.method == "REGISTER":
             uri = request.uri
             return (
                 isinstance(uri, SipUri)
                 and self.identity.is_myself(uri)
-                and (self.settings.registrar_uri is None)
+                and self.settings.registrar_uri is None
             )
-        if request.method == "INVITE" and request.to.tag is None:
-            sender = request.from_.uri
-            return isinstance(sender, SipUri) and self.identity.is_myself(sender)
-        return False
+        sender = request.from_.uri
+        return isinstance(sender, SipUri) and self.identity.is_local_domain(sender)
 
-    def _auth_answer(self, request: Request, verdict: AuthResult, now: float) -> Response:
+    def auth_answer(
+        self, request: Request, status: int, stale: bool, now: float
+    ) -> tuple[int, Optional[str], list]:
+        """The challenge (401/407) or the 403 for credentials of another user, as
+        (status, reason, headers)."""
         assert self.auth is not None
-        if verdict.status == 403:
-            return make_response(request, 403, "Forbidden (credentials of another user)")
-        status, headers = self.auth.challenge(request, now, stale=verdict.stale)
-        return make_response(request, status, headers=headers)
+        if status == 403:
+            return 403, "Forbidden (credentials of another user)", []
+        code, headers = self.auth.challenge(request, now, stale=stale)
+        return code, None, headers
+
+    def refuse_relay(self, request: Request, source: Address, verdict: Verdict) -> tuple[int, str]:
+        """403 Relaying Forbidden or 404 Not Here, with a notice the engine counts and logs
+        (rate-limited)."""
+        forbidden = verdict is Verdict.FORBIDDEN
+        self._notices.append(
+            Notice(
+                "relay_forbidden" if forbidden else "not_here",
+                (
+                    ("method", request.method),
+                    ("ruri", str(request.uri)),
+                    ("from", str(request.from_.uri)),
+                    ("source", str(source)),
+                    ("call_id", request.call_id),
+                ),
+            )
+        )
+        return (403, "Relaying Forbidden") if forbidden else (404, "Not Here")
+
+    def routed_by_us(self, request: Request, consumed: tuple) -> bool:
+        """Did loose_route consume a Record-Route entry we signed for this dialog?"""
+        return signed_by_us(consumed, request.call_id, self.signer)
+
+    def known_dialog(self, request: Request) -> bool:
+        """Does the request belong to a dialog sbc set up (Call-ID and both tags)?"""
+        return self.dialogs.find(request.call_id, request.from_.tag, request.to.tag) is not None
 
     def reply_peer(self, request: Request, source: Address) -> Address:
         """Where responses to C{request} go (its Via, or the connection it came on)."""
@@ -726,6 +771,10 @@ class Proxy:
         hops = ctx.hops()
         if any(target is None for _, target, _ in hops):
             return False
+        if ctx.original.method == "BYE":
+            # Only a BYE sbc relays ends the dialog and its media (a refused one must not).
+            ctx.effects += self._keepalive_dialogs(self.dialogs.bye(ctx.original), ctx.now)
+            ctx.effects += self.release_media(ctx.original.call_id)
         if ctx.path is not None:
             hops = self._with_path(ctx, hops)  # type: ignore[arg-type]
             if not hops:
@@ -773,18 +822,19 @@ class Proxy:
                 path += f";transport={socket.transport}"
             path += ";lr"
             if ctx.path:
-                path += f";received={escape_param(source_uri(ctx._source))}"
+                received = escape_param(source_uri(ctx._source))
+                path += f";received={received};{SIGNATURE_PARAM}={self.signer.sign(received)}"
             with_path = request.with_header_first("Path", f"<{path}>")
             assert isinstance(with_path, Request)
             out.append((with_path, target, socket))
         return out
 
     def path_target(self, consumed: tuple) -> Optional[Address]:
-        """The NAT address our own Path entry carried (C{;received=}), if any."""
+        """The NAT address our own Path entry carried (C{;received=}, signed by us), if any."""
         for entry in consumed:
             uri = entry.uri
             value = uri.param("received") if isinstance(uri, SipUri) else None
-            if value:
+            if value and self.signer.valid(uri.param(SIGNATURE_PARAM), value):
                 parsed = parse_uri(unescape_param(value))
                 if isinstance(parsed, SipUri):
                     return uri_target(parsed)
@@ -858,10 +908,12 @@ class Proxy:
         mf = request.max_forwards
         out = request.with_header("Max-Forwards", str((mf if mf is not None else 70) - 1))
         if rr_params is not None:
+            ftag = original.from_.tag if self.settings.append_fromtag else None
+            signature = self.signer.sign(original.call_id, ftag or "")
             rr = {
-                "ftag": original.from_.tag if self.settings.append_fromtag else None,
+                "ftag": ftag,
                 "advertise": self.settings.advertise,
-                "params": rr_params,
+                "params": f"{rr_params};{SIGNATURE_PARAM}={signature}",
             }
             double = self.settings.enable_double_rr == 2 or (
                 self.settings.enable_double_rr == 1 and socket != inbound
@@ -1126,8 +1178,30 @@ class Proxy:
             )
 
     def _forward_stateless(self, request: Request, source: Address, local: Address) -> list[Effect]:
-        """ACK for a 2xx (and stray ACKs): forwarded along the route set, no transaction."""
+        """ACK for a 2xx (and stray ACKs): forwarded along the route set, no transaction,
+        when our own signed Route entry routed it or sbc knows its dialog; otherwise (and
+        an ACK outside any dialog) absorbed, unless a trusted peer sent it."""
         routed = loose_route(request, self.identity)
+        trusted = self.is_trusted(source)
+        if request.to.tag is None:
+            verdict = initial_verdict(
+                method="ACK",
+                to_us=False,
+                from_local=False,
+                trusted=trusted,
+                auth_enabled=False,
+                allow_relay=self.settings.allow_relay,
+            )
+        else:
+            verdict = in_dialog_verdict(
+                method="ACK",
+                routed_by_us=self.routed_by_us(request, routed.consumed),
+                known_dialog=self.known_dialog(request),
+                trusted=trusted,
+                allow_relay=self.settings.allow_relay,
+            )
+        if verdict is not Verdict.ACCEPT:
+            return []
         out = routed.request
         hop = routed.next_hop
         if hop is None and isinstance(out.uri, SipUri) and not self.identity.is_myself(out.uri):

@@ -8,6 +8,8 @@ change what sbc does.
 
 from __future__ import annotations
 
+from sbc.core.relaypolicy import Verdict
+
 #: Methods whose initial request creates a dialog: sbc record-routes them.
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY")
 #: Replies from a NATed UAS are judged by these nat_uac_test flags only: the Via-based
@@ -30,9 +32,12 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     # Only the first hop judges and fixes a client: behind another proxy the client's NAT
     # was that proxy's to handle (and its alias must survive).
     natted = bool(nat.nat_uac_test) and msg.first_hop and msg.nat_uac_test(nat.nat_uac_test)
-    routed = msg.loose_route()
+    routed = msg.loose_route()  # inside a dialog: 1 only through our own signed Route
     if msg.first_hop and msg.check_route_param(r";nat=yes(;|$)"):
         natted = True  # the dialog was marked NATed when it was set up
+    along_path = msg.initial and msg.du is None and msg.path_received()
+    if not allowed(msg, along_path):
+        return
     if natted and not msg.is_method("REGISTER"):
         fix_nated(msg, nat)
     if natted:
@@ -42,17 +47,21 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         msg.record_route()
     if msg.is_method("REGISTER", "SUBSCRIBE") or (msg.is_method("INVITE") and msg.initial):
         msg.nat_keepalive()
-    if msg.du is None and msg.path_received():
-        relay(msg)  # from the core registrar, along the Path we added
+    if along_path:
+        relay(msg)  # from the core registrar, along the Path we added and signed
         return
+    # An alias in the Request-URI is a NAT binding sbc wrote into a Contact: followed
+    # inside dialogs we route, and for trusted peers; from anyone else it would make sbc
+    # relay to any address.
     if nat.contact_fix == "alias" and (msg.du is None or msg.du == msg.ru):
-        alias = msg.handle_ruri_alias()
-        if alias == -1:
-            msg.sl_send_reply(400, "Bad alias parameter in Request-URI")
-            return
-        if alias == 1:
-            relay(msg)
-            return
+        if not msg.initial or msg.allow_source_address():
+            alias = msg.handle_ruri_alias()
+            if alias == -1:
+                msg.sl_send_reply(400, "Bad alias parameter in Request-URI")
+                return
+            if alias == 1:
+                relay(msg)
+                return
     if msg.du is None and routed == 1 and msg.is_sip_uri and not msg.is_myself():
         relay(msg)  # in dialog: our Route entries consumed, the Request-URI is the target
         return
@@ -60,6 +69,35 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
         relay(msg)
         return
     local(msg, natted)
+
+
+def allowed(msg, along_path: bool) -> bool:  # type: ignore[no-untyped-def]
+    """sbc is never an open relay: trusted peers ([permissions] trusted) go anywhere; our
+    users authenticate when [auth] is on; others may reach our domains only; inside a
+    dialog only our own signed Route (or a dialog sbc knows) routes.  Refused requests
+    get 403 Relaying Forbidden or 404 Not Here (an ACK is absorbed)."""
+    to_us = along_path or (msg.du is None and msg.is_myself())
+    verdict = msg.relay_verdict(to_us)
+    if verdict is Verdict.AUTHENTICATE:
+        if msg.is_method("REGISTER") and msg.registrar_uri is not None:
+            return True  # edge mode: the core registrar authenticates
+        return authenticate(msg)
+    if verdict is not Verdict.ACCEPT:
+        msg.refuse(verdict)
+        return False
+    return True
+
+
+def authenticate(msg) -> bool:  # type: ignore[no-untyped-def]
+    """auth_check with the From (REGISTER: To) user tied to the credentials, as Kamailio's
+    stock configuration does."""
+    result = msg.auth_check(flags=1)
+    if not result:
+        msg.auth_challenge()  # 401/407, or 403 for another user's credentials
+        return False
+    if not msg.is_method("REGISTER"):
+        msg.consume_credentials()
+    return True
 
 
 def relay(msg) -> None:  # type: ignore[no-untyped-def]

@@ -35,7 +35,8 @@ from sbc.core.natfix import (
     set_contact_alias,
     source_uri,
 )
-from sbc.core.routing import loose_route, with_routes
+from sbc.core.routing import RouteOutcome, loose_route, with_routes
+from sbc.core.scriptaccess import AccessFunctions, Result
 from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.uri import SipUri, parse_uri
 
@@ -50,13 +51,6 @@ __all__ = [
     "FailureContext",
     "ScriptExit",
 ]
-
-
-class Result(int):
-    """A Kamailio-style result code: true when positive."""
-
-    def __bool__(self) -> bool:
-        return self > 0
 
 
 class ScriptExit(Exception):  # noqa: N818 - Kamailio's exit, not an error
@@ -199,10 +193,11 @@ class _MessageContext:
         return self.message.has(name)
 
 
-class RequestContext(_MessageContext):
+class RequestContext(_MessageContext, AccessFunctions):
     """
     C{msg} in C{request_route}: the request, where it came from, and the decisions the
-    script makes about it.  L{t_relay} and L{sl_send_reply} end its handling.
+    script makes about it.  L{t_relay} and L{sl_send_reply} end its handling.  Who may
+    use sbc (permissions, authentication, the relay verdict) is in L{AccessFunctions}.
     """
 
     def __init__(
@@ -239,6 +234,7 @@ class RequestContext(_MessageContext):
         self._path: Optional[bool] = None
         self.failure_route: Optional[Callable[[FailureContext], None]] = None
         self.keepalive = False
+        self.authenticated: Optional[str] = None
 
     @property
     def request(self) -> Request:
@@ -377,8 +373,19 @@ class RequestContext(_MessageContext):
 
     def loose_route(self) -> Result:
         """Kamailio's loose_route(): 1 the next hop came from Route (now $du, or the
-        Request-URI), -1 no Route, -3 a preloaded Route to us was consumed."""
+        Request-URI), -1 no Route, -3 a preloaded Route to us was consumed.  Inside a
+        dialog, only a Record-Route entry sbc signed for it routes (or a trusted peer's
+        request, or an open relay): any other Route gives -2 and the request is left as
+        it was, so that a Route copied from elsewhere does not make sbc relay."""
         routed = loose_route(self.request, self._proxy.identity)
+        if (
+            routed.outcome is RouteOutcome.NEXT_HOP
+            and self.has_totag()
+            and not self._proxy.routed_by_us(self.original, routed.consumed)
+            and not self.allow_source_address()
+            and not self.allow_relay
+        ):
+            return Result(-2)
         self.message = routed.request
         self._consumed = routed.consumed
         if routed.next_hop is not None:
@@ -423,7 +430,10 @@ class RequestContext(_MessageContext):
 
     # -- location (K: registrar) ----------------------------------------------------------
     def save(self, table: str = "location") -> Result:
-        """Store the REGISTER's bindings and answer it (200, 423, 400, ...)."""
+        """Store the REGISTER's bindings and answer it (200, 423, 400, ...).  With [auth]
+        on, a REGISTER the script did not authenticate is challenged instead."""
+        if self.challenge_unauthenticated():
+            return Result(-1)
         status = self._proxy.save_location(self)
         self.done = True
         return Result(1 if status == 200 else -1)
@@ -482,7 +492,10 @@ class RequestContext(_MessageContext):
     def t_relay(self) -> bool:
         """Forward statefully: to the branches L{lookup} made, else to $du, else to the
         Request-URI.  False (nothing sent, nothing answered) when there is no usable
-        destination."""
+        destination.  With [auth] on, an initial request from one of our users that the
+        script did not authenticate is challenged instead (True: answered)."""
+        if self.challenge_unauthenticated():
+            return True
         started = self._proxy.relay(self)
         if started:
             self.done = True

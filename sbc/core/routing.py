@@ -105,6 +105,7 @@ def loose_route(request: Request, identity: LocalIdentity) -> LooseRoute:
         # The previous hop was a strict router: the R-URI is our Record-Route, the real
         # target is the last Route entry (RFC 3261 §16.4).
         target = routes.pop()
+        consumed.append(NameAddr(None, uri))  # our Record-Route entry, as the R-URI
         while routes and _is_mine(routes[0], identity):
             consumed.append(routes.pop(0))
         if not isinstance(target.uri, SipUri):

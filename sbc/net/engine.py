@@ -39,6 +39,11 @@ __all__ = ["SipEngine"]
 
 log = logger(__name__)
 
+#: Notices of requests the relay policy refused (403 Relaying Forbidden, 404 Not Here).
+_REFUSALS = frozenset({"relay_forbidden", "not_here"})
+#: Seconds between two log lines about refused requests of one kind.
+REFUSAL_LOG_INTERVAL = 10.0
+
 
 #: The limits of SEC-01, each counted when a peer hits it.
 _LIMIT_COUNTERS = {
@@ -104,6 +109,7 @@ class SipEngine:
         self.clock = clock
         self.limits = limits
         self.stats = stats if stats is not None else Statistics()
+        self._refusal_log: dict[str, tuple[Optional[float], int]] = {}
         self.datagram_sockets: dict[Address, Callable[[bytes, tuple[str, int]], None]] = {}
         self.send_stream: Optional[Callable[[Address, bytes], bool]] = None
         self.send_stream_existing: Optional[Callable[[Address, bytes], bool]] = None
@@ -393,6 +399,8 @@ class SipEngine:
                     "routing script error: {details}",
                     details=" ".join(f"{k}={v}" for k, v in effect.fields),
                 )
+            elif isinstance(effect, Notice) and effect.event in _REFUSALS:
+                self._refused(effect)
             elif isinstance(effect, Notice):
                 log.info(
                     "{event}: {details}",
@@ -409,6 +417,24 @@ class SipEngine:
                         listener(effect)
                     except Exception:
                         log.failure("dialog listener failed")
+
+    def _refused(self, notice: Notice) -> None:
+        """A request the relay policy refused: counted; logged at most once per
+        L{REFUSAL_LOG_INTERVAL} seconds per kind, with how many went unlogged (an attacker
+        probing for an open relay must not flood the log)."""
+        self.stats.incr(notice.event)
+        now = self.clock.seconds()
+        last, suppressed = self._refusal_log.get(notice.event, (None, 0))
+        if last is not None and now - last < REFUSAL_LOG_INTERVAL:
+            self._refusal_log[notice.event] = (last, suppressed + 1)
+            return
+        self._refusal_log[notice.event] = (now, 0)
+        log.warn(
+            "{event}: {details}{more}",
+            event=notice.event,
+            details=" ".join(f"{k}={v}" for k, v in notice.fields),
+            more=f" ({suppressed} more since the last line)" if suppressed else "",
+        )
 
     def _datagram_socket(
         self, local: Optional[Address], peer: Address

@@ -50,6 +50,10 @@ def test_example_config_loads() -> None:
     settings = load(os.path.join(ROOT, "etc", "sbc.ini"))
     assert "sbc.test" in settings.core.alias
     assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls"}
+    # A safe edge: authentication on, one trusted trunk, the relay closed.
+    assert settings.auth.enabled and not settings.core.allow_relay
+    assert settings.permissions.trusted.allows(Address("udp", "203.0.113.10", 5060))
+    assert not settings.permissions.trusted.allows(Address("udp", "203.0.113.11", 5060))
 
 
 def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -94,7 +98,7 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "sbc.ini:4: [core] foo: expected one of listen, advertise, alias, outbound_proxy, "
             "max_message_size, log_level, tcp_connection_lifetime, max_headers, "
             "max_header_length, tcp_max_connections, tcp_max_connections_per_source, route_script, "
-            "got an unknown key",
+            "allow_relay, got an unknown key",
         ),
         (
             "[core]\nmax_message_size = 10\n",
@@ -123,7 +127,17 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         (
             "[rtpengine]\nx = 1\n",
             "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
-            "rr, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
+            "rr, permissions, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
+        ),
+        (
+            "[permissions]\ntrusted = udp:10.0.0.1 carrier.example\n",
+            "sbc.ini:2: [permissions] trusted: expected proto:ip[/prefix][:port] (proto udp, "
+            "tcp, tls or any; IPv6 in [ ]), got 'udp:10.0.0.1 carrier.example'",
+        ),
+        (
+            "[rr]\nsecret = short\n",
+            "sbc.ini:2: [rr] secret: expected at least 16 characters (empty: a random secret "
+            "per start), got 'short'",
         ),
         (
             "[core]\nlisten = udp:127.0.0.1\nlisten = udp:127.0.0.2\n",

@@ -16,7 +16,7 @@ from sbc.core.nat import stamp_via
 from sbc.core.proxy import Proxy, ProxySettings, priority
 from sbc.core.reply import make_response
 from sbc.core.transaction import Send, Timers
-from tests.helpers import make_proxy, request_bytes, rfc4475
+from tests.helpers import make_proxy, request_bytes, rfc4475, sig
 
 SBC = Address("udp", "127.0.0.1", 5060)
 SBC_TCP = Address("tcp", "127.0.0.1", 5060)
@@ -158,7 +158,7 @@ def test_invite_forwarded_to_the_registered_contact() -> None:
     assert out.top_via.host == "127.0.0.1" and out.top_via.branch.startswith("z9hG4bKsbc")  # type: ignore[union-attr]
     assert out.vias[1].received == "192.0.2.10"
     assert out.max_forwards == 69
-    assert out.get("Record-Route") == "<sip:127.0.0.1;lr;ftag=from1>"
+    assert out.get("Record-Route") == f"<sip:127.0.0.1;lr;ftag=from1{sig(p, 'c1', 'from1')}>"
 
 
 def test_full_call_relays_responses_and_tracks_the_dialog() -> None:
@@ -353,8 +353,8 @@ def test_double_record_route_when_sockets_differ() -> None:
     effects = send_request(p, invite("sip:carol@192.0.2.30;transport=tcp"))
     [out] = sent(effects, Address("tcp", "192.0.2.30", 5060))
     assert out.get_all("Record-Route") == [
-        "<sip:127.0.0.1;transport=tcp;r2=on;lr;ftag=from1>",
-        "<sip:127.0.0.1;r2=on;lr;ftag=from1>",
+        f"<sip:127.0.0.1;transport=tcp;r2=on;lr;ftag=from1{sig(p, 'c1', 'from1')}>",
+        f"<sip:127.0.0.1;r2=on;lr;ftag=from1{sig(p, 'c1', 'from1')}>",
     ]
     assert out.top_via.transport == "TCP"
 
@@ -507,7 +507,8 @@ def test_natted_caller_gets_alias_and_nat_record_route() -> None:
     )
     [out] = sent(send_request(p, data, source=NAT), Address("udp", "192.0.2.30", 5060))
     assert out.get("Contact") == "<sip:alice@10.0.0.10:5070;alias=198.51.100.20~40123~1>"
-    assert out.get("Record-Route") == "<sip:127.0.0.1;lr;ftag=from1;nat=yes>"
+    signature = sig(p, "call-1@192.0.2.10", "from1")
+    assert out.get("Record-Route") == f"<sip:127.0.0.1;lr;ftag=from1;nat=yes{signature}>"
 
 
 def test_in_dialog_request_to_an_alias_goes_to_the_nat_binding() -> None:
@@ -586,7 +587,8 @@ def test_register_relayed_to_the_core_with_path_and_received() -> None:
     p = proxy(registrar_uri=uri)
     [out] = sent(register_natted(p), CORE)
     assert isinstance(out, Request) and out.method == "REGISTER"
-    assert out.get("Path") == "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123>"
+    signature = sig(p, "sip:198.51.100.20:40123")
+    assert out.get("Path") == f"<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123{signature}>"
     assert out.get("Contact") == '<sip:alice@10.0.0.10:5070>;received="sip:198.51.100.20:40123"'
 
 
@@ -597,7 +599,13 @@ def test_request_along_our_path_reaches_the_nat_binding() -> None:
         "INVITE",
         "sip:alice@10.0.0.10:5070",
         via="SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKc",
-        headers=[("Route", "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123>")],
+        headers=[
+            (
+                "Route",
+                "<sip:127.0.0.1:5060;lr;received=sip:198.51.100.20:40123"
+                f"{sig(p, 'sip:198.51.100.20:40123')}>",
+            )
+        ],
     )
     [out] = sent(send_request(p, data, source=CORE), NAT)
     assert str(out.uri) == "sip:alice@10.0.0.10:5070" and not out.has("Route")  # type: ignore[union-attr]

@@ -22,7 +22,7 @@ from tests.core.test_proxy import (
     sent,
     statuses,
 )
-from tests.helpers import make_proxy, request_bytes
+from tests.helpers import make_proxy, request_bytes, sig
 
 
 def scripted(request_route, **routes) -> Proxy:  # type: ignore[no-untyped-def]
@@ -90,10 +90,13 @@ def test_du_headers_and_record_route() -> None:
         msg.add_rr_param("nat=yes")
         assert msg.t_relay()
 
-    [out] = sent(send_request(scripted(route), invite()), BOB2)
+    p = scripted(route)
+    [out] = sent(send_request(p, invite()), BOB2)
     assert isinstance(out, Request) and str(out.uri) == "sip:bob@sbc.test"
     assert out.get("X-Tenant") == "blue" and out.max_forwards == 69
-    assert out.get("Record-Route") == "<sip:127.0.0.1;lr;ftag=from1;nat=yes>"
+    assert (
+        out.get("Record-Route") == f"<sip:127.0.0.1;lr;ftag=from1;nat=yes{sig(p, 'c1', 'from1')}>"
+    )
 
 
 def test_a_raising_script_answers_500_and_says_where() -> None:
