@@ -26,6 +26,7 @@ _SDP = (
 class MiniUas:
     """
     @ivar invites: Call-IDs of the INVITEs received (each counted once).
+    @ivar requests: (method, Call-ID) of every request received.
     @ivar status: the answer to INVITE (200, or e.g. 503 with C{retry_after}).
     """
 
@@ -39,6 +40,8 @@ class MiniUas:
         self.status = status
         self.retry_after = retry_after
         self.invites: set[str] = set()
+        #: (method, Call-ID) of every request received, in order.
+        self.requests: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -55,6 +58,8 @@ class MiniUas:
                 message = parse(data)
             except ParseError:
                 continue
+            if isinstance(message, Request):
+                self.requests.append((message.method, message.call_id))
             if not isinstance(message, Request) or message.method == "ACK":
                 continue
             if message.method == "INVITE":

@@ -74,6 +74,7 @@ def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
             config.write_text(
                 f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
                 f"[tm]\nfr_timer = {FR_TIMER_MS}\n"
+                "[permissions]\ntrusted = any:127.0.0.0/8\n"  # the core calls out
                 f"[dns]\nnameservers = {server.host}:{server.port}\nhosts_file =\n"
                 "dns_try_ipv6 = no\n"
                 f"[blocklist]\nblst_503 = yes\nblst_503_min_timeout = {BLST_503_MIN}\n"
@@ -203,6 +204,7 @@ def test_control_without_failover_the_dead_target_fails_the_call(lab, tmp_path) 
     config.write_text(
         f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
         f"[tm]\nfr_timer = {FR_TIMER_MS}\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"
         f"[dns]\nnameservers = {lab.dns.host}:{lab.dns.port}\nhosts_file =\n"
         "dns_try_ipv6 = no\nuse_dns_failover = no\n"
         "[blocklist]\nuse_dst_blocklist = no\n"

@@ -69,6 +69,7 @@ def test_flood_from_one_source_spares_the_others(tmp_path) -> None:  # type: ign
     config.write_text(
         f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
         "[pike]\nsampling_time_unit = 2\nreqs_density_per_unit = 300\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"
     )
     with SbcProcess(str(config)) as sbc:
         sbc.wait_for("listening on ")

@@ -129,6 +129,7 @@ def loopback_sbc(tmp_path):  # type: ignore[no-untyped-def]
     config.write_text(
         f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
         "[tm]\nfr_inv_timer = 3000\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"
         "[rtp]\nengine = relay\nrtp_policy = always\nport_min = 31000\nport_max = 31099\n"
         "media_timeout = 2\n"
     )

@@ -33,6 +33,7 @@ def sbc(tmp_path_factory):  # type: ignore[no-untyped-def]
         f"[core]\nlisten = udp:127.0.0.1:{port} tcp:127.0.0.1:{port}\nalias = sbc.test\n"
         "[tm]\nfr_inv_timer = 2000\n"
         "[registrar]\nmin_expires = 1\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"  # SIPp callers stand for the core
     )
     with SbcProcess(str(config)) as process:
         process.wait_for(r"listening on ", count=2)

@@ -32,6 +32,7 @@ def tls_config(
     listen = f"tls:127.0.0.1:{tls_port}" + (f" udp:127.0.0.1:{udp_port}" if udp_port else "")
     path.write_text(
         f"[core]\nlisten = {listen}\nalias = sbc.test\n[tm]\nfr_timer = 5000\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"
         f"[tls]\ncertificate = {certs[cert]}\nprivate_key = {certs[key]}\n"
         f"ca_list = {certs['ca']}\nrequire_certificate = {'yes' if require else 'no'}\n"
     )
