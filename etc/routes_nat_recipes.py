@@ -32,6 +32,9 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     if msg.has_totag():
         within_dialog(msg)
         return
+    if msg.is_method("OPTIONS") and msg.user is None and msg.is_myself() and not msg.du:
+        msg.send_options_reply()  # Kamailio's REQINIT keepalive answer, before route(AUTH)
+        return
 
     # Kamailio's route(AUTH): trusted peers ([permissions]) go anywhere; our users prove
     # who they are, with the From (REGISTER: To) user tied to the credentials.

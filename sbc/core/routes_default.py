@@ -35,6 +35,10 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     routed = msg.loose_route()  # inside a dialog: 1 only through our own signed Route
     if msg.first_hop and msg.check_route_param(r";nat=yes(;|$)"):
         natted = True  # the dialog was marked NATed when it was set up
+    if msg.initial and msg.is_method("OPTIONS") and msg.user is None and msg.du is None:
+        if msg.is_myself():
+            msg.send_options_reply()  # a keepalive for sbc itself: no credentials needed
+            return
     along_path = msg.initial and msg.du is None and msg.path_received()
     if not allowed(msg, along_path):
         return
