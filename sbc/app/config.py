@@ -885,6 +885,13 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
             )
     reg = settings.registrar
     if reg.max_expires and reg.max_expires < reg.min_expires:
+        if ("registrar", "max_expires") not in lines:
+            # max_expires took its default (3600, as Kamailio's registrar): name the key set.
+            line = lines.get(("registrar", "min_expires"), 0)
+            raise ConfigError(
+                f"{path}:{line}: [registrar] min_expires: expected at most max_expires "
+                f"({reg.max_expires}, its default; set max_expires too), got {reg.min_expires}"
+            )
         line = lines.get(("registrar", "max_expires"), 0)
         raise ConfigError(
             f"{path}:{line}: [registrar] max_expires: expected 0 or at least "

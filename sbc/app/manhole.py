@@ -18,7 +18,7 @@ from typing import Any, Optional
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
-from twisted.conch.ssh import keys
+from twisted.conch.ssh import keys, transport
 from twisted.cred import portal
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
@@ -337,12 +337,35 @@ def load_or_create_host_key(path: Optional[str]) -> keys.Key:
     return keys.Key(private)
 
 
+class _AdminTransport(transport.SSHServerTransport):
+    """The server side of an admin connection: a client's normal goodbye is not an error."""
+
+    @override
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        """An SSH_MSG_DISCONNECT from the client (RFC 4253 §11.1).  Reason 11,
+        SSH_DISCONNECT_BY_APPLICATION, is how C{ssh host command} ends every scripted run,
+        so it is logged at debug level; any other reason is still logged as an error."""
+        if reasonCode == transport.DISCONNECT_BY_APPLICATION:
+            log.debug(
+                "manhole client disconnected: {description}",
+                description=description.decode("utf-8", "replace")[:200],
+            )
+            return
+        super().receiveError(reasonCode, description)
+
+
+class _AdminFactory(manhole_ssh.ConchFactory):
+    """L{manhole_ssh.ConchFactory} with L{_AdminTransport} as its protocol."""
+
+    protocol = _AdminTransport
+
+
 def manhole_factory(
     commands: AdminCommands, authorized_keys: str, host_key: Optional[str]
 ) -> manhole_ssh.ConchFactory:
     """The SSH factory: public keys from C{authorized_keys} are the only way in."""
     checker = SSHPublicKeyChecker(_AuthorizedKeysFile(authorized_keys))
-    factory = manhole_ssh.ConchFactory(portal.Portal(_AdminRealm(commands), [checker]))
+    factory = _AdminFactory(portal.Portal(_AdminRealm(commands), [checker]))
     key = load_or_create_host_key(host_key)
     name = key.sshType()
     # Instance dictionaries: ConchFactory's class-level ones would be shared.

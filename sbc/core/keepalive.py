@@ -9,9 +9,16 @@ it, as Kamailio has two modules:
  - nathelper style: registered contacts are pinged every C{natping_interval} with four
    zero bytes, a SIP request (OPTIONS/NOTIFY, TV-14's message) or CRLF on streams;
    C{ping_nated_only}; C{keepalive_timeout} evicts contacts whose pings go unanswered.
+   As Kamailio nathelper's C{sipping_method}, the SIP request is addressed to the
+   registered Contact (Request-URI and To) and sent to the NAT address it registered from,
+   so the phone sees a request for itself.
  - nat_traversal style: endpoints kept while a registration, subscription or dialog
    condition lives, pinged with NOTIFY (C{Event: keep-alive}) or OPTIONS every
-   C{keepalive_interval}.
+   C{keepalive_interval}.  Endpoints with no contact registered here (relayed
+   registrations, subscriptions, dialogs) are addressed as C{sip:ip:port}, as Kamailio's
+   nat_traversal does.
+
+Any reply to a SIP ping, a 404 included, means the endpoint is alive.
 
 Work is spread evenly: each endpoint has a slot (a stable hash of its address) and
 L{KeepaliveTable.tick} at second C{s} handles slot C{s mod interval}.  The state file
@@ -45,6 +52,9 @@ __all__ = [
 
 _ZEROS = b"\x00\x00\x00\x00"
 _CRLF_PING = b"\r\n\r\n"
+#: Characters a contact must not carry into a ping's start line or To (the parser never
+#: lets them through; this keeps a stored contact from ever splitting the message).
+_NOT_IN_URI = frozenset(" \t\r\n<>\x00")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class Endpoint:
     @ivar subscribed_until: subscription condition expiry (0: none).
     @ivar dialogs: keys of the dialogs that keep it.
     @ivar last_reply: when it last answered a ping (or registered).
+    @ivar contact: the Contact URI registered from C{address} with the built-in registrar
+        (empty: none); SIP pings are addressed to it.
     """
 
     address: Address
@@ -96,6 +108,7 @@ class Endpoint:
     dialogs: set = field(default_factory=set)
     natted: bool = False
     last_reply: float = 0.0
+    contact: str = ""
 
     def alive(self, now: float) -> bool:
         return self.registered_until > now or self.subscribed_until > now or bool(self.dialogs)
@@ -165,9 +178,13 @@ class KeepaliveTable:
         until: float,
         now: float,
         natted: bool = False,
+        contact: str = "",
     ) -> None:
         """A registration from C{address} lives until C{until}.  Unlike Kamailio (DISC-11) a
-        de-registration (C{until <= now}) ends the condition at once."""
+        de-registration (C{until <= now}) ends the condition at once.
+
+        @param contact: the Contact URI the built-in registrar stored for it (SIP pings go
+            to it, as nathelper's sipping does); empty keeps the one known."""
         if until <= now:
             entry = self.endpoints.get(address)
             if entry is not None:
@@ -179,6 +196,21 @@ class KeepaliveTable:
         entry.registered_until = max(entry.registered_until, until)
         entry.natted = entry.natted or natted
         entry.last_reply = now
+        if contact:
+            entry.contact = contact
+
+    def restore_contacts(self, bindings: Iterable[tuple[str, Binding]]) -> None:
+        """Bindings read back from the state file name the contacts their endpoints are
+        pinged at (for each endpoint, the one that expires last)."""
+        best: dict[Address, Binding] = {}
+        for _, binding in bindings:
+            known = best.get(binding.source)
+            if known is None or binding.expires_at > known.expires_at:
+                best[binding.source] = binding
+        for address, binding in best.items():
+            entry = self.endpoints.get(address)
+            if entry is not None and entry.registered_until:
+                entry.contact = str(binding.uri)
 
     def subscribed(
         self, address: Address, local: Optional[Address], until: float, now: float
@@ -290,12 +322,16 @@ class KeepaliveTable:
         return Ping(self.sip_ping(entry), address, entry.local)
 
     def sip_ping(self, entry: Endpoint) -> bytes:
-        """TV-14 / KA-11: a stateless request to the endpoint (no Contact, one Via)."""
+        """A stateless request to the endpoint (no Contact, one Via): to its registered
+        Contact when it has one (Kamailio nathelper's sipping), else to C{sip:ip:port}
+        (nat_traversal's keepalive)."""
         self._counter += 1
         method = self.settings.method.upper()
         local = entry.local or Address("udp", "0.0.0.0", 5060)
         host = format_host(local.host)
-        uri = endpoint_uri(entry.address)
+        uri = entry.contact
+        if not uri or any(c in uri for c in _NOT_IN_URI):
+            uri = endpoint_uri(entry.address)
         from_uri = self.settings.from_uri or f"sip:keepalive@{host}"
         branch = f"z9hG4bK{self.rng.randrange(10**7):07d}"
         lines = [

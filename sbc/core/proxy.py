@@ -718,7 +718,10 @@ class Proxy:
             # NATed: the binding keeps the NAT address, or the script said so (the NAT
             # flag a Kamailio script sets before save()).
             natted_binding = ctx.natted or any(b.received is not None for b in mine)
-            self.keepalive.registered(source, local, until, now, natted_binding)
+            # nathelper's sipping: pings go to the registered Contact (the latest one).
+            latest = max(mine, key=lambda b: b.expires_at, default=None)
+            contact = str(latest.uri) if latest is not None else ""
+            self.keepalive.registered(source, local, until, now, natted_binding, contact)
         response = make_response(
             ctx.original, result.status, result.reason or None, headers=result.headers
         )

@@ -3,12 +3,18 @@
 The built-in registrar (RFC 3261 §10.3; Kamailio registrar/usrloc behaviour): bindings per
 address-of-record with expiry driven by C{now}, C{q}, C{Contact: *}, 423 with Min-Expires.
 
+Users whose last binding went are remembered for a while (L{Registrar.retention}), so that a
+request for them gets 480 rather than 404 (RFC 3261 §21.4.5, §21.4.18), then forgotten; at most
+L{KNOWN_USERS_MAX} of them are remembered, the oldest forgotten first, so a peer registering
+under ever new names cannot grow the registrar without bound.
+
 Address-of-record keys are the user part of the To URI, as Kamailio's usrloc does with its
 default C{use_domain=0}: C{sip:bob@sbc.test} and C{sip:bob@127.0.0.1} are the same user.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -17,7 +23,19 @@ from sbc.core.message import Request
 from sbc.core.natfix import source_uri
 from sbc.core.uri import NameAddr, SipUri, parse_name_addr
 
-__all__ = ["RegistrarSettings", "Binding", "Registrar", "RegisterResult", "aor_of"]
+__all__ = [
+    "KNOWN_USERS_MAX",
+    "RegistrarSettings",
+    "Binding",
+    "Registrar",
+    "RegisterResult",
+    "aor_of",
+]
+
+#: Most users without bindings remembered (for 480 rather than 404); the oldest go first.
+KNOWN_USERS_MAX = 100_000
+#: Seconds a user without bindings is remembered when C{max_expires} is 0 (unbounded).
+DEFAULT_RETENTION = 3600
 
 
 @dataclass(frozen=True)
@@ -25,14 +43,16 @@ class RegistrarSettings:
     """
     The C{[registrar]} section (seconds).
 
-    @ivar max_expires: 0 means no upper bound (Kamailio's default).
-    @ivar max_contacts: 0 means no limit.
+    @ivar max_expires: longest interval granted; 3600 as Kamailio registrar's C{max_expires};
+        0 means no upper bound.
+    @ivar max_contacts: contacts per user; 0 means no limit (Kamailio registrar's default),
+        sbc's default is 10.
     """
 
     default_expires: int = 3600
     min_expires: int = 60
-    max_expires: int = 0
-    max_contacts: int = 0
+    max_expires: int = 3600
+    max_contacts: int = 10
     received_param: str = "received"
     #: Empty: sbc is the registrar.  Else REGISTERs go there, with Path (RFC 3327).
     registrar_uri: Optional[SipUri] = None
@@ -98,12 +118,21 @@ def _q_value(contact: NameAddr) -> Optional[float]:
 
 
 class Registrar:
-    """In-memory bindings: C{aor -> [Binding]}, expired lazily and by L{expire}."""
+    """
+    In-memory bindings: C{aor -> [Binding]}, expired lazily and by L{expire}.
 
-    def __init__(self, settings: RegistrarSettings = RegistrarSettings()) -> None:
+    @ivar known_max: most users without bindings remembered (L{KNOWN_USERS_MAX}).
+    """
+
+    def __init__(
+        self, settings: RegistrarSettings = RegistrarSettings(), known_max: int = KNOWN_USERS_MAX
+    ) -> None:
         self.settings = settings
+        self.known_max = known_max
         self._bindings: dict[str, list[Binding]] = {}
-        self._known: set[str] = set()
+        #: Users without bindings -> when they are forgotten, in the order they lost their
+        #: bindings (so the oldest is first).
+        self._known: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._bindings.values())
@@ -116,9 +145,35 @@ class Registrar:
         """Every stored binding with its address-of-record (for the state file)."""
         return [(aor, b) for aor, bs in self._bindings.items() for b in bs]
 
+    @property
+    def retention(self) -> int:
+        """Seconds a user is remembered after their last binding went: C{max_expires}, or
+        3600 when that is 0 (unbounded)."""
+        return self.settings.max_expires or DEFAULT_RETENTION
+
+    def remembered(self) -> int:
+        """How many users without bindings are remembered (for 480 rather than 404)."""
+        return len(self._known)
+
+    def _remember(self, aor: str, now: float) -> None:
+        known = self._known
+        known[aor] = now + self.retention
+        known.move_to_end(aor)
+        while len(known) > self.known_max:
+            known.popitem(last=False)
+
+    def _forget_due(self, now: float) -> None:
+        known = self._known
+        while known:
+            aor, until = next(iter(known.items()))
+            if until > now:
+                break
+            known.popitem(last=False)
+
     def restore(self, aor: str, binding: Binding) -> None:
-        """Put back a binding read from the state file."""
-        self._known.add(aor)
+        """Put back a binding read from the state file (its user is known again; once the
+        binding expires, they are remembered like any other)."""
+        self._known.pop(aor, None)
         self._bindings.setdefault(aor, []).append(binding)
 
     def bindings_from(self, aor: str, source: Address, now: float) -> list[Binding]:
@@ -138,13 +193,15 @@ class Registrar:
     def lookup(self, aor: str, now: float) -> Optional[list[Binding]]:
         """The live bindings of C{aor}, highest q first; L{None} when the user never
         registered (404), an empty list when all bindings are gone (480)."""
-        if aor not in self._known:
-            return None
+        if aor not in self._bindings:
+            until = self._known.get(aor)
+            return None if until is None or until <= now else []
         live = [b for b in self._bindings.get(aor, []) if b.expires_at > now]
         return sorted(live, key=lambda b: -(b.q if b.q is not None else 1.0))
 
     def expire(self, now: float) -> int:
-        """Drop expired bindings; return how many went."""
+        """Drop expired bindings and forget users whose retention ran out; return how many
+        bindings went."""
         gone = 0
         for aor in list(self._bindings):
             keep = [b for b in self._bindings[aor] if b.expires_at > now]
@@ -153,6 +210,8 @@ class Registrar:
                 self._bindings[aor] = keep
             else:
                 del self._bindings[aor]
+                self._remember(aor, now)
+        self._forget_due(now)
         return gone
 
     def next_expiry(self) -> Optional[float]:
@@ -195,7 +254,7 @@ class Registrar:
                 if b.call_id == call_id and b.cseq >= cseq:
                     return RegisterResult(500, "Out of order CSeq")
             self._bindings.pop(aor, None)
-            self._known.add(aor)
+            self._remember(aor, now)
             return self._ok(aor, now, ())
         # RFC 3327: the Path is stored with the bindings and echoed in the 200.
         path = tuple(parse_name_addr(v) for v in request.values("path") if v)
@@ -239,11 +298,12 @@ class Registrar:
         limit = self.settings.max_contacts
         if limit and len(updated) > limit:
             return RegisterResult(503, "Too many registered contacts")
-        self._known.add(aor)
         if updated:
             self._bindings[aor] = updated
+            self._known.pop(aor, None)
         else:
             self._bindings.pop(aor, None)
+            self._remember(aor, now)
         return self._ok(aor, now, path)
 
     def _ok(self, aor: str, now: float, path: tuple[NameAddr, ...]) -> RegisterResult:

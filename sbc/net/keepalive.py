@@ -81,6 +81,7 @@ class KeepaliveService(service.Service):
             self.table.restore(endpoint)
         for aor, binding in bindings:
             self.registrar.restore(aor, binding)
+        self.table.restore_contacts(bindings)
         log.info(
             "restored {endpoints} keepalive endpoint(s) and {bindings} registration(s) from {path}",
             endpoints=len(endpoints),

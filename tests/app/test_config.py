@@ -44,6 +44,21 @@ def test_dns_blocklist_rtp_values(tmp_path) -> None:  # type: ignore[no-untyped-
     assert settings.rtp.rtpengine_sock == Address("udp", "127.0.0.1", 2224)
 
 
+def test_registrar_defaults_are_bounded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """[registrar] max_expires defaults to 3600 (Kamailio's registrar) and max_contacts to
+    10; 0 in the file still means unbounded, and a long min_expires is fine with max 0."""
+    assert (defaults().registrar.max_expires, defaults().registrar.max_contacts) == (3600, 10)
+    settings = load(write(tmp_path, "[core]\nlisten = udp:127.0.0.1:5070\n"))
+    assert (settings.registrar.max_expires, settings.registrar.max_contacts) == (3600, 10)
+    settings = load(
+        write(
+            tmp_path,
+            "[registrar]\nmax_expires = 0\nmax_contacts = 0\nmin_expires = 7200\n",
+        )
+    )
+    assert (settings.registrar.max_expires, settings.registrar.max_contacts) == (0, 0)
+
+
 def test_example_config_loads() -> None:
     """etc/sbc.ini is valid (with the throw-away certificate in place)."""
     make_certificates(os.path.join(ROOT, "var", "tls"))
@@ -183,6 +198,15 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "[blocklist]\nblst_503_min_timeout = 90\nblst_503_max_timeout = 60\n",
             "sbc.ini:3: [blocklist] blst_503_max_timeout: expected at least "
             "blst_503_min_timeout (90), got 60",
+        ),
+        (
+            "[registrar]\nmin_expires = 60\nmax_expires = 30\n",
+            "sbc.ini:3: [registrar] max_expires: expected 0 or at least min_expires (60), got 30",
+        ),
+        (
+            "[registrar]\nmin_expires = 7200\n",
+            "sbc.ini:2: [registrar] min_expires: expected at most max_expires (3600, its "
+            "default; set max_expires too), got 7200",
         ),
         (
             "[rtp]\nengine = rtpproxy\n",

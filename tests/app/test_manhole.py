@@ -115,3 +115,33 @@ def test_rtp_sessions_command() -> None:
     )
     with pytest.raises(AdminError, match="engine = off"):
         off.run("rtp_sessions")
+
+
+@pytest.mark.parametrize(
+    "code, errors",
+    [
+        (11, []),  # SSH_DISCONNECT_BY_APPLICATION: the end of every `ssh host command`
+        (2, [2]),  # SSH_DISCONNECT_PROTOCOL_ERROR: still an error
+        (3, [3]),  # SSH_DISCONNECT_KEY_EXCHANGE_FAILED
+    ],
+)
+def test_normal_client_disconnect_is_not_an_error(tmp_path, code: int, errors: list) -> None:  # type: ignore[no-untyped-def]
+    """A client's SSH_MSG_DISCONNECT with reason 11 is logged below error level; other
+    reasons stay errors (RFC 4253 §11.1)."""
+    from twisted.internet.address import IPv4Address
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from sbc.app.manhole import manhole_factory
+
+    (tmp_path / "keys").write_text("")
+    factory = manhole_factory(commands(), str(tmp_path / "keys"), str(tmp_path / "host_key"))
+    factory.doStart()
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    factory.doStop()
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        protocol.receiveError(code, b"disconnected by user")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e.get("code") for e in events if e["log_level"] >= LogLevel.error] == errors

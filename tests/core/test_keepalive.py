@@ -172,3 +172,61 @@ def test_state_file_round_trip_drops_the_expired_and_reports_bad_lines() -> None
     assert [e.address for e in loaded] == [NAT] and loaded[0].local == SOCK and loaded[0].natted
     assert bindings == [("alice", live)]
     assert len(problems) == 1 and problems[0].startswith("line ")
+
+
+def test_sip_ping_addressed_to_the_registered_contact() -> None:
+    """nathelper's sipping: Request-URI and To are the registered Contact; the ping goes to
+    the NAT address the contact registered from."""
+    t = table(style="nathelper", interval=30, method="OPTIONS", from_uri="sip:pinger@sbc.test")
+    t.registered(NAT, SOCK, 5000.0, 1000.0, natted=True, contact="sip:alice@10.0.0.10:5070")
+    [(_, ping)] = pings_over(t, 1000.0, 30)
+    assert (ping.address, ping.local) == (NAT, SOCK)
+    request = parse(ping.data)
+    assert isinstance(request, Request)
+    assert str(request.uri) == str(request.to.uri) == "sip:alice@10.0.0.10:5070"
+    # A refresh without a contact (a relayed REGISTER's 2xx) keeps the one known.
+    t.registered(NAT, SOCK, 6000.0, 1030.0)
+    assert t.endpoints[NAT].contact == "sip:alice@10.0.0.10:5070"
+
+
+def test_endpoints_without_a_contact_keep_the_nat_address() -> None:
+    """Subscriptions, dialogs and contacts that could split the message: sip:ip:port."""
+    t = table(style="nat_traversal", interval=30, method="NOTIFY")
+    t.subscribed(NAT, SOCK, 5000.0, 1000.0)
+    odd = Address("udp", "198.51.100.21", 5060)
+    t.registered(odd, SOCK, 5000.0, 1000.0, contact="sip:a@h\r\nX: y")
+    uris = {p.address: str(parse(p.data).uri) for _, p in pings_over(t, 1000.0, 30)}
+    assert uris == {NAT: "sip:198.51.100.20:40123", odd: "sip:198.51.100.21:5060"}
+
+
+def test_restored_bindings_name_the_contact_to_ping() -> None:
+    """After a restart the endpoints learn their contacts from the restored bindings (the
+    one that expires last)."""
+    t = table(style="nathelper", interval=30, method="OPTIONS")
+    t.restore(Endpoint(NAT, SOCK, registered_until=5000.0))
+    older = Binding(parse_uri("sip:a@10.0.0.10:5070"), 3000.0, None, "c1", 1, NAT)  # type: ignore[arg-type]
+    newer = Binding(parse_uri("sip:b@10.0.0.10:5070"), 4000.0, None, "c2", 1, NAT)  # type: ignore[arg-type]
+    t.restore_contacts([("a", older), ("b", newer)])
+    assert t.endpoints[NAT].contact == "sip:b@10.0.0.10:5070"
+
+
+def test_proxy_save_location_gives_the_contact_to_the_table() -> None:
+    """A REGISTER from behind NAT through the proxy: the ping's R-URI is the contact, its
+    destination the NAT address."""
+    from tests.helpers import make_proxy, request_bytes
+
+    proxy = make_proxy([SOCK])
+    proxy.keepalive = table(style="nathelper", interval=30, method="OPTIONS")
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        via="SIP/2.0/UDP 10.0.0.10:5070;branch=z9hG4bKr1;rport",
+        headers=[("Contact", "<sip:alice@10.0.0.10:5070>"), ("Expires", "300")],
+    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    request = parse(data)
+    assert isinstance(request, Request)
+    proxy.receive_request(request, NAT, SOCK, 1000.0)
+    [(_, ping)] = pings_over(proxy.keepalive, 1000.0, 30)
+    sent = parse(ping.data)
+    assert isinstance(sent, Request) and ping.address == NAT
+    assert str(sent.uri) == str(sent.to.uri) == "sip:alice@10.0.0.10:5070"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sbc.core.address import Address
 from sbc.core.message import Request, parse
-from sbc.core.registrar import Registrar, RegistrarSettings
+from sbc.core.registrar import KNOWN_USERS_MAX, Registrar, RegistrarSettings
 from tests.helpers import request_bytes
 
 SOURCE = Address("udp", "192.0.2.5", 5070)
@@ -125,3 +127,99 @@ def test_expire_drops_old_bindings() -> None:
     r.register(register(["<sip:a@h1>"], expires=100), SOURCE, None, 0.0)
     assert r.expire(50.0) == 0 and len(r) == 1
     assert r.expire(100.0) == 1 and len(r) == 0
+
+
+def test_defaults_bound_expires_and_contacts() -> None:
+    """max_expires defaults to 3600 (Kamailio's registrar) and max_contacts to 10; 0 for
+    either still means no bound."""
+    settings = RegistrarSettings()
+    assert (settings.max_expires, settings.max_contacts) == (3600, 10)
+    r = Registrar()
+    result = r.register(register(["<sip:a@h1>"], expires=86400), SOURCE, None, 0.0)
+    assert result.headers == (("Contact", "<sip:a@h1>;expires=3600"),)
+    many = [f"<sip:a@h{i}>" for i in range(11)]
+    assert r.register(register(many, expires=60, cseq=2), SOURCE, None, 0.0).status == 503
+    unbounded = Registrar(RegistrarSettings(max_expires=0, max_contacts=0))
+    result = unbounded.register(register(many, expires=86400), SOURCE, None, 0.0)
+    assert result.status == 200 and len(unbounded) == 11
+    assert {b.expires_in(0.0) for b in unbounded.lookup("alice", 0.0) or []} == {86400}
+
+
+def named(user: str, request: Request) -> Request:
+    """C{request} with the To user replaced."""
+    renamed = request.with_header("To", f"<sip:{user}@sbc.test>")
+    assert isinstance(renamed, Request)
+    return renamed
+
+
+@pytest.mark.parametrize(
+    "max_expires, how, checks",
+    [
+        # (max_expires, how the last binding went, [(now, lookup result)])
+        (600, "expiry", [(59.0, 1), (60.0, []), (600.0, []), (659.0, []), (671.0, None)]),
+        (0, "expiry", [(60.0, []), (3659.0, []), (3671.0, None)]),
+        (600, "star", [(10.0, []), (608.0, []), (611.0, None)]),
+        (600, "expires=0", [(10.0, []), (608.0, []), (611.0, None)]),
+    ],
+)
+def test_users_are_remembered_for_a_while(
+    max_expires: int, how: str, checks: list[tuple[float, object]]
+) -> None:
+    """After the last binding went, the user is 480 (an empty list) for max_expires
+    seconds (3600 when unbounded), then 404 (None); expire() runs every 10 s as the
+    proxy's housekeeping does."""
+    r = Registrar(RegistrarSettings(max_expires=max_expires))
+    r.register(register(["<sip:a@h1>"], expires=60), SOURCE, None, 0.0)
+    if how == "star":
+        r.register(register(["*"], expires=0, cseq=2), SOURCE, None, 9.0)
+    elif how == "expires=0":
+        r.register(register(["<sip:a@h1>"], expires=0, cseq=2), SOURCE, None, 9.0)
+    now = 0.0
+    for when, expected in checks:
+        while now + 10.0 <= when:
+            now += 10.0
+            r.expire(now)
+        found = r.lookup("alice", when)
+        assert (len(found) if found else found) == expected, when
+    assert r.remembered() == 0 and r.aors() == []
+
+
+def test_restored_bindings_keep_their_user_known() -> None:
+    """A binding read back from the state file makes its user known; once it expires the
+    user is remembered like any other."""
+    r = Registrar(RegistrarSettings(max_expires=600))
+    r.register(register(["<sip:a@h1>"], expires=60), SOURCE, None, 0.0)
+    [(aor, binding)] = r.all_bindings()
+    fresh = Registrar(RegistrarSettings(max_expires=600))
+    fresh.restore(aor, binding)
+    assert len(fresh.lookup("alice", 30.0) or []) == 1
+    fresh.expire(70.0)
+    assert fresh.lookup("alice", 70.0) == [] and fresh.remembered() == 1
+    fresh.expire(671.0)
+    assert fresh.lookup("alice", 671.0) is None and fresh.remembered() == 0
+
+
+def test_remembered_users_have_a_cap_oldest_first() -> None:
+    """Beyond known_max users without bindings, the oldest are forgotten first."""
+    r = Registrar(known_max=3)
+    base = register([], cseq=1)
+    for i, user in enumerate(["u0", "u1", "u2", "u3", "u4"]):
+        assert r.register(named(user, base), SOURCE, None, float(i)).status == 200
+    assert r.remembered() == 3
+    assert [r.lookup(u, 5.0) for u in ["u0", "u1", "u2", "u3", "u4"]] == [None, None, [], [], []]
+
+
+def test_many_users_leave_nothing_behind() -> None:
+    """200 000 distinct users registering and expiring: after expiry the remembered users
+    are capped at KNOWN_USERS_MAX, and after the retention the tables are empty."""
+    r = Registrar()
+    base = register(["<sip:a@192.0.2.5:5070>"], expires=60)
+    for i in range(200_000):
+        assert r.register(named(f"u{i}", base), SOURCE, None, 0.0).status == 200
+    assert len(r) == 200_000
+    assert r.expire(60.0) == 200_000
+    assert len(r) == 0 and r.aors() == [] and r.remembered() == KNOWN_USERS_MAX
+    assert r.lookup("u0", 60.0) is None and r.lookup("u199999", 60.0) == []
+    r.expire(60.0 + r.retention)
+    assert r.remembered() == 0 and r._bindings == {} and not r._known
+    assert r.lookup("u199999", 60.0 + r.retention) is None

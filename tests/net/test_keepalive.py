@@ -68,7 +68,8 @@ class KeepaliveServiceTests(SynchronousTestCase):
         self.engine.receive(data, _Flow(NAT))
 
     def test_registered_endpoint_gets_notify_once_per_interval_and_replies_are_consumed(self):  # type: ignore[no-untyped-def]
-        """One NOTIFY (Event: keep-alive) per interval to the NAT address; its 200 is eaten."""
+        """One NOTIFY (Event: keep-alive) per interval to the NAT address, addressed to the
+        registered contact; its 200 is eaten."""
         self.service.startService()
         self.register()
         self.wire.clear()
@@ -78,6 +79,8 @@ class KeepaliveServiceTests(SynchronousTestCase):
         notify = pings[0]
         assert isinstance(notify, Request)
         self.assertEqual((notify.method, notify.get("Event")), ("NOTIFY", "keep-alive"))
+        self.assertEqual(str(notify.uri), "sip:alice@10.0.0.10:5070")
+        self.assertEqual(str(notify.to.uri), "sip:alice@10.0.0.10:5070")
         reply = make_response(notify, 200)
         self.engine.receive(reply.to_bytes(), _Flow(NAT))
         self.clock.pump([1.0] * 10)
@@ -113,6 +116,7 @@ class KeepaliveServiceTests(SynchronousTestCase):
         )
         restored.load()
         self.assertIn(Address("udp", *NAT), table.endpoints)
+        self.assertEqual(table.endpoints[Address("udp", *NAT)].contact, "sip:alice@10.0.0.10:5070")
         bindings = proxy.registrar.lookup("alice", self.clock.seconds())
         self.assertEqual([str(b.uri) for b in bindings or []], ["sip:alice@10.0.0.10:5070"])
         self.assertEqual(bindings[0].received, Address("udp", *NAT))  # type: ignore[index]

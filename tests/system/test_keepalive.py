@@ -3,19 +3,23 @@ System tests for the keepalive engine through a real NAT whose UDP bindings expi
 a few seconds (KA-06): a phone registered from behind the NAT stays reachable for an
 inbound call after idling several timeouts long, with 4-byte, OPTIONS and NOTIFY pings;
 without keepalives the same call fails (control); and after a restart of sbc the saved
-state brings both the registration and the keepalives back.
+state brings both the registration and the keepalives back.  On loopback, a UDP socket
+registers and receives the OPTIONS ping addressed to the contact it registered.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from typing import Optional
 
 import pytest
 
-from tests.helpers import ROOT
+from sbc.core.message import Request, parse
+from sbc.core.reply import make_response
+from tests.helpers import ROOT, free_port, request_bytes
 from tests.system.harness import SbcProcess, run_sipp, sipp_summary
 from tests.system.netns import (
     PUBLIC_UA_IP,
@@ -148,3 +152,38 @@ def test_restart_keeps_registrations_and_keepalives(tmp_path) -> None:  # type: 
         finally:
             code, out = finish(ua)
         assert code == 0, out
+
+
+def test_sip_ping_goes_to_the_nat_address_addressed_to_the_contact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """nathelper's sipping on loopback: a socket registers a contact that is not its own
+    address (as a phone behind NAT does); the OPTIONS ping reaches the socket with the
+    contact as Request-URI and To, and the phone's 404 still counts as an answer."""
+    port = free_port(socket.SOCK_DGRAM)
+    path = tmp_path / "sbc.ini"
+    path.write_text(
+        f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
+        "[nathelper]\nnatping_interval = 1\n" + PINGS["OPTIONS"]
+    )
+    contact = "sip:alice@10.0.0.10:5070"
+    with SbcProcess(str(path)) as sbc, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        sbc.wait_for("listening on ")
+        ua.bind(("127.0.0.1", 0))
+        ua.settimeout(5)
+        data = request_bytes(
+            "REGISTER",
+            "sip:sbc.test",
+            via="SIP/2.0/UDP 10.0.0.10:5070;branch=z9hG4bKka;rport",
+            headers=[("Contact", f"<{contact}>"), ("Expires", "300")],
+        ).replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+        ua.sendto(data, ("127.0.0.1", port))
+        assert ua.recv(65535).startswith(b"SIP/2.0 200")
+        ping, source = ua.recvfrom(65535)
+        request = parse(ping)
+        assert isinstance(request, Request) and request.method == "OPTIONS", ping
+        assert str(request.uri) == str(request.to.uri) == contact
+        assert source == ("127.0.0.1", port)
+        ua.sendto(make_response(request, 404).to_bytes(), source)
+        time.sleep(1.5)
+        sbc.assert_clean_stop()
+        stats = sbc.statistics()
+    assert stats["keepalive_replies"] >= 1 and stats.get("drop_replies", 0) == 0, stats

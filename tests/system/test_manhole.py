@@ -178,6 +178,11 @@ def test_admin_commands_over_ssh(sbc, tmp_path) -> None:  # type: ignore[no-unty
     assert admin_json(sbc, "enable_ping 0") == {"enabled": False}
     unknown = admin(sbc, "rm -rf /")
     assert unknown.returncode == 1 and "unknown command" in unknown.stdout
+    # Each scripted run ends with the client's SSH_DISCONNECT_BY_APPLICATION (11): a normal
+    # goodbye, not an error (twisted.conch logs every remote disconnect as one).
+    time.sleep(0.5)
+    noise = [line for line in sbc.lines if "#error]" in line and "remote error" in line.lower()]
+    assert noise == [], "\n".join(noise)
     wrong = admin(sbc, "stats", key=keygen(tmp_path / "intruder"))
     assert wrong.returncode == 255 and "Permission denied" in wrong.stderr
 
