@@ -17,8 +17,9 @@ RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
 Addresses come from the SDP first (a private SDP address with a public signalling source is
 replaced by the source host as a first guess), and then from I{latching} (symmetric RTP, K:
 RTP-10): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
-answer from the leg forgets it (re-latching after a re-INVITE).  Packets from other sources are
-still relayed unless C{strict_source} is set.
+answer from the leg forgets it (re-latching after a re-INVITE).  Once latched, datagrams from
+any other source are dropped and counted (rtpengine's C{strict-source} without
+C{media-handover}); C{strict_source=False} relays them as well.
 
 Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
 closes them through a L{PortListener} the table calls as ports are taken and given back.
@@ -30,7 +31,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Union
 
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
 from sbc.core.sdp import MediaStream
@@ -46,6 +47,14 @@ __all__ = [
     "MediaSession",
     "SessionTable",
     "Peer",
+    "Relayed",
+    "Answered",
+    "Dropped",
+    "Verdict",
+    "DROP_NO_SESSION",
+    "DROP_EMPTY",
+    "DROP_FOREIGN",
+    "DROP_NO_TARGET",
 ]
 
 #: (host, port)
@@ -69,6 +78,39 @@ class PortsExhaustedError(MediaError):
 
 class UnknownSessionError(MediaError):
     """An answer for a call the relay has no offer for."""
+
+
+#: Why L{SessionTable.route} dropped a datagram.
+DROP_NO_SESSION = "no-session"
+DROP_EMPTY = "empty"
+DROP_FOREIGN = "foreign"
+DROP_NO_TARGET = "no-target"
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """Send the datagram on from relay port C{port} to C{target}."""
+
+    port: int
+    target: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """Send C{reply} back to the datagram's source from the port it arrived on."""
+
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Relay nothing; C{reason} is one of the C{DROP_*} names."""
+
+    reason: str
+
+
+#: What L{SessionTable.route} decides for one datagram.
+Verdict = Union[Relayed, Answered, Dropped]
 
 
 class PortPool:
@@ -152,6 +194,8 @@ class LegStream:
     @ivar malformed: datagrams on the RTP port that are not RTP (still relayed if not empty).
     @ivar dropped: datagrams not relayed (nowhere to send, empty, not the latched source with
         C{strict_source}).
+    @ivar foreign: of those, datagrams from a source other than the latched one.
+    @ivar hold: the leg's last SDP put the stream on hold (L{MediaStream.held}).
     @ivar last_packet: when the last datagram came from the leg.
     """
 
@@ -166,6 +210,8 @@ class LegStream:
     lost: int = 0
     malformed: int = 0
     dropped: int = 0
+    foreign: int = 0
+    hold: bool = False
     last_packet: Optional[float] = None
     seq: int = -1
     ssrc: bytes = b""
@@ -186,6 +232,15 @@ class LegStream:
         if rtp is None or (rtp == self.sdp_rtp and self.sdp_rtcp is not None):
             return self.sdp_rtcp  # nothing learnt, or RTP comes from where the SDP said
         return (rtp[0], rtp[1] + 1)  # behind NAT: the SDP's RTCP address is no better
+
+    def accepts(self, source: Peer, rtcp: bool) -> bool:
+        """Strict source: is C{source} the one this leg latched to for this kind of packet
+        (or, before the first packet of this kind, on the host latched by the other kind)?"""
+        latched = self.latched_rtcp if rtcp else self.latched_rtp
+        if latched is not None:
+            return latched == source
+        sibling = self.latched_rtp if rtcp else self.latched_rtcp
+        return sibling is None or sibling[0] == source[0]
 
     def forget_latch(self) -> None:
         """A new SDP from the leg: learn its address again."""
@@ -227,6 +282,7 @@ class LegStream:
             "lost": self.lost,
             "malformed": self.malformed,
             "dropped": self.dropped,
+            "foreign_dropped": self.foreign,
             "last_packet": self.last_packet,
         }
 
@@ -240,7 +296,11 @@ def _peer_text(peer: Optional[Peer]) -> Optional[str]:
 
 @dataclass(slots=True, eq=False)
 class StreamRelay:
-    """One C{m=} line of a call: two legs, index 0 the offerer's side, 1 the answerer's."""
+    """One C{m=} line of a call: two legs, index 0 the offerer's side, 1 the answerer's.
+
+    @ivar held: either leg's last SDP put the stream on hold (sendonly, inactive or a null
+        address); a resume (C{sendrecv}) from the leg that held clears it.
+    """
 
     index: int
     media: str
@@ -293,6 +353,11 @@ class MediaSession:
         raise UnknownSessionError(f"call {self.call_id}: tag {from_tag!r} is not one of its legs")
 
     @property
+    def foreign_dropped(self) -> int:
+        """Datagrams dropped because they came from a source other than the latched one."""
+        return sum(leg.foreign for s in self.streams if s is not None for leg in s.legs)
+
+    @property
     def held(self) -> bool:
         """Every stream is disabled or on hold: no media is expected."""
         return all(s is None or s.held for s in self.streams)
@@ -329,6 +394,7 @@ class MediaSession:
             "last_packet": self.last_packet,
             "established": self.established,
             "held": self.held,
+            "foreign_dropped": self.foreign_dropped,
             "packets": legs[0]["packets"] + legs[1]["packets"],
             "bytes": legs[0]["bytes"] + legs[1]["bytes"],
             "lost": legs[0]["lost"] + legs[1]["lost"],
@@ -371,7 +437,7 @@ class SessionTable:
     @ivar media_timeout: an established call with no datagram for this long is dead.
     @ivar hold_timeout: ... the same, while every stream is on hold or disabled.
     @ivar offer_timeout: a call offered but never answered is dropped after this long.
-    @ivar strict_source: once latched, drop datagrams from any other source.
+    @ivar strict_source: once latched, drop datagrams from any other source (the default).
     @ivar private: the ranges where an SDP address is not worth trying when the signalling
         came from outside them (C{[nat] private_ranges}).
     """
@@ -383,7 +449,7 @@ class SessionTable:
         *,
         hold_timeout: float = 3600.0,
         offer_timeout: float = 3600.0,
-        strict_source: bool = False,
+        strict_source: bool = True,
         listener: Optional[PortListener] = None,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
     ) -> None:
@@ -524,7 +590,8 @@ class SessionTable:
                 leg.sdp_rtcp = (rtcp_host, stream.rtcp_port) if usable else None
             leg.rtcp_mux = stream.rtcp_mux
             leg.forget_latch()
-            relay.held = stream.held
+            leg.hold = stream.held
+            relay.held = relay.legs[0].hold or relay.legs[1].hold
             relay.media = stream.media
             ports.append(relay.legs[1 - side].port)
         for index in range(len(streams), len(session.streams)):
@@ -593,41 +660,47 @@ class SessionTable:
         self, port: int, source: Peer, data: bytes, now: float
     ) -> Optional[tuple[int, Peer]]:
         """
-        A datagram reached relay port C{port} from C{source}.
+        A datagram reached relay port C{port} from C{source} (L{route} without the reason).
 
         @return: the relay port to send it from and where to, or L{None} to drop it.
         """
+        verdict = self.route(port, source, data, now)
+        return (verdict.port, verdict.target) if isinstance(verdict, Relayed) else None
+
+    def route(self, port: int, source: Peer, data: bytes, now: float) -> Verdict:
+        """
+        What to do with a datagram that reached relay port C{port} from C{source}.
+
+        @return: L{Relayed} (send it on), L{Answered} (send a reply back to C{source} from
+            C{port}) or L{Dropped} with the reason.
+        """
         entry = self._ports.get(port)
         if entry is None:
-            return None
+            return Dropped(DROP_NO_SESSION)
         session, leg, other, relay, rtcp = entry
         leg.packets += 1
         leg.bytes += len(data)
         leg.last_packet = session.last_packet = now
         if not data:
             leg.dropped += 1
-            return None
+            return Dropped(DROP_EMPTY)
+        if self.strict_source and not leg.accepts(source, rtcp):
+            leg.dropped += 1
+            leg.foreign += 1
+            return Dropped(DROP_FOREIGN)
         if rtcp:
-            latched = leg.latched_rtcp
-            if latched is None:
+            if leg.latched_rtcp is None:
                 leg.latched_rtcp = source
-            elif latched != source and self.strict_source:
-                leg.dropped += 1
-                return None
             target = other.rtcp_target(relay.muxed)
         else:
-            latched = leg.latched_rtp
-            if latched is None:
+            if leg.latched_rtp is None:
                 leg.latched_rtp = source
-            elif latched != source and self.strict_source:
-                leg.dropped += 1
-                return None
             leg.count_rtp(data)
             target = other.rtp_target()
         if target is None:
             leg.dropped += 1
-            return None
-        return (other.port + 1 if rtcp else other.port), target
+            return Dropped(DROP_NO_TARGET)
+        return Relayed((other.port + 1 if rtcp else other.port), target)
 
     # -- timeouts and listing --------------------------------------------------------------------
     def expired(self, now: float) -> list[str]:

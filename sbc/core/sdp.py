@@ -241,9 +241,10 @@ class MediaStream:
 
     @property
     def held(self) -> bool:
-        """On hold: a null connection address (RFC 2543 style) or C{a=inactive}."""
+        """This SDP puts the stream on hold: a null connection address (RFC 2543 style),
+        C{a=sendonly} or C{a=inactive} (RFC 3264 §8.4), media or session level."""
         null = self.address is not None and _is_null(self.address)
-        return null or self.direction == "inactive"
+        return null or self.direction in ("sendonly", "inactive")
 
 
 def _number(text: str, top: int = 65535) -> int:

@@ -25,7 +25,15 @@ from twisted.internet.task import LoopingCall
 from typing_extensions import override
 
 from sbc.core.address import Address
-from sbc.core.media import MediaError, PortPool, PortsExhaustedError, SessionTable
+from sbc.core.media import (
+    DROP_FOREIGN,
+    Answered,
+    Dropped,
+    MediaError,
+    PortPool,
+    PortsExhaustedError,
+    SessionTable,
+)
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
 from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams
 from sbc.core.stats import Statistics
@@ -91,7 +99,7 @@ class RtpRelay(service.Service):
         check_interval: float = 1.0,
         hold_timeout: float = 3600.0,
         offer_timeout: float = 3600.0,
-        strict_source: bool = False,
+        strict_source: bool = True,
         nortpproxy: str = "",
         replace_origin: bool = False,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
@@ -173,15 +181,20 @@ class RtpRelay(service.Service):
         """A datagram on relay port C{port}: send it on, or count it as dropped."""
         stats = self.stats
         try:
-            result = self.table.receive(port, (addr[0], addr[1]), data, self.reactor.seconds())
+            verdict = self.table.route(port, (addr[0], addr[1]), data, self.reactor.seconds())
         except Exception:
             stats.incr("rtp_errors")
             log.failure("relaying a datagram on port {port} failed", port=port)
             return
-        if result is None:
+        if isinstance(verdict, Dropped):
             stats.incr("rtp_dropped_packets")
+            if verdict.reason == DROP_FOREIGN:
+                stats.incr("rtp_foreign_dropped")
             return
-        out, destination = result
+        if isinstance(verdict, Answered):
+            self._reply(port, verdict.reply, (addr[0], addr[1]))
+            return
+        out, destination = verdict.port, verdict.target
         sender = self._sockets.get(out)
         sock = sender.sock if sender is not None else None
         if sock is None or (":" in destination[0]) != (sock.family == socket.AF_INET6):
@@ -201,6 +214,17 @@ class RtpRelay(service.Service):
             return
         stats.incr("rtp_relayed_packets")
         stats.incr("rtp_relayed_bytes", len(data))
+
+    def _reply(self, port: int, data: bytes, destination: tuple[str, int]) -> None:
+        """Send C{data} back from relay port C{port} (a STUN response)."""
+        receiver = self._sockets.get(port)
+        sock = receiver.sock if receiver is not None else None
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, destination)
+        except OSError:
+            self.stats.incr("rtp_send_errors")
 
     # -- signalling (MediaBackend) ---------------------------------------------------------------
     def offer(

@@ -131,7 +131,9 @@ def test_media_streams_rtcp_attribute_hold_and_disabled() -> None:
     inactive = media_streams(AUDIO + b"a=inactive\r\n")[0]
     assert inactive.held and inactive.direction == "inactive"
     session_level = media_streams(AUDIO.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n"))[0]
-    assert session_level.direction == "sendonly" and not session_level.held
+    assert session_level.direction == "sendonly" and session_level.held
+    recvonly = media_streams(AUDIO + b"a=recvonly\r\n")[0]
+    assert recvonly.direction == "recvonly" and not recvonly.held
 
 
 def test_media_streams_bad_port() -> None:

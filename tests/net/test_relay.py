@@ -374,7 +374,8 @@ async def test_loopback_rtp_and_rtcp_both_ways_with_latching(
 async def test_loopback_relatching_after_a_new_offer(
     loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
 ) -> None:
-    """Alice moves to another socket: ignored until her re-INVITE, then latched again."""
+    """Alice moves to another socket: dropped (strict source) until her re-INVITE, then
+    latched again."""
     relay = loopback_relay
     alice, moved, bob = endpoints(), endpoints(), endpoints()
     offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", alice.port), SOURCE_A)
@@ -382,19 +383,63 @@ async def test_loopback_relatching_after_a_new_offer(
     to_bob, to_alice = relay_port(offer), relay_port(answer)
     alice.send(rtp(1), to_alice)
     await bob.receive()
-    moved.send(rtp(2), to_alice)  # relayed, but does not move the latch
-    await bob.receive()
+    moved.send(rtp(2), to_alice)  # dropped: not the latched source
+    alice.send(rtp(3), to_alice)
+    assert (await bob.receive())[0] == rtp(3)
+    assert relay.stats.get("rtp_foreign_dropped") == 1
     bob.send(rtp(1), to_bob)
     assert (await alice.receive())[0] == rtp(1)
     reoffer = await relay.offer("c1", "A", "B", sdp("127.0.0.1", moved.port, version=2), SOURCE_A)
     assert relay_port(reoffer) == to_bob
     reanswer = await relay.answer("c1", "A", "B", sdp("127.0.0.1", bob.port, version=2), SOURCE_B)
     assert relay_port(reanswer) == to_alice
-    moved.send(rtp(3), to_alice)
-    await bob.receive()
+    moved.send(rtp(4), to_alice)
+    assert (await bob.receive())[0] == rtp(4)
     bob.send(rtp(2), to_bob)
     assert (await moved.receive())[0] == rtp(2)
     assert alice.queue.pending == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_strict_source_drops_a_third_socket(
+    loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
+) -> None:
+    """Both sides latched; RTP and RTCP from a third socket to a relay port reach nobody and
+    are counted (per session and globally); the call's own flow keeps working."""
+    relay = loopback_relay
+    alice, alice_rtcp, bob, bob_rtcp, intruder = (endpoints() for _ in range(5))
+    offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", alice.port), SOURCE_A)
+    answer = await relay.answer(
+        "c1", "A", "B", sdp("127.0.0.1", bob.port, rtcp=bob_rtcp.port), SOURCE_B
+    )
+    to_bob, to_alice = relay_port(offer), relay_port(answer)
+    alice.send(rtp(1), to_alice)
+    assert (await bob.receive())[0] == rtp(1)
+    bob.send(rtp(101), to_bob)
+    assert (await alice.receive())[0] == rtp(101)
+    for seq in range(2, 5):
+        intruder.send(rtp(900 + seq), to_alice)  # towards Bob
+        intruder.send(rtp(950 + seq), to_bob)  # towards Alice
+        alice.send(rtp(seq), to_alice)
+        assert await bob.receive() == (rtp(seq), ("127.0.0.1", to_bob))
+        bob.send(rtp(100 + seq), to_bob)
+        assert await alice.receive() == (rtp(100 + seq), ("127.0.0.1", to_alice))
+    alice_rtcp.send(b"\x81\xc8 alice rtcp", to_alice + 1)
+    assert (await bob_rtcp.receive())[0] == b"\x81\xc8 alice rtcp"
+    intruder.send(b"\x81\xc8 intruder rtcp", to_alice + 1)
+    alice_rtcp.send(b"\x81\xc8 alice again", to_alice + 1)
+    assert (await bob_rtcp.receive())[0] == b"\x81\xc8 alice again"
+    alice.send(rtp(5), to_alice)
+    assert (await bob.receive())[0] == rtp(5)
+    assert bob.queue.pending == [] and alice.queue.pending == [] and bob_rtcp.queue.pending == []
+    assert intruder.queue.pending == []
+    assert relay.stats.get("rtp_foreign_dropped") == 7
+    [session] = relay.sessions()
+    assert session["foreign_dropped"] == 7
+    alice_leg, bob_leg = session["legs"]
+    assert alice_leg["streams"][0]["foreign_dropped"] == 4
+    assert bob_leg["streams"][0]["foreign_dropped"] == 3
+    assert alice_leg["streams"][0]["latched"] == f"127.0.0.1:{alice.port}"
 
 
 @pytest_twisted.ensureDeferred
