@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from random import SystemRandom
 from typing import Any, Optional
 
 from twisted.application import service
@@ -27,6 +28,7 @@ from typing_extensions import override
 from sbc.core.address import Address
 from sbc.core.media import (
     DROP_FOREIGN,
+    DROP_STUN,
     Answered,
     Dropped,
     MediaError,
@@ -126,6 +128,7 @@ class RtpRelay(service.Service):
             strict_source=strict_source,
             listener=self,
             private=private,
+            rng=SystemRandom(),  # ICE passwords must not be guessable (RFC 8445 §5.3)
         )
         self._listening: dict[int, IListeningPort] = {}
         self._sockets: dict[int, _RelaySocket] = {}
@@ -190,8 +193,11 @@ class RtpRelay(service.Service):
             stats.incr("rtp_dropped_packets")
             if verdict.reason == DROP_FOREIGN:
                 stats.incr("rtp_foreign_dropped")
+            elif verdict.reason == DROP_STUN:
+                stats.incr("rtp_stun_dropped")
             return
         if isinstance(verdict, Answered):
+            stats.incr("rtp_stun_refused" if verdict.refused else "rtp_stun_answered")
             self._reply(port, verdict.reply, (addr[0], addr[1]))
             return
         out, destination = verdict.port, verdict.target
@@ -216,7 +222,7 @@ class RtpRelay(service.Service):
         stats.incr("rtp_relayed_bytes", len(data))
 
     def _reply(self, port: int, data: bytes, destination: tuple[str, int]) -> None:
-        """Send C{data} back from relay port C{port} (a STUN response)."""
+        """Send C{data} back from relay port C{port} (a STUN response to an ICE check)."""
         receiver = self._sockets.get(port)
         sock = receiver.sock if receiver is not None else None
         if sock is None:
@@ -263,15 +269,19 @@ class RtpRelay(service.Service):
             host = source.host if source is not None else None
             if is_offer:
                 ports = self.table.offer(call_id, from_tag, to_tag, streams, now, host)
+                recipient = to_tag
             else:
                 assert to_tag is not None
                 ports = self.table.answer(call_id, from_tag, to_tag, streams, now, host)
+                recipient = from_tag
             body = anchor_sdp(
                 sdp,
                 self.media_address,
                 ports,
                 nortpproxy=self.nortpproxy,
                 replace_origin=self.replace_origin,
+                # ICE-lite towards a side that speaks ICE; its ICE lines removed otherwise.
+                ice=self.table.ice_towards(call_id, recipient),
             )
         except PortsExhaustedError as error:
             self.stats.incr("rtp_port_exhausted")

@@ -10,6 +10,7 @@ import pytest
 
 from sbc.core.media import (
     DROP_FOREIGN,
+    DROP_STUN,
     Dropped,
     MediaSession,
     PortPool,
@@ -345,16 +346,19 @@ def test_loss_late_duplicate_restart_and_new_ssrc() -> None:
 
 
 def test_malformed_and_empty_datagrams() -> None:
-    """Not RTP: counted and relayed; empty: dropped; muxed RTCP is not a loss."""
+    """Not RTP: counted and relayed; empty: dropped; muxed RTCP is not a loss; STUN
+    (RFC 7983 first byte 0..3) on a leg without ICE: dropped, never relayed."""
     table = SessionTable(PortPool(30000, 30099))
     to_alice, to_bob = call(table)
-    assert table.receive(to_alice, ALICE, b"\x00\x01", 1.0) == (to_bob, BOB)
+    assert table.route(to_alice, ALICE, b"\x00\x01", 1.0) == Dropped(DROP_STUN)
+    assert table.receive(to_alice, ALICE, b"\x40\x01", 1.0) == (to_bob, BOB)
     assert table.receive(to_alice, ALICE, b"", 1.0) is None
     table.receive(to_alice, ALICE, rtp(5), 1.0)
     table.receive(to_alice, ALICE, b"\x81\xc9" + b"\x00" * 10, 1.0)
     table.receive(to_alice, ALICE, rtp(6), 1.0)
     leg = counters(table)
-    assert (leg["malformed"], leg["dropped"], leg["lost"], leg["packets"]) == (1, 1, 0, 5)
+    assert (leg["malformed"], leg["dropped"], leg["lost"], leg["packets"]) == (1, 2, 0, 5)
+    assert leg["stun"] == 1
 
 
 def test_rtcp_attribute_and_mux() -> None:
