@@ -98,13 +98,12 @@ def answer_check(
     USERNAME must be C{<local ufrag>:<remote ufrag>} (the remote part is only compared when
     the side's SDP gave one) and MESSAGE-INTEGRITY must verify with the local password.
     A check without them gets 400, one with wrong credentials 401; anything that is not
-    a Binding request (responses, indications, garbage) is dropped without an answer.
+    a well-formed Binding request (responses, indications, unknown comprehension-required
+    attributes, garbage) is dropped without an answer.
     """
     try:
         check = parse_check(data)
-    except StunError as error:
-        if error.status == 420 and len(data) >= 20 and data[0:2] == b"\x00\x01":
-            return CheckAnswer(check_error(data[8:20], 420, "Unknown Attribute"))
+    except StunError:
         return CheckAnswer(None)
     if check.username is None or check.integrity_at is None:
         return CheckAnswer(check_error(check.transaction_id, 400, "Bad Request"))

@@ -83,7 +83,8 @@ def test_wrong_credentials_get_401(username: str, password: str, code: int) -> N
 
 
 def test_checks_without_credentials_or_not_requests() -> None:
-    """No USERNAME/MESSAGE-INTEGRITY: 400; a response or garbage: dropped silently."""
+    """No USERNAME/MESSAGE-INTEGRITY: 400; a response, an unknown comprehension-required
+    attribute or garbage: dropped silently."""
     bare = struct.pack("!HHI", 1, 0, 0x2112A442) + TXID
     answer = answer_check(bare, PEER, LOCAL, None)
     assert answer.reply is not None and error_code(answer.reply) == 400
@@ -91,6 +92,8 @@ def test_checks_without_credentials_or_not_requests() -> None:
     assert success is not None
     assert answer_check(success, PEER, LOCAL, None).reply is None
     assert answer_check(b"\x00\x01\x00", PEER, LOCAL, None).reply is None
+    unknown = struct.pack("!HHI", 1, 8, 0x2112A442) + TXID + struct.pack("!HHI", 0x7777, 4, 0)
+    assert answer_check(unknown, PEER, LOCAL, None).reply is None
 
 
 # -- the session table -----------------------------------------------------------------------------
