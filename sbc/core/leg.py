@@ -86,7 +86,7 @@ class LegStream:
     @ivar lost: RTP sequence numbers skipped (RFC 3550 A.1, 16-bit wrap handled).
     @ivar malformed: datagrams on the RTP port that are not RTP (still relayed if not empty).
     @ivar dropped: datagrams not relayed (nowhere to send, empty, not the latched source with
-        C{strict_source}).
+        C{strict_source}, STUN that is not a check to answer).
     @ivar foreign: of those, datagrams from a source other than the latched one.
     @ivar hold: the leg's last SDP put the stream on hold (L{MediaStream.held}).
     @ivar ice: the relay's ICE credentials towards the leg (L{None}: the leg has no ICE).

@@ -27,6 +27,9 @@ and STUN on its ports (RFC 7983 §7) is answered as by an ICE-lite agent
 (L{sbc.core.ice.answer_check}); a valid check latches the leg to its source (with
 USE-CANDIDATE, even when it had latched elsewhere).  STUN is never relayed.
 
+The port pool is in L{sbc.core.ports}, a leg's state and counters and the per-datagram
+verdicts in L{sbc.core.leg}; both are re-exported here.
+
 Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
 closes them through a L{PortListener} the table calls as ports are taken and given back.
 """
