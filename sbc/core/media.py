@@ -17,8 +17,18 @@ RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
 Addresses come from the SDP first (a private SDP address with a public signalling source is
 replaced by the source host as a first guess), and then from I{latching} (symmetric RTP, K:
 RTP-10): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
-answer from the leg forgets it (re-latching after a re-INVITE).  Packets from other sources are
-still relayed unless C{strict_source} is set.
+answer from the leg forgets it (re-latching after a re-INVITE).  Once latched, datagrams from
+any other source are dropped and counted (rtpengine's C{strict-source} without
+C{media-handover}); C{strict_source=False} relays them as well.
+
+ICE (RFC 8445): a leg whose SDP carries ICE gets credentials of the relay's own
+(L{SessionTable.ice_towards}, written into the SDP sent to it by L{sbc.core.sdp.anchor_sdp}),
+and STUN on its ports (RFC 7983 §7) is answered as by an ICE-lite agent
+(L{sbc.core.ice.answer_check}); a valid check latches the leg to its source (with
+USE-CANDIDATE, even when it had latched elsewhere).  STUN is never relayed.
+
+The port pool is in L{sbc.core.ports}, a leg's state and counters and the per-datagram
+verdicts in L{sbc.core.leg}; both are re-exported here.
 
 Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
 closes them through a L{PortListener} the table calls as ports are taken and given back.
@@ -27,13 +37,29 @@ closes them through a L{PortListener} the table calls as ports are taken and giv
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from random import Random
+from typing import Any, Optional
 
+from sbc.core.ice import IceCredentials, answer_check, new_credentials
+from sbc.core.leg import (
+    DROP_EMPTY,
+    DROP_FOREIGN,
+    DROP_NO_SESSION,
+    DROP_NO_TARGET,
+    DROP_STUN,
+    Answered,
+    Dropped,
+    LegStream,
+    Peer,
+    Relayed,
+    Verdict,
+)
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
+from sbc.core.ports import PortListener, PortPool
 from sbc.core.sdp import MediaStream
+from sbc.core.stun import is_stun_datagram
 
 __all__ = [
     "MediaError",
@@ -46,15 +72,17 @@ __all__ = [
     "MediaSession",
     "SessionTable",
     "Peer",
+    "Relayed",
+    "Answered",
+    "Dropped",
+    "Verdict",
+    "DROP_NO_SESSION",
+    "DROP_EMPTY",
+    "DROP_FOREIGN",
+    "DROP_NO_TARGET",
+    "DROP_STUN",
 ]
 
-#: (host, port)
-Peer = tuple[str, int]
-
-#: RFC 3550 appendix A.1: a forward jump larger than this is a restart, not a loss.
-MAX_DROPOUT = 3000
-#: ... and a packet up to this far behind is a late one (it fills a gap counted as lost).
-MAX_MISORDER = 100
 #: How many port pairs to try when the listener cannot open one (in use by someone else).
 OPEN_TRIES = 8
 
@@ -71,176 +99,13 @@ class UnknownSessionError(MediaError):
     """An answer for a call the relay has no offer for."""
 
 
-class PortPool:
-    """
-    RTP/RTCP port pairs: an even RTP port, RTCP on the next (RFC 3550 §11).
-
-    Free pairs are handed out oldest-released first, so a port just given back is not reused
-    at once (late packets of the old call do not reach the new one).
-    """
-
-    __slots__ = ("port_min", "port_max", "_free", "_used")
-
-    def __init__(self, port_min: int, port_max: int) -> None:
-        first = port_min + (port_min & 1)
-        if not 0 < port_min <= port_max <= 65535 or first + 1 > port_max:
-            raise ValueError(f"no RTP port pair fits in {port_min}..{port_max}")
-        self.port_min = port_min
-        self.port_max = port_max
-        self._free: deque[int] = deque(range(first, port_max, 2))
-        self._used: set[int] = set()
-
-    @property
-    def size(self) -> int:
-        """How many pairs the range holds."""
-        return len(self._free) + len(self._used)
-
-    @property
-    def free(self) -> int:
-        """How many pairs are free."""
-        return len(self._free)
-
-    @property
-    def in_use(self) -> int:
-        """How many pairs are handed out."""
-        return len(self._used)
-
-    def allocate(self) -> Optional[int]:
-        """A free pair's RTP port (RTCP is that + 1), or L{None} when none is left."""
-        if not self._free:
-            return None
-        port = self._free.popleft()
-        self._used.add(port)
-        return port
-
-    def release(self, port: int) -> bool:
-        """Give a pair back; C{False} (and nothing changes) if it was not handed out."""
-        if port not in self._used:
-            return False
-        self._used.remove(port)
-        self._free.append(port)
-        return True
-
-    def __contains__(self, port: int) -> bool:
-        return port in self._used
-
-
-class PortListener(Protocol):
-    """What opens and closes the sockets of a pair (the adapter's side)."""
-
-    def open_pair(self, port: int) -> bool:
-        """Start listening on C{port} and C{port + 1}; C{False} if either cannot be opened."""
-
-    def close_pair(self, port: int) -> None:
-        """Stop listening on C{port} and C{port + 1}."""
-
-
-@dataclass(slots=True, eq=False)
-class LegStream:
-    """
-    One leg of one stream: the relay pair facing the leg and what is known of the leg's peer.
-
-    @ivar port: the relay's RTP port facing this leg (RTCP: C{port + 1}).
-    @ivar sdp_rtp: where the leg's SDP says it receives RTP (L{None}: unknown or on hold).
-    @ivar sdp_rtcp: ... and RTCP.
-    @ivar rtcp_mux: the leg's SDP offers or accepts C{a=rtcp-mux}.
-    @ivar latched_rtp: the source of the first RTP datagram since the leg's last SDP.
-    @ivar latched_rtcp: ... of the first RTCP datagram.
-    @ivar packets: datagrams received from the leg (RTP and RTCP).
-    @ivar bytes: their size in bytes (UDP payload).
-    @ivar lost: RTP sequence numbers skipped (RFC 3550 A.1, 16-bit wrap handled).
-    @ivar malformed: datagrams on the RTP port that are not RTP (still relayed if not empty).
-    @ivar dropped: datagrams not relayed (nowhere to send, empty, not the latched source with
-        C{strict_source}).
-    @ivar last_packet: when the last datagram came from the leg.
-    """
-
-    port: int
-    sdp_rtp: Optional[Peer] = None
-    sdp_rtcp: Optional[Peer] = None
-    rtcp_mux: bool = False
-    latched_rtp: Optional[Peer] = None
-    latched_rtcp: Optional[Peer] = None
-    packets: int = 0
-    bytes: int = 0
-    lost: int = 0
-    malformed: int = 0
-    dropped: int = 0
-    last_packet: Optional[float] = None
-    seq: int = -1
-    ssrc: bytes = b""
-
-    def rtp_target(self) -> Optional[Peer]:
-        """Where RTP for this leg goes: the latched source, else the SDP address."""
-        return self.latched_rtp or self.sdp_rtp
-
-    def rtcp_target(self, muxed: bool) -> Optional[Peer]:
-        """Where RTCP for this leg goes: its latched RTCP source; else the SDP's RTCP address
-        if RTP came from the SDP's address; else the latched RTP source's port + 1 (its
-        RTP target when RTCP is multiplexed)."""
-        if muxed:
-            return self.rtp_target()
-        if self.latched_rtcp is not None:
-            return self.latched_rtcp
-        rtp = self.latched_rtp
-        if rtp is None or (rtp == self.sdp_rtp and self.sdp_rtcp is not None):
-            return self.sdp_rtcp  # nothing learnt, or RTP comes from where the SDP said
-        return (rtp[0], rtp[1] + 1)  # behind NAT: the SDP's RTCP address is no better
-
-    def forget_latch(self) -> None:
-        """A new SDP from the leg: learn its address again."""
-        self.latched_rtp = self.latched_rtcp = None
-        self.seq = -1
-        self.ssrc = b""
-
-    def count_rtp(self, data: bytes) -> None:
-        """Loss accounting from the RTP header (version 2, sequence number, SSRC)."""
-        if len(data) < 12 or data[0] & 0xC0 != 0x80:
-            self.malformed += 1
-            return
-        if 192 <= data[1] <= 223:
-            return  # RTCP multiplexed on the RTP port (RFC 5761 §4)
-        seq = (data[2] << 8) | data[3]
-        ssrc = data[8:12]
-        if ssrc != self.ssrc or self.seq < 0:
-            self.ssrc, self.seq = ssrc, seq
-            return
-        gap = (seq - self.seq) & 0xFFFF
-        if gap == 0:
-            return  # duplicate
-        if gap < 0x8000:
-            if gap <= MAX_DROPOUT:
-                self.lost += gap - 1
-            self.seq = seq
-        elif 0x10000 - gap <= MAX_MISORDER and self.lost > 0:
-            self.lost -= 1  # a late packet fills a gap counted as lost
-
-    def as_dict(self) -> dict[str, Any]:
-        """The leg of this stream for the admin listing."""
-        return {
-            "local_port": self.port,
-            "sdp": _peer_text(self.sdp_rtp),
-            "latched": _peer_text(self.latched_rtp),
-            "latched_rtcp": _peer_text(self.latched_rtcp),
-            "packets": self.packets,
-            "bytes": self.bytes,
-            "lost": self.lost,
-            "malformed": self.malformed,
-            "dropped": self.dropped,
-            "last_packet": self.last_packet,
-        }
-
-
-def _peer_text(peer: Optional[Peer]) -> Optional[str]:
-    if peer is None:
-        return None
-    host, port = peer
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 @dataclass(slots=True, eq=False)
 class StreamRelay:
-    """One C{m=} line of a call: two legs, index 0 the offerer's side, 1 the answerer's."""
+    """One C{m=} line of a call: two legs, index 0 the offerer's side, 1 the answerer's.
+
+    @ivar held: either leg's last SDP put the stream on hold (sendonly, inactive or a null
+        address); a resume (C{sendrecv}) from the leg that held clears it.
+    """
 
     index: int
     media: str
@@ -273,6 +138,8 @@ class MediaSession:
     last_signal: float = 0.0
     last_packet: Optional[float] = None
     sources: list[Optional[str]] = field(default_factory=lambda: [None, None])
+    ice: list[Optional[IceCredentials]] = field(default_factory=lambda: [None, None])
+    ice_peer: list[Optional[str]] = field(default_factory=lambda: [None, None])
 
     def side(self, from_tag: str, to_tag: Optional[str]) -> tuple[int, list[Optional[str]]]:
         """
@@ -291,6 +158,11 @@ class MediaSession:
         if to_tag is not None and to_tag == first:
             return 1, [first, from_tag]
         raise UnknownSessionError(f"call {self.call_id}: tag {from_tag!r} is not one of its legs")
+
+    @property
+    def foreign_dropped(self) -> int:
+        """Datagrams dropped because they came from a source other than the latched one."""
+        return sum(leg.foreign for s in self.streams if s is not None for leg in s.legs)
 
     @property
     def held(self) -> bool:
@@ -329,6 +201,7 @@ class MediaSession:
             "last_packet": self.last_packet,
             "established": self.established,
             "held": self.held,
+            "foreign_dropped": self.foreign_dropped,
             "packets": legs[0]["packets"] + legs[1]["packets"],
             "bytes": legs[0]["bytes"] + legs[1]["bytes"],
             "lost": legs[0]["lost"] + legs[1]["lost"],
@@ -371,7 +244,8 @@ class SessionTable:
     @ivar media_timeout: an established call with no datagram for this long is dead.
     @ivar hold_timeout: ... the same, while every stream is on hold or disabled.
     @ivar offer_timeout: a call offered but never answered is dropped after this long.
-    @ivar strict_source: once latched, drop datagrams from any other source.
+    @ivar strict_source: once latched, drop datagrams from any other source (the default).
+    @ivar rng: where ICE credentials come from (the adapter passes C{SystemRandom}).
     @ivar private: the ranges where an SDP address is not worth trying when the signalling
         came from outside them (C{[nat] private_ranges}).
     """
@@ -383,11 +257,13 @@ class SessionTable:
         *,
         hold_timeout: float = 3600.0,
         offer_timeout: float = 3600.0,
-        strict_source: bool = False,
+        strict_source: bool = True,
         listener: Optional[PortListener] = None,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
+        rng: Optional[Random] = None,
     ) -> None:
         self.pool = pool
+        self.rng = rng if rng is not None else Random()
         self.private = private
         self.media_timeout = media_timeout
         self.hold_timeout = hold_timeout
@@ -493,6 +369,7 @@ class SessionTable:
             fresh.append(port)
         session.last_signal = now
         session.sources[side] = source
+        self._learn_ice(session, side, streams)
         ports: list[Optional[int]] = []
         for index, stream in enumerate(streams):
             relay = session.streams[index] if index < len(session.streams) else None
@@ -524,13 +401,36 @@ class SessionTable:
                 leg.sdp_rtcp = (rtcp_host, stream.rtcp_port) if usable else None
             leg.rtcp_mux = stream.rtcp_mux
             leg.forget_latch()
-            relay.held = stream.held
+            leg.ice = session.ice[side]
+            leg.ice_ufrag = stream.ice_ufrag if leg.ice is not None else None
+            leg.hold = stream.held
+            relay.held = relay.legs[0].hold or relay.legs[1].hold
             relay.media = stream.media
             ports.append(relay.legs[1 - side].port)
         for index in range(len(streams), len(session.streams)):
             self._drop_stream(session, index)
         del session.streams[len(streams) :]
         return ports
+
+    def _learn_ice(self, session: MediaSession, side: int, streams: Sequence[MediaStream]) -> None:
+        """Does the side speak ICE?  Its credentials stay for the call, and are new when
+        its ufrag changes (an ICE restart, RFC 8445 §9)."""
+        offered = [s for s in streams if s.ice and not s.disabled]
+        if not offered:
+            session.ice[side] = session.ice_peer[side] = None
+            return
+        ufrag = next((s.ice_ufrag for s in offered if s.ice_ufrag), None)
+        if session.ice[side] is None or ufrag != session.ice_peer[side]:
+            session.ice[side] = new_credentials(self.rng)
+        session.ice_peer[side] = ufrag
+
+    def ice_towards(self, call_id: str, tag: Optional[str]) -> Optional[IceCredentials]:
+        """The relay's ICE credentials towards the leg tagged C{tag} (for the SDP sent to
+        it), or L{None} when that leg's SDP carried no ICE (or is not known yet)."""
+        session = self._sessions.get(call_id)
+        if session is None or tag is None or tag not in session.tags:
+            return None
+        return session.ice[session.tags.index(tag)]
 
     def _take(self) -> Optional[int]:
         for _ in range(OPEN_TRIES):
@@ -593,41 +493,78 @@ class SessionTable:
         self, port: int, source: Peer, data: bytes, now: float
     ) -> Optional[tuple[int, Peer]]:
         """
-        A datagram reached relay port C{port} from C{source}.
+        A datagram reached relay port C{port} from C{source} (L{route} without the reason).
 
         @return: the relay port to send it from and where to, or L{None} to drop it.
         """
+        verdict = self.route(port, source, data, now)
+        return (verdict.port, verdict.target) if isinstance(verdict, Relayed) else None
+
+    def route(self, port: int, source: Peer, data: bytes, now: float) -> Verdict:
+        """
+        What to do with a datagram that reached relay port C{port} from C{source}.
+
+        @return: L{Relayed} (send it on), L{Answered} (send a reply back to C{source} from
+            C{port}) or L{Dropped} with the reason.
+        """
         entry = self._ports.get(port)
         if entry is None:
-            return None
+            return Dropped(DROP_NO_SESSION)
         session, leg, other, relay, rtcp = entry
+        if is_stun_datagram(data):
+            return self._check(session, leg, rtcp, source, data, now)
         leg.packets += 1
         leg.bytes += len(data)
         leg.last_packet = session.last_packet = now
         if not data:
             leg.dropped += 1
-            return None
+            return Dropped(DROP_EMPTY)
+        if self.strict_source and not leg.accepts(source, rtcp):
+            leg.dropped += 1
+            leg.foreign += 1
+            return Dropped(DROP_FOREIGN)
         if rtcp:
-            latched = leg.latched_rtcp
-            if latched is None:
+            if leg.latched_rtcp is None:
                 leg.latched_rtcp = source
-            elif latched != source and self.strict_source:
-                leg.dropped += 1
-                return None
             target = other.rtcp_target(relay.muxed)
         else:
-            latched = leg.latched_rtp
-            if latched is None:
+            if leg.latched_rtp is None:
                 leg.latched_rtp = source
-            elif latched != source and self.strict_source:
-                leg.dropped += 1
-                return None
             leg.count_rtp(data)
             target = other.rtp_target()
         if target is None:
             leg.dropped += 1
-            return None
-        return (other.port + 1 if rtcp else other.port), target
+            return Dropped(DROP_NO_TARGET)
+        return Relayed((other.port + 1 if rtcp else other.port), target)
+
+    def _check(
+        self,
+        session: MediaSession,
+        leg: LegStream,
+        rtcp: bool,
+        source: Peer,
+        data: bytes,
+        now: float,
+    ) -> Verdict:
+        """A STUN datagram on a leg's port: an ICE connectivity check, or dropped."""
+        leg.stun += 1
+        if leg.ice is None:
+            leg.dropped += 1
+            return Dropped(DROP_STUN)
+        answer = answer_check(data, source, leg.ice, leg.ice_ufrag)
+        if answer.reply is None:
+            leg.dropped += 1
+            return Dropped(DROP_STUN)
+        if not answer.valid:
+            leg.stun_refused += 1
+            return Answered(answer.reply, refused=True)
+        if rtcp:
+            if answer.use_candidate or leg.latched_rtcp is None:
+                leg.latched_rtcp = source
+        elif answer.use_candidate or leg.latched_rtp is None:
+            leg.latched_rtp = source
+        leg.last_packet = session.last_packet = now
+        return Answered(answer.reply)
 
     # -- timeouts and listing --------------------------------------------------------------------
     def expired(self, now: float) -> list[str]:

@@ -24,6 +24,7 @@ __all__ = [
     "decode_message",
     "parse_ng_url",
     "parse_flags",
+    "ice_flags",
     "ping_command",
     "offer_command",
     "answer_command",
@@ -238,6 +239,22 @@ def parse_flags(flags: str) -> dict[str, Any]:
         profile = f"RTP/{secure}AVPF" if "AVPF" in transport else f"RTP/{secure}AVP"
         out["transport-protocol"] = f"UDP/TLS/{profile}" if "DTLS" in transport else profile
     return out
+
+
+def ice_flags(flags: str, towards_ice: Optional[bool]) -> str:
+    """
+    C{flags} with the C{ICE=} rtpengine should apply to the SDP it sends on: C{ICE=force}
+    when the side receiving it signalled ICE in its own SDP (rtpengine then stands in as its
+    ICE peer), C{ICE=remove} when it did not or is not known yet (RFC 8445 §5.4: an agent
+    only uses ICE when both SDPs carry it).  An operator's own C{ICE=} other than
+    C{remove} is left alone.
+    """
+    tokens = flags.split()
+    chosen = [t for t in tokens if t.startswith("ICE=")]
+    if any(t != "ICE=remove" for t in chosen):
+        return flags
+    kept = [t for t in tokens if not t.startswith("ICE=")]
+    return " ".join([*kept, "ICE=force" if towards_ice else "ICE=remove"])
 
 
 def ping_command() -> dict[str, Any]:

@@ -8,8 +8,9 @@ reads C{c=}/C{o=} addresses (L{session_connection}, L{media_connections}) and re
 them with L{fix_nated_sdp} (Kamailio nathelper's function of that name, K: FIX-04).
 
 Media anchoring (RTP-01) reads every stream with L{media_streams} and points it at a relay
-with L{anchor_sdp}: C{m=} ports, C{c=} and C{a=rtcp} (RFC 3605) rewritten, ICE (RFC 8839)
-removed, the C{o=} version bumped when anything changed (RFC 3264 §8).
+with L{anchor_sdp}: C{m=} ports, C{c=} and C{a=rtcp} (RFC 3605) rewritten, the peer's ICE
+(RFC 8839) removed, or replaced by the relay as an ICE-lite agent towards a side that
+speaks ICE, the C{o=} version bumped when anything changed (RFC 3264 §8).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Optional
+
+from sbc.core.ice import IceCredentials, candidate_line
 
 __all__ = [
     "SdpLines",
@@ -28,6 +31,7 @@ __all__ = [
     "MediaStream",
     "media_streams",
     "anchor_sdp",
+    "sdp_has_ice",
     "ICE_ATTRIBUTES",
     "SdpError",
 ]
@@ -203,6 +207,8 @@ ICE_ATTRIBUTES = frozenset(
     }
 )
 _DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
+#: The attributes that say a side speaks ICE (RFC 8839 §5.1, §5.4).
+_ICE_SIGNS = frozenset({"candidate", "ice-ufrag", "ice-pwd"})
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,10 @@ class MediaStream:
     @ivar direction: C{sendrecv}, C{sendonly}, C{recvonly} or C{inactive} (media level,
         else session level, else C{sendrecv}).
     @ivar rtcp_mux: C{a=rtcp-mux} (RFC 5761) is present.
+    @ivar ice: the stream (or the session) has C{a=ice-ufrag}, C{a=ice-pwd} or
+        C{a=candidate}: the side speaks ICE (RFC 8839).
+    @ivar ice_ufrag: its C{a=ice-ufrag} (media level, else session level).
+    @ivar ice_pwd: ... and C{a=ice-pwd}.
     """
 
     index: int
@@ -233,6 +243,9 @@ class MediaStream:
     rtcp_address: Optional[str]
     direction: str
     rtcp_mux: bool
+    ice: bool = False
+    ice_ufrag: Optional[str] = None
+    ice_pwd: Optional[str] = None
 
     @property
     def disabled(self) -> bool:
@@ -241,9 +254,10 @@ class MediaStream:
 
     @property
     def held(self) -> bool:
-        """On hold: a null connection address (RFC 2543 style) or C{a=inactive}."""
+        """This SDP puts the stream on hold: a null connection address (RFC 2543 style),
+        C{a=sendonly} or C{a=inactive} (RFC 3264 §8.4), media or session level."""
         null = self.address is not None and _is_null(self.address)
-        return null or self.direction == "inactive"
+        return null or self.direction in ("sendonly", "inactive")
 
 
 def _number(text: str, top: int = 65535) -> int:
@@ -284,9 +298,12 @@ def media_streams(body: bytes) -> list[MediaStream]:
     session_end = sdp.media_starts[0] if sdp.media_starts else len(lines)
     session_address = session_connection(sdp)
     session_direction = "sendrecv"
+    session_ice: dict[str, str] = {}
     for line in lines[:session_end]:
         if line.startswith("a=") and line[2:] in _DIRECTIONS:
             session_direction = line[2:]
+        elif line.startswith("a=") and _attribute(line) in _ICE_SIGNS:
+            session_ice.setdefault(_attribute(line), line[2:].partition(":")[2].strip())
     streams = []
     for index, (start, end) in enumerate(_split_sections(sdp)):
         parts, port, count = _media_line(lines[start])
@@ -295,6 +312,7 @@ def media_streams(body: bytes) -> list[MediaStream]:
         rtcp: Optional[tuple[int, Optional[str]]] = None
         direction = session_direction
         mux = False
+        ice = dict(session_ice)
         for line in lines[start + 1 : end]:
             if line.startswith("c=") and media_address is None:
                 parsed = connection_address(line)
@@ -306,6 +324,8 @@ def media_streams(body: bytes) -> list[MediaStream]:
                     direction = name
                 elif name == "rtcp-mux":
                     mux = True
+                elif name in _ICE_SIGNS:
+                    ice[name] = line[2:].partition(":")[2].strip()
                 elif name == "rtcp" and rtcp is None:
                     fields = line[7:].split(" ")
                     rtcp_port = _number(fields[0])
@@ -325,6 +345,9 @@ def media_streams(body: bytes) -> list[MediaStream]:
                 rtcp_address=rtcp[1] or address,
                 direction=direction,
                 rtcp_mux=mux,
+                ice=bool(ice),
+                ice_ufrag=ice.get("ice-ufrag") or None,
+                ice_pwd=ice.get("ice-pwd") or None,
             )
         )
     return streams
@@ -354,6 +377,7 @@ def anchor_sdp(
     *,
     nortpproxy: str = "",
     replace_origin: bool = False,
+    ice: Optional[IceCredentials] = None,
 ) -> bytes:
     """
     Point every stream of C{body} at a relay (RTP-01).
@@ -366,6 +390,10 @@ def anchor_sdp(
     attributes (L{ICE_ATTRIBUTES}) are removed; every other line is kept byte for byte.
     C{nortpproxy} (C{a=nortpproxy:yes}, say) is added to the session part unless there
     already; C{replace_origin} also puts C{address} into C{o=} (rtpengine's C{replace-origin}).
+    With C{ice} (the side receiving this SDP speaks ICE) the relay presents itself as an
+    ICE-lite agent instead (RFC 8445 §2.5): session-level C{a=ice-lite}, C{a=ice-ufrag} and
+    C{a=ice-pwd} from C{ice}, and in each anchored stream one host candidate per component,
+    C{address} with the stream's relay port (component 2, RTCP, unless C{a=rtcp-mux}).
     When the result differs from C{body}, the C{o=} session version goes up by one (RFC 3264
     §8).
 
@@ -405,6 +433,8 @@ def anchor_sdp(
         extra = nortpproxy if nortpproxy.startswith("a=") else "a=" + nortpproxy
         if extra not in out:
             out.append(extra)
+    if ice is not None:
+        out += ["a=ice-lite", f"a=ice-ufrag:{ice.ufrag}", f"a=ice-pwd:{ice.pwd}"]
     for index, (start, end) in enumerate(_split_sections(sdp)):
         parts, port, count = _media_line(lines[start])
         relay = ports[index]
@@ -439,6 +469,10 @@ def anchor_sdp(
                 if name == "rtcp":
                     line = _rtcp_line(line, relay + 1, None if held else f"IN {family} {address}")
             out.append(line)
+        if ice is not None:
+            out.append(candidate_line(address, relay, 1))
+            if not any(line == "a=rtcp-mux" for line in section):
+                out.append(candidate_line(address, relay + 1, 2))
     if replace_origin and origin_at is not None:
         out[origin_at] = _origin(out[origin_at], family, address, bump=False)
     if out != list(lines):
@@ -446,6 +480,15 @@ def anchor_sdp(
             raise SdpError("no o= line to bump")
         out[origin_at] = _origin(out[origin_at], family, address, bump=True)
     return SdpLines(tuple(out), sdp.eol, ()).serialise()
+
+
+def sdp_has_ice(body: bytes) -> bool:
+    """Does C{body} carry ICE (C{a=ice-ufrag}, C{a=ice-pwd} or C{a=candidate}, RFC 8839)?
+    L{False} for a body that is not SDP."""
+    try:
+        return any(stream.ice for stream in media_streams(body))
+    except SdpError:
+        return False
 
 
 def _is_ice(line: str) -> bool:

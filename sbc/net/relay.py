@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from random import SystemRandom
 from typing import Any, Optional
 
 from twisted.application import service
@@ -25,7 +26,16 @@ from twisted.internet.task import LoopingCall
 from typing_extensions import override
 
 from sbc.core.address import Address
-from sbc.core.media import MediaError, PortPool, PortsExhaustedError, SessionTable
+from sbc.core.media import (
+    DROP_FOREIGN,
+    DROP_STUN,
+    Answered,
+    Dropped,
+    MediaError,
+    PortPool,
+    PortsExhaustedError,
+    SessionTable,
+)
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
 from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams
 from sbc.core.stats import Statistics
@@ -91,7 +101,7 @@ class RtpRelay(service.Service):
         check_interval: float = 1.0,
         hold_timeout: float = 3600.0,
         offer_timeout: float = 3600.0,
-        strict_source: bool = False,
+        strict_source: bool = True,
         nortpproxy: str = "",
         replace_origin: bool = False,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
@@ -118,6 +128,7 @@ class RtpRelay(service.Service):
             strict_source=strict_source,
             listener=self,
             private=private,
+            rng=SystemRandom(),  # ICE passwords must not be guessable (RFC 8445 §5.3)
         )
         self._listening: dict[int, IListeningPort] = {}
         self._sockets: dict[int, _RelaySocket] = {}
@@ -173,15 +184,23 @@ class RtpRelay(service.Service):
         """A datagram on relay port C{port}: send it on, or count it as dropped."""
         stats = self.stats
         try:
-            result = self.table.receive(port, (addr[0], addr[1]), data, self.reactor.seconds())
+            verdict = self.table.route(port, (addr[0], addr[1]), data, self.reactor.seconds())
         except Exception:
             stats.incr("rtp_errors")
             log.failure("relaying a datagram on port {port} failed", port=port)
             return
-        if result is None:
+        if isinstance(verdict, Dropped):
             stats.incr("rtp_dropped_packets")
+            if verdict.reason == DROP_FOREIGN:
+                stats.incr("rtp_foreign_dropped")
+            elif verdict.reason == DROP_STUN:
+                stats.incr("rtp_stun_dropped")
             return
-        out, destination = result
+        if isinstance(verdict, Answered):
+            stats.incr("rtp_stun_refused" if verdict.refused else "rtp_stun_answered")
+            self._reply(port, verdict.reply, (addr[0], addr[1]))
+            return
+        out, destination = verdict.port, verdict.target
         sender = self._sockets.get(out)
         sock = sender.sock if sender is not None else None
         if sock is None or (":" in destination[0]) != (sock.family == socket.AF_INET6):
@@ -201,6 +220,17 @@ class RtpRelay(service.Service):
             return
         stats.incr("rtp_relayed_packets")
         stats.incr("rtp_relayed_bytes", len(data))
+
+    def _reply(self, port: int, data: bytes, destination: tuple[str, int]) -> None:
+        """Send C{data} back from relay port C{port} (a STUN response to an ICE check)."""
+        receiver = self._sockets.get(port)
+        sock = receiver.sock if receiver is not None else None
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, destination)
+        except OSError:
+            self.stats.incr("rtp_send_errors")
 
     # -- signalling (MediaBackend) ---------------------------------------------------------------
     def offer(
@@ -239,15 +269,19 @@ class RtpRelay(service.Service):
             host = source.host if source is not None else None
             if is_offer:
                 ports = self.table.offer(call_id, from_tag, to_tag, streams, now, host)
+                recipient = to_tag
             else:
                 assert to_tag is not None
                 ports = self.table.answer(call_id, from_tag, to_tag, streams, now, host)
+                recipient = from_tag
             body = anchor_sdp(
                 sdp,
                 self.media_address,
                 ports,
                 nortpproxy=self.nortpproxy,
                 replace_origin=self.replace_origin,
+                # ICE-lite towards a side that speaks ICE; its ICE lines removed otherwise.
+                ice=self.table.ice_towards(call_id, recipient),
             )
         except PortsExhaustedError as error:
             self.stats.incr("rtp_port_exhausted")

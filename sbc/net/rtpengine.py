@@ -33,11 +33,13 @@ from sbc.core.ng import (
     decode_message,
     delete_command,
     encode_message,
+    ice_flags,
     offer_command,
     parse_ng_url,
     ping_command,
     query_command,
 )
+from sbc.core.sdp import sdp_has_ice
 from sbc.core.stats import Statistics
 from sbc.net.log import logger
 from sbc.net.media import TimeoutCallback
@@ -46,7 +48,8 @@ __all__ = ["RtpengineClient", "RtpengineError", "RtpengineTimeoutError", "DEFAUL
 
 log = logger(__name__)
 
-#: What sbc asks of rtpengine for every offer and answer (K: RTP-12, RTP-09).
+#: What sbc asks of rtpengine for every offer and answer (K: RTP-12, RTP-09); C{ICE=remove}
+#: becomes C{ICE=force} towards a side whose SDP carried ICE (L{ice_flags}).
 DEFAULT_FLAGS = "replace-origin replace-session-connection ICE=remove"
 
 
@@ -124,6 +127,8 @@ class RtpengineClient(service.Service):
         self._port: Optional[IListeningPort] = None
         self._protocol = _ControlSocket(self)
         self._calls: dict[str, dict[str, Any]] = {}
+        # Call-ID -> tag -> whether that side's last SDP carried ICE (for ICE=force/remove).
+        self._ice: dict[str, dict[str, bool]] = {}
 
     # -- transport -------------------------------------------------------------------------------
     @override
@@ -240,20 +245,33 @@ class RtpengineClient(service.Service):
         self, call_id: str, from_tag: str, to_tag: Optional[str], sdp: bytes, source: Address
     ) -> Deferred[bytes]:
         """rtpengine's C{offer}; fires with the SDP for the answerer."""
-        message = offer_command(call_id, from_tag, sdp, to_tag=to_tag, **self._sdp_options(source))
+        options = self._sdp_options(source, self._ice_towards(call_id, from_tag, sdp, to_tag))
+        message = offer_command(call_id, from_tag, sdp, to_tag=to_tag, **options)
         return self._rewrite(message, call_id, from_tag, to_tag)
 
     def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: Address
     ) -> Deferred[bytes]:
         """rtpengine's C{answer}; fires with the SDP for the offerer."""
-        message = answer_command(call_id, from_tag, to_tag, sdp, **self._sdp_options(source))
+        options = self._sdp_options(source, self._ice_towards(call_id, to_tag, sdp, from_tag))
+        message = answer_command(call_id, from_tag, to_tag, sdp, **options)
         return self._rewrite(message, call_id, from_tag, to_tag)
 
-    def _sdp_options(self, source: Optional[Address]) -> dict[str, Any]:
-        """What offers and answers carry besides the call: flags and the SIP source."""
+    def _ice_towards(
+        self, call_id: str, sender: str, sdp: bytes, recipient: Optional[str]
+    ) -> Optional[bool]:
+        """Note whether C{sender}'s SDP carries ICE; whether C{recipient}'s last one did."""
+        sides = self._ice.setdefault(call_id, {})
+        sides[sender] = sdp_has_ice(sdp)
+        return sides.get(recipient) if recipient is not None else None
+
+    def _sdp_options(
+        self, source: Optional[Address], towards_ice: Optional[bool]
+    ) -> dict[str, Any]:
+        """What offers and answers carry besides the call: flags (with C{ICE=force} towards
+        a side that speaks ICE, L{ice_flags}) and the SIP source."""
         return {
-            "flags": self.flags,
+            "flags": ice_flags(self.flags, towards_ice),
             "received_from": source.host if source is not None else None,
             "sip_message_type": None,  # rtpengine 10.5 warns about it on every command
         }
@@ -270,6 +288,7 @@ class RtpengineClient(service.Service):
     ) -> Deferred[None]:
         """rtpengine's C{delete}: the whole call (to-tag only sent with the C{to-tag} flag)."""
         self._calls.pop(call_id, None)
+        self._ice.pop(call_id, None)
         message = delete_command(
             call_id, from_tag, to_tag=to_tag, flags=self.delete_flags, sip_message_type=None
         )

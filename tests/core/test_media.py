@@ -9,9 +9,13 @@ from typing import Optional
 import pytest
 
 from sbc.core.media import (
+    DROP_FOREIGN,
+    DROP_STUN,
+    Dropped,
     MediaSession,
     PortPool,
     PortsExhaustedError,
+    Relayed,
     SessionTable,
     UnknownSessionError,
 )
@@ -125,20 +129,61 @@ def test_latching_to_the_first_source() -> None:
     assert table.receive(to_bob + 1, BOB, b"\x81\xc8x", 1.0) == (to_alice + 1, (nat[0], 61001))
     assert table.receive(to_alice + 1, (nat[0], 61500), b"\x81\xc8x", 1.0)
     assert table.receive(to_bob + 1, BOB, b"\x81\xc8x", 1.0) == (to_alice + 1, (nat[0], 61500))
-    # A second source does not move the latch; it is still relayed.
-    assert table.receive(to_alice, ("203.0.113.66", 1), rtp(2), 1.0) == (to_bob, BOB)
+    # A second source does not move the latch.
+    assert table.receive(to_alice, ("203.0.113.66", 1), rtp(2), 1.0) is None
     assert table.receive(to_bob, BOB, rtp(2), 1.0) == (to_alice, nat)
 
 
-def test_strict_source_drops_other_sources() -> None:
-    """With strict_source, only the latched source is relayed."""
-    table = SessionTable(PortPool(30000, 30099), strict_source=True)
-    to_alice, _ = call(table)
-    assert table.receive(to_alice, ALICE, rtp(1), 1.0)
-    assert table.receive(to_alice, ("203.0.113.66", 1), rtp(2), 1.0) is None
+def test_strict_source_drops_and_counts_other_sources() -> None:
+    """Once a leg latched, RTP and RTCP from any other source are dropped and counted."""
+    table = SessionTable(PortPool(30000, 30099))
+    to_alice, to_bob = call(table)
+    stranger = ("203.0.113.66", 4000)
+    assert table.route(to_alice, ALICE, rtp(1), 1.0) == Relayed(to_bob, BOB)
+    assert table.route(to_alice, stranger, rtp(2), 1.0) == Dropped(DROP_FOREIGN)
+    assert table.route(to_alice, (ALICE[0], 4002), rtp(3), 1.0) == Dropped(DROP_FOREIGN)
+    # RTCP not yet latched: only from the host RTP latched to.
+    assert table.route(to_alice + 1, stranger, b"\x81\xc8x", 1.0) == Dropped(DROP_FOREIGN)
+    assert table.route(to_alice + 1, (ALICE[0], 4001), b"\x81\xc8x", 1.0) == Relayed(
+        to_bob + 1, (BOB[0], 6001)
+    )
+    assert table.route(to_alice + 1, (ALICE[0], 4005), b"\x81\xc8x", 1.0) == Dropped(DROP_FOREIGN)
+    # Bob has not sent yet: his first packet latches his leg, whatever the others did.
+    assert table.route(to_bob, BOB, rtp(1), 1.0) == Relayed(to_alice, ALICE)
+    assert table.route(to_alice, ALICE, rtp(4), 1.0) == Relayed(to_bob, BOB)
     session = table.get("c1")
     assert session is not None and session.streams[0] is not None
-    assert session.streams[0].legs[0].dropped == 1
+    leg = session.streams[0].legs[0]
+    assert (leg.foreign, leg.dropped) == (4, 4)
+    assert session.foreign_dropped == 4
+    listed = session.as_dict()
+    assert listed["foreign_dropped"] == 4
+    assert listed["legs"][0]["streams"][0]["foreign_dropped"] == 4
+
+
+def test_strict_source_off_relays_other_sources() -> None:
+    """strict_source=False: a second source is relayed but does not move the latch."""
+    table = SessionTable(PortPool(30000, 30099), strict_source=False)
+    to_alice, to_bob = call(table)
+    assert table.receive(to_alice, ALICE, rtp(1), 1.0)
+    assert table.receive(to_alice, ("203.0.113.66", 1), rtp(2), 1.0) == (to_bob, BOB)
+    assert table.receive(to_bob, BOB, rtp(1), 1.0) == (to_alice, ALICE)
+    session = table.get("c1")
+    assert session is not None and session.foreign_dropped == 0
+
+
+def test_strict_source_relatches_only_after_a_new_sdp() -> None:
+    """A new offer from the leg lets a new source latch; the other leg stays strict."""
+    table = SessionTable(PortPool(30000, 30099))
+    to_alice, to_bob = call(table)
+    moved = ("198.51.100.8", 62000)
+    table.receive(to_alice, ALICE, rtp(1), 1.0)
+    table.receive(to_bob, BOB, rtp(1), 1.0)
+    assert table.receive(to_alice, moved, rtp(2), 1.0) is None
+    table.offer("c1", "A", "B", [stream(*moved)], 2.0)
+    table.answer("c1", "A", "B", [stream(*BOB)], 2.0)
+    assert table.receive(to_alice, moved, rtp(3), 2.0) == (to_bob, BOB)
+    assert table.receive(to_alice, ALICE, rtp(4), 2.0) is None
 
 
 def test_relatching_after_a_new_offer() -> None:
@@ -147,12 +192,13 @@ def test_relatching_after_a_new_offer() -> None:
     to_alice, to_bob = call(table)
     old, new = ("198.51.100.7", 61000), ("198.51.100.8", 62000)
     table.receive(to_alice, old, rtp(1), 1.0)
-    table.receive(to_bob, ("198.51.100.9", 9000), rtp(1), 1.0)
+    bob_nat = ("198.51.100.9", 9000)
+    table.receive(to_bob, bob_nat, rtp(1), 1.0)
     assert table.offer("c1", "A", "B", [stream("192.0.2.30", 4100)], 2.0) == [to_bob]
-    assert table.receive(to_bob, BOB, rtp(2), 2.0) == (to_alice, ("192.0.2.30", 4100))
+    assert table.receive(to_bob, bob_nat, rtp(2), 2.0) == (to_alice, ("192.0.2.30", 4100))
     table.receive(to_alice, new, rtp(2), 2.0)
-    assert table.receive(to_bob, BOB, rtp(3), 2.0) == (to_alice, new)
-    assert table.receive(to_alice, new, rtp(3), 2.0) == (to_bob, ("198.51.100.9", 9000))
+    assert table.receive(to_bob, bob_nat, rtp(3), 2.0) == (to_alice, new)
+    assert table.receive(to_alice, new, rtp(3), 2.0) == (to_bob, bob_nat)
 
 
 def test_reinvite_from_the_callee_and_late_offer() -> None:
@@ -300,16 +346,19 @@ def test_loss_late_duplicate_restart_and_new_ssrc() -> None:
 
 
 def test_malformed_and_empty_datagrams() -> None:
-    """Not RTP: counted and relayed; empty: dropped; muxed RTCP is not a loss."""
+    """Not RTP: counted and relayed; empty: dropped; muxed RTCP is not a loss; STUN
+    (RFC 7983 first byte 0..3) on a leg without ICE: dropped, never relayed."""
     table = SessionTable(PortPool(30000, 30099))
     to_alice, to_bob = call(table)
-    assert table.receive(to_alice, ALICE, b"\x00\x01", 1.0) == (to_bob, BOB)
+    assert table.route(to_alice, ALICE, b"\x00\x01", 1.0) == Dropped(DROP_STUN)
+    assert table.receive(to_alice, ALICE, b"\x40\x01", 1.0) == (to_bob, BOB)
     assert table.receive(to_alice, ALICE, b"", 1.0) is None
     table.receive(to_alice, ALICE, rtp(5), 1.0)
     table.receive(to_alice, ALICE, b"\x81\xc9" + b"\x00" * 10, 1.0)
     table.receive(to_alice, ALICE, rtp(6), 1.0)
     leg = counters(table)
-    assert (leg["malformed"], leg["dropped"], leg["lost"], leg["packets"]) == (1, 1, 0, 5)
+    assert (leg["malformed"], leg["dropped"], leg["lost"], leg["packets"]) == (1, 2, 0, 5)
+    assert leg["stun"] == 1
 
 
 def test_rtcp_attribute_and_mux() -> None:
@@ -339,6 +388,52 @@ def test_hold_with_null_address_has_no_target() -> None:
     assert table.receive(to_bob, BOB, rtp(1), 1.0) is None
     assert table.receive(to_alice, ALICE, rtp(1), 1.0) == (to_bob, BOB)
     assert table.receive(to_bob, BOB, rtp(2), 1.0) == (to_alice, ALICE)
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [
+        {"direction": "sendonly"},
+        {"direction": "inactive"},
+        {"address": "0.0.0.0"},
+    ],
+    ids=["sendonly", "inactive", "null-address"],
+)
+def test_every_hold_form_sets_held_and_resume_clears_it(hold: dict) -> None:
+    """A hold offer (sendonly, inactive, c=0.0.0.0) sets held, whatever the answer says;
+    a sendrecv re-offer clears it."""
+    table = SessionTable(PortPool(30000, 30099))
+    call(table)
+    session = table.get("c1")
+    assert session is not None and session.streams[0] is not None
+    assert not session.held
+    table.offer("c1", "A", "B", [stream(**{"address": ALICE[0], **hold})], 1.0)
+    assert session.held and session.streams[0].held
+    answer = "inactive" if hold.get("direction") == "inactive" else "recvonly"
+    table.answer("c1", "A", "B", [stream(*BOB, direction=answer)], 1.0)
+    assert session.held and session.as_dict()["held"]
+    table.offer("c1", "A", "B", [stream(*ALICE)], 2.0)
+    table.answer("c1", "A", "B", [stream(*BOB)], 2.0)
+    assert not session.held and not session.streams[0].held
+
+
+def test_hold_from_the_callee_and_session_level_sendonly() -> None:
+    """The callee's re-INVITE with a session-level a=sendonly holds too."""
+    table = SessionTable(PortPool(30000, 30099))
+    call(table)
+    body = (
+        b"v=0\r\no=- 1 2 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.20\r\nt=0 0\r\n"
+        b"a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\n"
+    )
+    [held] = media_streams(body)
+    assert held.held
+    table.offer("c1", "B", "A", [held], 1.0)
+    session = table.get("c1")
+    assert session is not None and session.held
+    table.answer("c1", "B", "A", [stream(*ALICE, direction="recvonly")], 1.0)
+    assert session.held
+    table.offer("c1", "B", "A", [stream(*BOB)], 2.0)
+    assert not session.held
 
 
 # -- timeouts, delete, listing -------------------------------------------------------------------

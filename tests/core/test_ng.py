@@ -14,6 +14,7 @@ from sbc.core.ng import (
     decode_message,
     delete_command,
     encode_message,
+    ice_flags,
     offer_command,
     parse_flags,
     parse_ng_url,
@@ -247,3 +248,23 @@ def test_parse_ng_url_refuses(url: str) -> None:
     """Only udp/udp6 with an IP address and a port."""
     with pytest.raises(ValueError):
         parse_ng_url(url)
+
+
+@pytest.mark.parametrize(
+    ("flags", "towards_ice", "expected"),
+    [
+        ("replace-origin ICE=remove", True, "replace-origin ICE=force"),
+        ("replace-origin ICE=remove", False, "replace-origin ICE=remove"),
+        ("replace-origin ICE=remove", None, "replace-origin ICE=remove"),
+        ("replace-origin", True, "replace-origin ICE=force"),
+        ("", False, "ICE=remove"),
+        ("ICE=force-relay trust-address", False, "ICE=force-relay trust-address"),
+    ],
+)
+def test_ice_flags_force_towards_an_ice_side(
+    flags: str, towards_ice: bool | None, expected: str
+) -> None:
+    """ICE=force towards a side whose SDP carried ICE, ICE=remove otherwise (or unknown);
+    an operator's own ICE= other than remove is kept."""
+    assert ice_flags(flags, towards_ice) == expected
+    assert parse_flags(ice_flags(flags, towards_ice))["ICE"] == expected.split("ICE=")[1].split()[0]

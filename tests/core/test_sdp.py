@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sbc.core.ice import IceCredentials
 from sbc.core.sdp import (
     SdpError,
     anchor_sdp,
@@ -11,6 +12,7 @@ from sbc.core.sdp import (
     media_connections,
     media_streams,
     parse_sdp,
+    sdp_has_ice,
     session_connection,
 )
 
@@ -131,7 +133,9 @@ def test_media_streams_rtcp_attribute_hold_and_disabled() -> None:
     inactive = media_streams(AUDIO + b"a=inactive\r\n")[0]
     assert inactive.held and inactive.direction == "inactive"
     session_level = media_streams(AUDIO.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n"))[0]
-    assert session_level.direction == "sendonly" and not session_level.held
+    assert session_level.direction == "sendonly" and session_level.held
+    recvonly = media_streams(AUDIO + b"a=recvonly\r\n")[0]
+    assert recvonly.direction == "recvonly" and not recvonly.held
 
 
 def test_media_streams_bad_port() -> None:
@@ -275,3 +279,64 @@ def test_anchor_caller_mistakes() -> None:
         anchor_sdp(AUDIO, RELAY, [30000, 30002])
     with pytest.raises(ValueError):
         anchor_sdp(AUDIO, "relay.example", [30000])
+
+
+# -- ICE-lite towards a side that speaks ICE (RFC 8445 §2.5) ------------------------------------
+
+ICE_OFFER = AUDIO.replace(
+    b"t=0 0\r\n", b"t=0 0\r\na=ice-ufrag:F7gI\r\na=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\n"
+) + (
+    b"a=candidate:1 1 UDP 2130706431 192.168.1.10 49170 typ host\r\n"
+    b"a=candidate:1 2 UDP 2130706430 192.168.1.10 49171 typ host\r\n"
+)
+
+
+def test_media_streams_read_ice_session_and_media_level() -> None:
+    """ICE is a=ice-ufrag, a=ice-pwd or a=candidate; the media-level ufrag wins."""
+    [plain] = media_streams(AUDIO)
+    assert not plain.ice and plain.ice_ufrag is None
+    [ice] = media_streams(ICE_OFFER)
+    assert ice.ice and (ice.ice_ufrag, ice.ice_pwd) == ("F7gI", "x9cml/YzichV2+XlhiMu8g")
+    [own] = media_streams(ICE_OFFER + b"a=ice-ufrag:MEDIA\r\n")
+    assert own.ice_ufrag == "MEDIA"
+    [candidates_only] = media_streams(
+        AUDIO + b"a=candidate:1 1 UDP 1 192.168.1.10 49170 typ host\r\n"
+    )
+    assert candidates_only.ice and candidates_only.ice_ufrag is None
+    assert sdp_has_ice(ICE_OFFER) and not sdp_has_ice(AUDIO) and not sdp_has_ice(b"junk")
+
+
+def test_anchor_presents_the_relay_as_ice_lite() -> None:
+    """With credentials: a=ice-lite, our ufrag/pwd at session level, one host candidate per
+    component at the relay's address and port; the peer's candidates are gone."""
+    credentials = IceCredentials("Ab3+", "0123456789abcdef/+ABCDEFG")
+    out = lines(anchor_sdp(ICE_OFFER, RELAY, [30000], ice=credentials))
+    session = out[: out.index("m=audio 30000 RTP/AVP 0 8 101")]
+    assert session[-3:] == ["a=ice-lite", "a=ice-ufrag:Ab3+", "a=ice-pwd:0123456789abcdef/+ABCDEFG"]
+    candidates = [line for line in out if line.startswith("a=candidate")]
+    assert candidates == [
+        "a=candidate:1 1 UDP 2130706431 203.0.113.1 30000 typ host",
+        "a=candidate:1 2 UDP 2130706430 203.0.113.1 30001 typ host",
+    ]
+    assert not any("F7gI" in line or "192.168.1.10 49170" in line for line in out)
+    assert out.count("a=ice-ufrag:Ab3+") == 1
+
+
+def test_anchor_ice_lite_with_rtcp_mux_has_one_component() -> None:
+    """a=rtcp-mux: only the RTP candidate (component 1)."""
+    credentials = IceCredentials("Ab3+", "0123456789abcdef/+ABCDEFG")
+    out = lines(anchor_sdp(ICE_OFFER + b"a=rtcp-mux\r\n", RELAY, [30000], ice=credentials))
+    assert [line for line in out if line.startswith("a=candidate")] == [
+        "a=candidate:1 1 UDP 2130706431 203.0.113.1 30000 typ host"
+    ]
+
+
+def test_anchor_ice_lite_skips_disabled_streams_and_works_without_peer_ice() -> None:
+    """A disabled stream gets no candidate; an SDP without ICE can still carry ours (the
+    side receiving it is the one that speaks ICE)."""
+    credentials = IceCredentials("Ab3+", "0123456789abcdef/+ABCDEFG")
+    body = AUDIO + b"m=video 0 RTP/AVP 96\r\n"
+    out = lines(anchor_sdp(body, RELAY, [30000, None], ice=credentials))
+    assert "a=ice-lite" in out
+    assert out[-1] == "m=video 0 RTP/AVP 96"
+    assert sum(line.startswith("a=candidate") for line in out) == 2

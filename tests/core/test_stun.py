@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import struct
@@ -16,7 +18,13 @@ from sbc.core.stun import (
     MAGIC_COOKIE,
     StunError,
     binding_response,
+    check_error,
+    check_request,
+    check_success,
+    is_stun_datagram,
     looks_like_stun,
+    parse_check,
+    parse_check_success,
     parse_request,
 )
 
@@ -130,5 +138,89 @@ def test_arbitrary_bytes_only_raise_stun_errors(data: bytes) -> None:
     """parse_request never raises anything but StunError."""
     try:
         parse_request(data)
+    except StunError:
+        pass
+
+
+# -- ICE connectivity checks (RFC 8445 §7.3, RFC 5389 §15.4) ------------------------------------
+
+TXID = bytes(range(12))
+
+
+def integrity_ok(message: bytes, password: str) -> bool:
+    """MESSAGE-INTEGRITY recomputed here, independently of the codec."""
+    offset = 20
+    while offset < len(message):
+        kind, size = struct.unpack_from("!HH", message, offset)
+        if kind == 0x0008:
+            head = bytearray(message[:offset])
+            struct.pack_into("!H", head, 2, offset - 20 + 24)
+            digest = hmac.new(password.encode(), bytes(head), hashlib.sha1).digest()
+            return digest == message[offset + 4 : offset + 24]
+        offset += 4 + size + (-size % 4)
+    return False
+
+
+def test_rtp_rtcp_and_stun_are_told_apart() -> None:
+    """RFC 7983: first byte 0..3 is STUN; RTP/RTCP (128..191) and DTLS (20..63) are not."""
+    assert is_stun_datagram(check_request(TXID, "a:b", "pw"))
+    assert not is_stun_datagram(b"\x80\x00\x00\x01") and not is_stun_datagram(b"\x81\xc8")
+    assert not is_stun_datagram(b"\x16\xfe\xfd") and not is_stun_datagram(b"")
+
+
+def test_check_request_round_trip_and_integrity() -> None:
+    """A check carries USERNAME, USE-CANDIDATE and a MESSAGE-INTEGRITY that verifies only
+    with the right password; FINGERPRINT is last and correct."""
+    data = check_request(TXID, "relay:peer", "secret-password", use_candidate=True)
+    assert integrity_ok(data, "secret-password") and not integrity_ok(data, "wrong")
+    check = parse_check(data)
+    assert (check.transaction_id, check.username, check.use_candidate) == (TXID, "relay:peer", True)
+    assert check.verify("secret-password") and not check.verify("secret-passwore")
+    assert struct.unpack_from("!H", data, len(data) - 8)[0] == 0x8028
+    plain = parse_check(check_request(TXID, "relay:peer", "pw"))
+    assert not plain.use_candidate
+
+
+def test_check_success_carries_xor_mapped_integrity_and_fingerprint() -> None:
+    """The response names the check's source, authenticates with the password, and is read
+    back by parse_check_success (which refuses another password or transaction)."""
+    check = parse_check(check_request(TXID, "relay:peer", "pw-of-the-relay-1234567"))
+    reply = check_success(check, MAPPED, "pw-of-the-relay-1234567")
+    assert struct.unpack_from("!H", reply)[0] == 0x0101
+    assert integrity_ok(reply, "pw-of-the-relay-1234567")
+    assert parse_check_success(reply, TXID, "pw-of-the-relay-1234567") == MAPPED
+    with pytest.raises(StunError):
+        parse_check_success(reply, TXID, "another-password-000000")
+    with pytest.raises(StunError):
+        parse_check_success(reply, b"B" * 12, "pw-of-the-relay-1234567")
+    v6 = Address("udp", "2001:db8::7", 5004)
+    assert parse_check_success(check_success(check, v6, "k"), TXID, "k") == v6
+
+
+def test_check_error_has_code_and_fingerprint_but_no_integrity() -> None:
+    """401: ERROR-CODE class 4 number 1, FINGERPRINT, no MESSAGE-INTEGRITY."""
+    reply = check_error(TXID, 401, "Unauthorized")
+    assert struct.unpack_from("!H", reply)[0] == 0x0111 and reply[8:20] == TXID
+    found = attributes(reply)
+    assert found[0x0009][2:4] == b"\x04\x01" and 0x8028 in found and 0x0008 not in found
+
+
+def test_parse_check_refuses_non_requests_and_classic_stun() -> None:
+    """Only RFC 5389 Binding requests are checks."""
+    check = parse_check(check_request(TXID, "a:b", "pw"))
+    for data in (
+        check_success(check, MAPPED, "pw"),
+        request(classic=True),
+        b"\x00\x01\x00\x00",
+    ):
+        with pytest.raises(StunError):
+            parse_check(data)
+
+
+@given(st.binary(max_size=120))
+def test_arbitrary_bytes_only_raise_stun_errors_as_checks(data: bytes) -> None:
+    """parse_check never raises anything but StunError."""
+    try:
+        parse_check(data)
     except StunError:
         pass

@@ -21,6 +21,7 @@ from sbc.core.address import Address
 from sbc.core.media import PortsExhaustedError, UnknownSessionError
 from sbc.core.sdp import SdpError, media_streams
 from sbc.core.stats import Statistics
+from sbc.core.stun import StunError, check_request, parse_check_success
 from sbc.net.media import MediaBackend
 from sbc.net.relay import RtpRelay
 from tests.helpers import free_port
@@ -374,7 +375,8 @@ async def test_loopback_rtp_and_rtcp_both_ways_with_latching(
 async def test_loopback_relatching_after_a_new_offer(
     loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
 ) -> None:
-    """Alice moves to another socket: ignored until her re-INVITE, then latched again."""
+    """Alice moves to another socket: dropped (strict source) until her re-INVITE, then
+    latched again."""
     relay = loopback_relay
     alice, moved, bob = endpoints(), endpoints(), endpoints()
     offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", alice.port), SOURCE_A)
@@ -382,19 +384,119 @@ async def test_loopback_relatching_after_a_new_offer(
     to_bob, to_alice = relay_port(offer), relay_port(answer)
     alice.send(rtp(1), to_alice)
     await bob.receive()
-    moved.send(rtp(2), to_alice)  # relayed, but does not move the latch
-    await bob.receive()
+    moved.send(rtp(2), to_alice)  # dropped: not the latched source
+    alice.send(rtp(3), to_alice)
+    assert (await bob.receive())[0] == rtp(3)
+    assert relay.stats.get("rtp_foreign_dropped") == 1
     bob.send(rtp(1), to_bob)
     assert (await alice.receive())[0] == rtp(1)
     reoffer = await relay.offer("c1", "A", "B", sdp("127.0.0.1", moved.port, version=2), SOURCE_A)
     assert relay_port(reoffer) == to_bob
     reanswer = await relay.answer("c1", "A", "B", sdp("127.0.0.1", bob.port, version=2), SOURCE_B)
     assert relay_port(reanswer) == to_alice
-    moved.send(rtp(3), to_alice)
-    await bob.receive()
+    moved.send(rtp(4), to_alice)
+    assert (await bob.receive())[0] == rtp(4)
     bob.send(rtp(2), to_bob)
     assert (await moved.receive())[0] == rtp(2)
     assert alice.queue.pending == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_strict_source_drops_a_third_socket(
+    loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
+) -> None:
+    """Both sides latched; RTP and RTCP from a third socket to a relay port reach nobody and
+    are counted (per session and globally); the call's own flow keeps working."""
+    relay = loopback_relay
+    alice, alice_rtcp, bob, bob_rtcp, intruder = (endpoints() for _ in range(5))
+    offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", alice.port), SOURCE_A)
+    answer = await relay.answer(
+        "c1", "A", "B", sdp("127.0.0.1", bob.port, rtcp=bob_rtcp.port), SOURCE_B
+    )
+    to_bob, to_alice = relay_port(offer), relay_port(answer)
+    alice.send(rtp(1), to_alice)
+    assert (await bob.receive())[0] == rtp(1)
+    bob.send(rtp(101), to_bob)
+    assert (await alice.receive())[0] == rtp(101)
+    for seq in range(2, 5):
+        intruder.send(rtp(900 + seq), to_alice)  # towards Bob
+        intruder.send(rtp(950 + seq), to_bob)  # towards Alice
+        alice.send(rtp(seq), to_alice)
+        assert await bob.receive() == (rtp(seq), ("127.0.0.1", to_bob))
+        bob.send(rtp(100 + seq), to_bob)
+        assert await alice.receive() == (rtp(100 + seq), ("127.0.0.1", to_alice))
+    alice_rtcp.send(b"\x81\xc8 alice rtcp", to_alice + 1)
+    assert (await bob_rtcp.receive())[0] == b"\x81\xc8 alice rtcp"
+    intruder.send(b"\x81\xc8 intruder rtcp", to_alice + 1)
+    alice_rtcp.send(b"\x81\xc8 alice again", to_alice + 1)
+    assert (await bob_rtcp.receive())[0] == b"\x81\xc8 alice again"
+    alice.send(rtp(5), to_alice)
+    assert (await bob.receive())[0] == rtp(5)
+    assert bob.queue.pending == [] and alice.queue.pending == [] and bob_rtcp.queue.pending == []
+    assert intruder.queue.pending == []
+    assert relay.stats.get("rtp_foreign_dropped") == 7
+    [session] = relay.sessions()
+    assert session["foreign_dropped"] == 7
+    alice_leg, bob_leg = session["legs"]
+    assert alice_leg["streams"][0]["foreign_dropped"] == 4
+    assert bob_leg["streams"][0]["foreign_dropped"] == 3
+    assert alice_leg["streams"][0]["latched"] == f"127.0.0.1:{alice.port}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_ice_lite_check_latches_the_ice_side(
+    loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
+) -> None:
+    """Alice offers ICE, Bob answers without: Bob's offer has no ICE, Alice's answer makes
+    the relay an ICE-lite peer.  A check with the right credentials to the advertised
+    candidate gets a signed success naming Alice's socket and latches her leg there (her
+    SDP port is wrong); a check with a wrong password gets 401; STUN is never relayed; RTP
+    from Alice's socket reaches Bob, RTP from another socket is dropped."""
+    relay = loopback_relay
+    alice, bob, intruder = endpoints(), endpoints(), endpoints()
+    wrong_port = alice.port + 1000 if alice.port < 60000 else alice.port - 1000
+    ice = (
+        "a=ice-ufrag:alic\r\na=ice-pwd:alice-password-0123456789\r\n"
+        f"a=candidate:1 1 UDP 2130706431 127.0.0.1 {wrong_port} typ host\r\n"
+    ).encode()
+    offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", wrong_port) + ice, SOURCE_A)
+    assert b"a=ice" not in offer and b"a=candidate" not in offer
+    answer = await relay.answer("c1", "A", "B", sdp("127.0.0.1", bob.port), SOURCE_B)
+    to_bob = relay_port(offer)
+    [stream] = media_streams(answer)
+    assert stream.ice and b"a=ice-lite\r\n" in answer and stream.ice_pwd is not None
+    assert stream.ice_ufrag is not None and len(stream.ice_ufrag) >= 4
+    assert len(stream.ice_pwd) >= 22
+    candidates = [line for line in answer.decode().split("\r\n") if line.startswith("a=cand")]
+    assert candidates[0] == f"a=candidate:1 1 UDP 2130706431 127.0.0.1 {stream.port} typ host"
+    candidate_port = int(candidates[0].split()[5])
+    username = f"{stream.ice_ufrag}:alic"
+    alice.send(check_request(b"W" * 12, username, "not-the-password-000000"), candidate_port)
+    refused, source = await alice.receive()
+    assert source == ("127.0.0.1", candidate_port)
+    with pytest.raises(StunError):
+        parse_check_success(refused, b"W" * 12, stream.ice_pwd)
+    assert struct.unpack_from("!H", refused)[0] == 0x0111  # error response (401)
+    alice.send(
+        check_request(b"T" * 12, username, stream.ice_pwd, use_candidate=True), candidate_port
+    )
+    reply, source = await alice.receive()
+    assert source == ("127.0.0.1", candidate_port)
+    mapped = parse_check_success(reply, b"T" * 12, stream.ice_pwd)  # integrity verified
+    assert (mapped.host, mapped.port) == ("127.0.0.1", alice.port)
+    bob.send(rtp(1), to_bob)
+    assert await alice.receive() == (rtp(1), ("127.0.0.1", candidate_port))
+    intruder.send(rtp(99), candidate_port)
+    alice.send(rtp(2), candidate_port)
+    assert await bob.receive() == (rtp(2), ("127.0.0.1", to_bob))
+    assert bob.queue.pending == [] and intruder.queue.pending == []
+    stats = relay.stats
+    assert stats.get("rtp_stun_answered") == 1 and stats.get("rtp_stun_refused") == 1
+    assert stats.get("rtp_foreign_dropped") == 1
+    [session] = relay.sessions()
+    alice_leg = session["legs"][0]["streams"][0]
+    assert alice_leg["latched"] == f"127.0.0.1:{alice.port}"
+    assert (alice_leg["ice"], alice_leg["stun"], alice_leg["stun_refused"]) == (True, 2, 1)
 
 
 @pytest_twisted.ensureDeferred
