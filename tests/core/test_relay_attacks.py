@@ -276,7 +276,7 @@ def test_refusals_are_reported_for_counting() -> None:
     assert events == ["relay_forbidden", "not_here"]
 
 
-# -- the legitimate paths ---------------------------------------------------------------------------
+# -- the legitimate paths ------------------------------------------------------------------------
 
 
 def test_authenticated_user_reaches_the_trunk_without_our_credentials(p: Proxy) -> None:
@@ -351,7 +351,7 @@ def test_a_forged_bye_leaves_the_dialog_alone(p: Proxy) -> None:
             "SIP/2.0 200 OK\r\n"
             + "".join(f"Via: {v}\r\n" for v in out.get_all("Via"))
             + f"From: {out.get('From')}\r\nTo: {out.get('To')};tag=bobtag\r\n"
-            + f"Call-ID: c9\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            + "Call-ID: c9\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         ).encode()
     )
     assert isinstance(ok, Response)

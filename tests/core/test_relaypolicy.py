@@ -179,7 +179,9 @@ IN_DIALOG = [
 ]
 
 
-@pytest.mark.parametrize("method, routed_by_us, known_dialog, trusted, allow_relay, verdict", IN_DIALOG)
+@pytest.mark.parametrize(
+    "method, routed_by_us, known_dialog, trusted, allow_relay, verdict", IN_DIALOG
+)
 def test_in_dialog_verdict(
     method: str,
     routed_by_us: bool,

@@ -79,7 +79,7 @@ class Agent:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return None
             message = parse(data)
             if isinstance(message, Response) and message.status == 100:
