@@ -31,6 +31,7 @@ from sbc.core.registrar import RegistrarSettings
 from sbc.core.relaypolicy import PermissionsSettings, TrustedPeers, parse_trusted
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
+from sbc.net.websocket import WebSocketSettings
 
 __all__ = [
     "ConfigError",
@@ -245,6 +246,7 @@ class Settings:
     rtp: RtpSettings = field(default_factory=RtpSettings)
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
     permissions: PermissionsSettings = field(default_factory=PermissionsSettings)
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 
 def defaults() -> Settings:
@@ -480,6 +482,17 @@ def _trusted(text: str) -> TrustedPeers:
     return TrustedPeers(parse_trusted(text))
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    """Web origins (RFC 6454 C{scheme://host[:port]}), whitespace or comma separated."""
+    origins = []
+    for item in _items(text):
+        scheme, sep, rest = item.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError("origins like https://example.com[:port]")
+        origins.append(item.lower())
+    return tuple(origins)
+
+
 def _methods_bitmap(text: str) -> int:
     """A Kamailio method bitmap (1 = INVITE, 32 = REGISTER, ...) or a list of methods."""
     value = text.strip()
@@ -685,6 +698,18 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "sampling_time_unit": _integer(1, 3600),
             "reqs_density_per_unit": _integer(0, 1_000_000),
             "remove_latency": _integer(1, 86400),
+        },
+    ),
+    "websocket": (
+        WebSocketSettings,
+        {
+            "allowed_origins": _origins,
+            "keepalive_mechanism": _choice(
+                {"ping": "ping", "none": "none", "1": "ping", "0": "none"},
+                "ping or none (Kamailio's 1 or 0)",
+            ),
+            "keepalive_timeout": _integer(1, 86400),
+            "handshake_timeout": _integer(1, 300),
         },
     ),
     "stun": (
@@ -897,13 +922,13 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
             f"{path}:{line}: [registrar] max_expires: expected 0 or at least "
             f"min_expires ({reg.min_expires}), got {reg.max_expires}"
         )
-    if any(a.transport == "tls" for a in settings.core.listen):
+    if any(a.transport in ("tls", "wss") for a in settings.core.listen):
         tls = settings.tls
         if not tls.certificate or not tls.private_key:
             line = lines.get(("core", "listen"), 0)
             raise ConfigError(
                 f"{path}:{line}: [core] listen: expected [tls] certificate and "
-                "private_key for a tls listener, got none"
+                "private_key for a tls or wss listener, got none"
             )
         try:
             server_options(tls)

@@ -52,6 +52,7 @@ from sbc.net.rtpengine import RtpengineClient
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import read_pem_certificates, server_options
 from sbc.net.udp import SipDatagramProtocol
+from sbc.net.websocket import SipWebSocketFactory
 
 __all__ = [
     "Options",
@@ -74,7 +75,7 @@ class Options(usage.Options):
 
 
 class ListenerService(service.Service):
-    """One SIP socket: UDP, TCP or TLS on one address."""
+    """One SIP socket: UDP, TCP, TLS, WS or WSS on one address."""
 
     def __init__(self, address: Address, sbc: SbcService) -> None:
         self.address = address
@@ -94,6 +95,14 @@ class ListenerService(service.Service):
             _enlarge_receive_buffer(self.port)
         elif a.transport == "tcp":
             self.port = reactor.listenTCP(a.port, self.sbc.stream_factory("tcp"), interface=a.host)
+        elif a.transport == "ws":
+            self.port = reactor.listenTCP(
+                a.port, self.sbc.websocket_factory("ws"), interface=a.host
+            )
+        elif a.transport == "wss":
+            self.port = reactor.listenSSL(
+                a.port, self.sbc.websocket_factory("wss"), self.sbc.tls_options(), interface=a.host
+            )
         else:
             self.port = reactor.listenSSL(
                 a.port, self.sbc.stream_factory("tls"), self.sbc.tls_options(), interface=a.host
@@ -366,6 +375,7 @@ class SbcService(service.MultiService):
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
         self._stream_factories: dict[str, SipStreamFactory] = {}
+        self._websocket_factories: dict[str, SipWebSocketFactory] = {}
         wants_tls = any(a.transport == "tls" for a in core.listen)
         self.connector = StreamConnector(
             reactor,
@@ -422,6 +432,23 @@ class SbcService(service.MultiService):
             factory.max_connections = self.settings.core.tcp_max_connections
             factory.max_connections_per_source = self.settings.core.tcp_max_connections_per_source
             self._stream_factories[transport] = factory
+        return factory
+
+    def websocket_factory(self, transport: str) -> SipWebSocketFactory:
+        """The factory for WebSocket connections (RFC 7118) of C{ws} or C{wss}."""
+        factory = self._websocket_factories.get(transport)
+        if factory is None:
+            factory = SipWebSocketFactory(
+                self.engine,
+                transport,
+                self.connections,
+                self.reactor,
+                self.settings.core.tcp_connection_lifetime,
+                self.settings.websocket,
+            )
+            factory.max_connections = self.settings.core.tcp_max_connections
+            factory.max_connections_per_source = self.settings.core.tcp_max_connections_per_source
+            self._websocket_factories[transport] = factory
         return factory
 
     def socket_bound(self, address: Address, datagram: Optional[SipDatagramProtocol]) -> None:
@@ -499,6 +526,11 @@ class SbcService(service.MultiService):
             self.engine.pike = Pike(new.pike)
             changed.append("pike")
         self.engine.stun_fingerprint = new.stun.stun_allow_fp
+        if old.websocket != new.websocket:
+            # The Origin allow-list and keepalives apply to the next upgrade and ping.
+            for factory in self._websocket_factories.values():
+                factory.settings = new.websocket
+            changed.append("websocket")
         set_level(LogLevel.levelWithName(new.core.log_level))
         if old.core.log_level != new.core.log_level:
             changed.append("log_level")
@@ -548,6 +580,8 @@ class SbcService(service.MultiService):
             source=self.settings.source,
         )
         super().startService()
+        for factory in self._websocket_factories.values():
+            factory.start_keepalive()
 
     def _sighup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -574,6 +608,8 @@ class SbcService(service.MultiService):
 
     def _stop_now(self):  # type: ignore[no-untyped-def]
         self.engine.timer.cancel()
+        for factory in self._websocket_factories.values():
+            factory.stop_keepalive()
         if self.engine.probe is not None:
             self.engine.probe.stop()
         for connection in self.connections:

@@ -13,14 +13,25 @@ from dataclasses import dataclass
 
 from sbc.core.uri import format_host
 
-__all__ = ["TRANSPORTS", "DEFAULT_PORTS", "Address", "parse_address", "normalise_host"]
+__all__ = [
+    "TRANSPORTS",
+    "DEFAULT_PORTS",
+    "RELIABLE",
+    "WEBSOCKET",
+    "Address",
+    "parse_address",
+    "normalise_host",
+]
 
-#: Transports sbc listens on.
-TRANSPORTS = ("udp", "tcp", "tls")
-#: RFC 3261 §19.1.2 default ports.
-DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+#: Transports sbc listens on (ws/wss: SIP over WebSocket, RFC 7118).
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+#: RFC 3261 §19.1.2 default ports; RFC 6455 §3 for WebSocket.
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 #: Streams are reliable transports: no retransmissions, replies on the same connection.
-RELIABLE = frozenset({"tcp", "tls"})
+RELIABLE = frozenset({"tcp", "tls", "ws", "wss"})
+#: WebSocket transports: sbc only accepts these connections, it never opens one (RFC 7118
+#: §5: the client's Contact host is made up, it is reached over its own connection only).
+WEBSOCKET = frozenset({"ws", "wss"})
 
 
 def normalise_host(host: str) -> str:
@@ -40,7 +51,7 @@ class Address:
     """
     A transport address C{transport:host:port}.
 
-    @ivar transport: C{udp}, C{tcp} or C{tls}.
+    @ivar transport: C{udp}, C{tcp}, C{tls}, C{ws} or C{wss}.
     @ivar host: bare IP address (IPv6 without brackets).
     @ivar port: the port; 0 asks the system for a free one when listening.
     """
@@ -72,7 +83,7 @@ def parse_address(text: str) -> Address:
     proto, sep, rest = text.strip().partition(":")
     proto = proto.lower()
     if not sep or proto not in TRANSPORTS:
-        raise ValueError("proto:ip:port with proto udp, tcp or tls")
+        raise ValueError("proto:ip:port with proto udp, tcp, tls, ws or wss")
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:

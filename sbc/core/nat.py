@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from sbc.core.address import DEFAULT_PORTS, Address, normalise_host
+from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, normalise_host
 from sbc.core.errors import ParseError
 from sbc.core.message import Message, Request
 from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
@@ -219,7 +219,10 @@ def nat_uac_test(
         return True
     if flags & 32 and ranges.contains(source.host):
         return True
-    # bit 64: WebSocket transports; sbc speaks none.
+    # bit 64: the source connection is a WebSocket (RFC 7118 clients are always "behind
+    # NAT": their Via and Contact hosts are made-up .invalid names).
+    if flags & 64 and source.transport in WEBSOCKET:
+        return True
     if flags & 128 and contact is not None and source.port != (contact.port or 5060):
         return True
     if flags & 256 and _sdp_differs(message, source.host):

@@ -34,7 +34,7 @@ __all__ = [
 
 #: Kamailio's transport numbers used in alias values (DEF-05).
 PROTO_DIGITS = {"udp": 1, "tcp": 2, "tls": 3, "sctp": 4, "ws": 5, "wss": 6}
-_DIGIT_NAMES = {1: "udp", 2: "tcp", 3: "tls", 4: "sctp", 5: "ws", 6: "ws"}
+_DIGIT_NAMES = {1: "udp", 2: "tcp", 3: "tls", 4: "sctp", 5: "ws", 6: "wss"}
 
 
 class AliasError(ValueError):

@@ -26,7 +26,7 @@ from random import Random
 from typing import Any, Optional, Union
 
 from sbc.core import routes_default
-from sbc.core.address import TRANSPORTS, Address
+from sbc.core.address import TRANSPORTS, WEBSOCKET, Address
 from sbc.core.auth import DigestAuth
 from sbc.core.blocklist import (
     REPLY_503,
@@ -245,6 +245,15 @@ def has_sdp(message: Message) -> bool:
     if kind is None:
         return message.body.startswith(b"v=")
     return kind.split(";")[0].strip().lower() == "application/sdp"
+
+
+def _unreachable_response(request: Request, peer: Address) -> Response:
+    """The local answer of a branch whose next hop cannot be reached: 430 Flow Failed when
+    it was a WebSocket flow that is gone (RFC 5626 §5.3, RFC 7118: sbc cannot open a new
+    one), else 503."""
+    if peer.transport in WEBSOCKET:
+        return make_response(request, 430, "Flow Failed")
+    return make_response(request, 503, "Service Unavailable (next hop unreachable)")
 
 
 def _with_sdp(message: Message, body: bytes) -> Any:
@@ -1334,7 +1343,7 @@ class Proxy:
                 upstream = _with_sdp(upstream, body)
         via = upstream.top_via
         transport = via.transport.lower()
-        if transport not in ("udp", "tcp", "tls"):
+        if transport not in TRANSPORTS:
             return []
         host, port = response_target(via)
         peer = Address(transport, host, port)
@@ -1561,9 +1570,7 @@ class Proxy:
                 continue
             forwarding, branch = found
             if branch.final is None:
-                branch.final = make_response(
-                    forwarding.server.request, 503, "Service Unavailable (next hop unreachable)"
-                )
+                branch.final = _unreachable_response(forwarding.server.request, peer)
                 branch.faked = True
                 if block:
                     self._block(peer, SEND_FAILED, now)

@@ -27,6 +27,7 @@ __all__ = [
     "KNOWN_USERS_MAX",
     "RegistrarSettings",
     "Binding",
+    "is_outbound",
     "Registrar",
     "RegisterResult",
     "aor_of",
@@ -95,6 +96,13 @@ class RegisterResult:
     status: int
     reason: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+
+
+def is_outbound(binding: Binding) -> bool:
+    """RFC 5626 §4.2: the UA asked for outbound (its Contact carries C{reg-id} and
+    C{+sip.instance})."""
+    names = {name.lower() for name, _ in binding.params}
+    return "reg-id" in names and "+sip.instance" in names
 
 
 def aor_of(uri: object) -> Optional[str]:
@@ -189,6 +197,33 @@ class Registrar:
                     bindings[i] = replace(b, expires_at=now + 10)
                     count += 1
         return count
+
+    def flow_lost(self, flow: Address, now: float) -> tuple[int, int]:
+        """The connection C{flow} closed (a WebSocket flow, RFC 7118): its bindings are
+        bound to it.  Outbound bindings (RFC 5626 §6: C{reg-id} and C{+sip.instance}) stay
+        until the client registers a new flow, and a request for them gets 430 Flow Failed;
+        the others go at once (Kamailio's usrloc C{handle_lost_tcp}), so their user gets
+        480.  Returns (bindings removed, outbound bindings kept)."""
+        removed = kept = 0
+        for aor in list(self._bindings):
+            bindings = self._bindings[aor]
+            keep = []
+            for b in bindings:
+                if b.source != flow or b.path:
+                    keep.append(b)
+                elif is_outbound(b):
+                    keep.append(b)
+                    kept += 1
+                else:
+                    removed += 1
+            if len(keep) == len(bindings):
+                continue
+            if keep:
+                self._bindings[aor] = keep
+            else:
+                del self._bindings[aor]
+                self._remember(aor, now)
+        return removed, kept
 
     def lookup(self, aor: str, now: float) -> Optional[list[Binding]]:
         """The live bindings of C{aor}, highest q first; L{None} when the user never

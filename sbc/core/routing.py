@@ -46,7 +46,8 @@ def record_route_value(
     if port != 5060:
         uri += f":{port}"
     if socket.transport != "udp":
-        uri += f";transport={socket.transport}"
+        # RFC 7118 §5.2 registers one URI transport, "ws", for WS and WSS alike.
+        uri += f";transport={'ws' if socket.transport == 'wss' else socket.transport}"
     if r2:
         uri += ";r2=on"
     uri += ";lr"

@@ -261,6 +261,24 @@ class SipEngine:
             log.failure("error failing branches to {peer}", peer=str(peer))
         self.timer.rearm(self.proxy.next_deadline())
 
+    def flow_closed(self, peer: Address) -> None:
+        """A WebSocket connection closed (RFC 7118): the registrations bound to it go, or
+        (RFC 5626 outbound) wait for the client's new flow, answered 430 meanwhile."""
+        try:
+            removed, kept = self.proxy.registrar.flow_lost(peer, self.clock.seconds())
+        except Exception:
+            self.stats.incr("internal_errors")
+            log.failure("error dropping the registrations of {peer}", peer=str(peer))
+            return
+        if removed or kept:
+            log.info(
+                "{peer} closed: {removed} registration(s) removed, {kept} outbound "
+                "registration(s) kept until a new flow",
+                peer=str(peer),
+                removed=removed,
+                kept=kept,
+            )
+
     def unreachable(self, peer: Address, why: str) -> None:
         """An ICMP error says C{peer} cannot be reached (DNS-05): fail its branches now."""
         log.info("{peer} is unreachable ({why})", peer=str(peer), why=why)

@@ -29,7 +29,7 @@ from twisted.names import client, dns
 from twisted.names.error import AuthoritativeDomainError, DNSNameError
 from twisted.python.failure import Failure
 
-from sbc.core.address import Address
+from sbc.core.address import WEBSOCKET, Address
 from sbc.core.locate import (
     DEFAULT_PREFERENCES,
     SRV_PREFIX,
@@ -139,7 +139,8 @@ class SipResolver:
 
             reactor = default_reactor
         self.settings = settings
-        served = dict.fromkeys(t.lower() for t in transports)
+        # WebSocket listeners take connections only: never a transport found in DNS.
+        served = dict.fromkeys(t.lower() for t in transports if t.lower() not in WEBSOCKET)
         self.transports = tuple(sorted(served, key=lambda t: -DEFAULT_PREFERENCES.get(t, 0)))
         self._reactor = reactor
         self._rng = (rng or Random()) if settings.dns_srv_lb else None
@@ -182,6 +183,11 @@ class SipResolver:
 
     # -- RFC 3263 expansion ---------------------------------------------------------------------
     async def _resolve(self, uri: SipUri) -> list[Address]:
+        host = (uri.param("maddr") or uri.host).rstrip(".").lower()
+        if host == "invalid" or host.endswith(".invalid"):
+            # RFC 6761 §6.4: never asked of DNS.  RFC 7118 clients name their Contact so;
+            # they are reached over their WebSocket connection only.
+            return []
         step = first_step(uri, self.settings.dns_try_naptr, self.transports)
         if isinstance(step, Direct):
             return [step.address]

@@ -15,7 +15,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from typing_extensions import override
 
-from sbc.core.address import Address, normalise_host
+from sbc.core.address import WEBSOCKET, Address, normalise_host
 from sbc.core.framing import (
     FramingError,
     KeepalivePing,
@@ -322,6 +322,15 @@ class StreamConnector:
         """Queue C{data} for C{peer}; False when it cannot be sent at all."""
         if self.send_existing(peer, data):
             return True
+        if peer.transport in WEBSOCKET:
+            # RFC 7118 §5: a WebSocket client is reached over its own connection or not at
+            # all; its branches fail (430 Flow Failed) once this send has returned.
+            self.factory.engine.stats.incr(f"{peer.transport}_flow_failures")
+            if self.reactor is not None and self.on_failure is not None:
+                self.reactor.callLater(
+                    0, self.on_failure, peer, "the WebSocket flow is gone", False
+                )
+            return False
         pending = self.connecting.get(peer)
         if pending is not None:
             pending.pending.append(data)

@@ -64,7 +64,7 @@ def test_example_config_loads() -> None:
     make_certificates(os.path.join(ROOT, "var", "tls"))
     settings = load(os.path.join(ROOT, "etc", "sbc.ini"))
     assert "sbc.test" in settings.core.alias
-    assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls"}
+    assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls", "ws", "wss"}
     # A safe edge: authentication on, one trusted trunk, the relay closed.
     assert settings.auth.enabled and not settings.core.allow_relay
     assert settings.permissions.trusted.allows(Address("udp", "203.0.113.10", 5060))
@@ -137,12 +137,23 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         (
             "[core]\nlisten = tls:127.0.0.1:5061\n",
             "sbc.ini:2: [core] listen: expected [tls] certificate and private_key for a tls "
-            "listener, got none",
+            "or wss listener, got none",
+        ),
+        (
+            "[core]\nlisten = wss:127.0.0.1:8443\n",
+            "sbc.ini:2: [core] listen: expected [tls] certificate and private_key for a tls "
+            "or wss listener, got none",
+        ),
+        (
+            "[websocket]\nallowed_origins = example.com\n",
+            "sbc.ini:2: [websocket] allowed_origins: expected origins like "
+            "https://example.com[:port], got 'example.com'",
         ),
         (
             "[rtpengine]\nx = 1\n",
             "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
-            "rr, permissions, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
+            "rr, permissions, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, "
+            "websocket, stun",
         ),
         (
             "[permissions]\ntrusted = udp:10.0.0.1 carrier.example\n",

@@ -80,13 +80,18 @@ def test_tv08_handle_ruri_alias() -> None:
     assert handle_ruri_alias(plain) == (plain, None)
 
 
-@pytest.mark.parametrize(
-    "value", ["1.2.3.4~5060", "1.2.3.4~5060~9", "x~5060~1", "1.2.3.4~0~1", "1.2.3.4~5060~5"]
-)
+@pytest.mark.parametrize("value", ["1.2.3.4~5060", "1.2.3.4~5060~9", "x~5060~1", "1.2.3.4~0~1"])
 def test_tv08_bad_aliases(value: str) -> None:
-    """Malformed aliases (and WebSocket ones, which sbc does not serve) are refused."""
+    """Malformed aliases are refused."""
     with pytest.raises(AliasError):
         decode_alias(value)
+
+
+@pytest.mark.parametrize("digit, transport", [("5", "ws"), ("6", "wss")])
+def test_websocket_aliases(digit: str, transport: str) -> None:
+    """Kamailio's digits 5 and 6 name a WebSocket flow (RFC 7118), reached over its
+    connection."""
+    assert decode_alias(f"192.0.2.1~40000~{digit}") == Address(transport, "192.0.2.1", 40000)
 
 
 def test_tv08_first_or_last_alias() -> None:
