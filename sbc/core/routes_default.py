@@ -15,6 +15,10 @@ DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY")
 #: Replies from a NATed UAS are judged by these nat_uac_test flags only: the Via-based
 #: ones (2, 4, 16) would look at sbc's own Via.
 REPLY_TESTS = 1 | 8 | 32 | 128 | 256
+#: nat_uac_test bit 64: the message came over a WebSocket.  RFC 7118 clients are always
+#: treated as NATed (as Kamailio's websocket example configuration does): their Contact
+#: host is a made-up .invalid name, reachable only through the alias of their connection.
+WEBSOCKET_TEST = 64
 
 
 def fix_nated(msg, nat) -> None:  # type: ignore[no-untyped-def]
@@ -31,7 +35,7 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     nat = msg.nat_policy
     # Only the first hop judges and fixes a client: behind another proxy the client's NAT
     # was that proxy's to handle (and its alias must survive).
-    natted = bool(nat.nat_uac_test) and msg.first_hop and msg.nat_uac_test(nat.nat_uac_test)
+    natted = msg.first_hop and msg.nat_uac_test(nat.nat_uac_test | WEBSOCKET_TEST)
     routed = msg.loose_route()  # inside a dialog: 1 only through our own signed Route
     if msg.first_hop and msg.check_route_param(r";nat=yes(;|$)"):
         natted = True  # the dialog was marked NATed when it was set up
@@ -152,6 +156,6 @@ def local(msg, natted: bool) -> None:  # type: ignore[no-untyped-def]
 def reply_route(msg) -> None:  # type: ignore[no-untyped-def]
     """A reply from a NATed UAS gets its Contact (and SDP) fixed like a request would."""
     nat = msg.nat_policy
-    tests = nat.nat_uac_test & REPLY_TESTS
+    tests = (nat.nat_uac_test & REPLY_TESTS) | WEBSOCKET_TEST
     if tests and msg.is_present_hf("contact") and msg.from_ua and msg.nat_uac_test(tests):
         fix_nated(msg, nat)
