@@ -25,6 +25,7 @@ __all__ = [
     "parse_ng_url",
     "parse_flags",
     "ice_flags",
+    "webrtc_flags",
     "ping_command",
     "offer_command",
     "answer_command",
@@ -255,6 +256,37 @@ def ice_flags(flags: str, towards_ice: Optional[bool]) -> str:
         return flags
     kept = [t for t in tokens if not t.startswith("ICE=")]
     return " ".join([*kept, "ICE=force" if towards_ice else "ICE=remove"])
+
+
+#: Flag tokens this module chooses per side; an operator's own ones are dropped.
+_PROFILE_TOKENS = ("ICE=", "DTLS=", "SDES-", "rtcp-mux-", "address-family=")
+
+
+def webrtc_flags(
+    flags: str, op: str, towards_webrtc: bool, towards_family: Optional[int] = None
+) -> str:
+    """
+    C{flags} with what rtpengine needs to bridge a WebRTC side and a plain RTP side, for
+    the side that receives the SDP rtpengine writes: towards a WebRTC client, DTLS-SRTP
+    with AVPF feedback, ICE, no SDES, RTCP multiplexed (C{rtcp-mux-offer} in an offer,
+    C{rtcp-mux-accept} in an answer; RFC 8834 §4.5, RFC 8827 §6.5); towards a plain
+    phone, C{RTP/AVP} without ICE, DTLS or SDES and RTCP on its own port
+    (C{rtcp-mux-demux}).  C{towards_family} (4 or 6) adds C{address-family}.  This is
+    Kamailio's usual C{rtpengine_manage} flag set for WebRTC gateways.
+    """
+    kept = [
+        t
+        for t in flags.split()
+        if not t.startswith(_PROFILE_TOKENS) and "/" not in t and t not in _TRANSPORT_TOKENS
+    ]
+    if towards_webrtc:
+        mux = "rtcp-mux-offer" if op == "offer" else "rtcp-mux-accept"
+        kept += ["UDP/TLS/RTP/SAVPF", "ICE=force", "DTLS=passive", "SDES-off", mux]
+    else:
+        kept += ["RTP/AVP", "ICE=remove", "DTLS=off", "SDES-off", "rtcp-mux-demux"]
+    if towards_family in (4, 6):
+        kept.append(f"address-family=IP{towards_family}")
+    return " ".join(kept)
 
 
 def ping_command() -> dict[str, Any]:

@@ -21,7 +21,7 @@ import heapq
 import itertools
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from random import Random
 from typing import Any, Optional, Union
 
@@ -149,6 +149,9 @@ class Anchor:
     @ivar op: C{offer} or C{answer}, in rtpengine's sense: C{from_tag} is always the tag of
         the side that made the offer.
     @ivar source: where the SDP came from (the relay's first guess for that side's media).
+    @ivar towards: for an offer relayed in a request, where it goes first (L{None}: not
+        known yet), so that the relay can pick the other side's media profile (RFC 7118
+        clients speak WebRTC media).
     """
 
     token: int
@@ -158,6 +161,7 @@ class Anchor:
     to_tag: Optional[str]
     sdp: bytes
     source: Address
+    towards: Optional[Address] = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,13 @@ def has_sdp(message: Message) -> bool:
     if kind is None:
         return message.body.startswith(b"v=")
     return kind.split(";")[0].strip().lower() == "application/sdp"
+
+
+def _offer_towards(offer: Anchor, targets: list[Hop]) -> Anchor:
+    """C{offer} naming where the request goes first (its transport tells the media
+    relay whether that side is a WebRTC client, RFC 7118)."""
+    first = targets[0][1] if targets else None
+    return replace(offer, towards=first) if isinstance(first, Address) else offer
 
 
 def _unreachable_response(request: Request, peer: Address) -> Response:
@@ -987,9 +998,9 @@ class Proxy:
                 forwarding.relayed = hops[0][0]  # a failure route relays the anchored SDP
                 return self._forward_hops(forwarding, hops, now)
 
-            return [
-                self._anchor("offer", request, request.from_.tag, request.to.tag, source, anchored)
-            ]
+            tags = (request.from_.tag, request.to.tag)
+            offer = self._anchor("offer", request, *tags, source, anchored)
+            return [_offer_towards(offer, targets)]
         return self._forward_hops(forwarding, targets, now)
 
     def _forward_hops(

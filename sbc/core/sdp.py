@@ -32,6 +32,8 @@ __all__ = [
     "media_streams",
     "anchor_sdp",
     "sdp_has_ice",
+    "sdp_is_dtls",
+    "DTLS_PROFILES",
     "ICE_ATTRIBUTES",
     "SdpError",
 ]
@@ -517,3 +519,16 @@ def _origin(line: str, family: str, address: str, *, bump: bool) -> str:
     else:
         parts[4], parts[5] = family, address
     return "o=" + " ".join(parts)
+
+
+#: Transport profiles of DTLS-SRTP media (RFC 5764 §8), what WebRTC speaks (RFC 8827).
+DTLS_PROFILES = (b"UDP/TLS/RTP/SAVPF", b"UDP/TLS/RTP/SAVP")
+
+
+def sdp_is_dtls(sdp: bytes) -> bool:
+    """Does an SDP offer or answer media over DTLS-SRTP (an C{m=} line with a
+    C{UDP/TLS/RTP/SAVP(F)} profile)?"""
+    for line in sdp.splitlines():
+        if line.startswith(b"m=") and any(p in line.upper() for p in DTLS_PROFILES):
+            return True
+    return False

@@ -338,7 +338,16 @@ class SipEngine:
             self._anchored(effect, None)
             return
         try:
-            if effect.op == "offer":
+            if effect.op == "offer" and effect.towards is not None:
+                pending = media.offer(
+                    effect.call_id,
+                    effect.from_tag,
+                    effect.to_tag,
+                    effect.sdp,
+                    effect.source,
+                    towards=effect.towards,
+                )
+            elif effect.op == "offer":
                 pending = media.offer(
                     effect.call_id, effect.from_tag, effect.to_tag, effect.sdp, effect.source
                 )

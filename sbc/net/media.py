@@ -44,10 +44,17 @@ class MediaBackend(Protocol):
     on_timeout: Optional[TimeoutCallback]
 
     def offer(
-        self, call_id: str, from_tag: str, to_tag: Optional[str], sdp: bytes, source: Address
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: Optional[str],
+        sdp: bytes,
+        source: Address,
+        towards: Optional[Address] = None,
     ) -> Deferred[bytes]:
-        """An offer from the party tagged C{from_tag} (whose SIP came from C{source}).
-        Fires with the SDP to send on to the other party."""
+        """An offer from the party tagged C{from_tag} (whose SIP came from C{source}),
+        going C{towards} an address when known.  Fires with the SDP to send on to the other
+        party."""
 
     def answer(
         self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: Address

@@ -37,7 +37,7 @@ from sbc.core.media import (
     SessionTable,
 )
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
-from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams
+from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams, sdp_is_dtls
 from sbc.core.stats import Statistics
 from sbc.net.log import logger
 from sbc.net.media import TimeoutCallback
@@ -234,7 +234,13 @@ class RtpRelay(service.Service):
 
     # -- signalling (MediaBackend) ---------------------------------------------------------------
     def offer(
-        self, call_id: str, from_tag: str, to_tag: Optional[str], sdp: bytes, source: Address
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: Optional[str],
+        sdp: bytes,
+        source: Address,
+        towards: Optional[Address] = None,
     ) -> Deferred[bytes]:
         """Anchor an offer; fires with the SDP for the answerer."""
         return self._describe(True, call_id, from_tag, to_tag, sdp, source)
@@ -255,6 +261,19 @@ class RtpRelay(service.Service):
         source: Optional[Address],
     ) -> Deferred[bytes]:
         try:
+            if sdp_is_dtls(sdp):
+                # DTLS-SRTP (RFC 5764) needs a DTLS handshake and SRTP keys per side, which
+                # this relay does not do: relaying the packets untouched would break the
+                # call's encryption on one side.  Refused; engine = rtpengine bridges it.
+                self.stats.incr("rtp_dtls_refused")
+                log.warn(
+                    "not anchoring {call_id}: its SDP from {source} uses DTLS-SRTP "
+                    "(UDP/TLS/RTP/SAVPF), which the built-in relay cannot terminate; "
+                    "use [rtp] engine = rtpengine for WebRTC clients",
+                    call_id=call_id,
+                    source=str(source),
+                )
+                raise SdpError("DTLS-SRTP media is not anchored by the built-in relay")
             streams = media_streams(sdp)
             if len(streams) > MAX_STREAMS:
                 # One SDP must not take the pool: refused, the call goes on unanchored.

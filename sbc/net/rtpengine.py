@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from typing_extensions import override
 
-from sbc.core.address import Address, normalise_host
+from sbc.core.address import WEBSOCKET, Address, normalise_host
 from sbc.core.media import MediaError
 from sbc.core.ng import (
     NgError,
@@ -38,8 +38,9 @@ from sbc.core.ng import (
     parse_ng_url,
     ping_command,
     query_command,
+    webrtc_flags,
 )
-from sbc.core.sdp import sdp_has_ice
+from sbc.core.sdp import sdp_has_ice, sdp_is_dtls
 from sbc.core.stats import Statistics
 from sbc.net.log import logger
 from sbc.net.media import TimeoutCallback
@@ -129,6 +130,8 @@ class RtpengineClient(service.Service):
         self._calls: dict[str, dict[str, Any]] = {}
         # Call-ID -> tag -> whether that side's last SDP carried ICE (for ICE=force/remove).
         self._ice: dict[str, dict[str, bool]] = {}
+        # Call-ID -> tag -> whether that side is a WebRTC client (DTLS-SRTP, AVPF, mux).
+        self._webrtc: dict[str, dict[str, bool]] = {}
 
     # -- transport -------------------------------------------------------------------------------
     @override
@@ -242,20 +245,67 @@ class RtpengineClient(service.Service):
         return self.command(ping_command()).addCallback(pong)
 
     def offer(
-        self, call_id: str, from_tag: str, to_tag: Optional[str], sdp: bytes, source: Address
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: Optional[str],
+        sdp: bytes,
+        source: Address,
+        towards: Optional[Address] = None,
     ) -> Deferred[bytes]:
-        """rtpengine's C{offer}; fires with the SDP for the answerer."""
+        """rtpengine's C{offer}; fires with the SDP for the answerer (C{towards}: where
+        the offer goes, when known)."""
         options = self._sdp_options(source, self._ice_towards(call_id, from_tag, sdp, to_tag))
+        webrtc = self._webrtc_towards(call_id, from_tag, sdp, source, to_tag, towards)
+        if webrtc is not None:
+            family = towards.family if towards is not None else None
+            options["flags"] = webrtc_flags(self.flags, "offer", webrtc, family)
         message = offer_command(call_id, from_tag, sdp, to_tag=to_tag, **options)
         return self._rewrite(message, call_id, from_tag, to_tag)
 
     def answer(
-        self, call_id: str, from_tag: str, to_tag: str, sdp: bytes, source: Address
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        sdp: bytes,
+        source: Address,
+        towards: Optional[Address] = None,
     ) -> Deferred[bytes]:
         """rtpengine's C{answer}; fires with the SDP for the offerer."""
         options = self._sdp_options(source, self._ice_towards(call_id, to_tag, sdp, from_tag))
+        webrtc = self._webrtc_towards(call_id, to_tag, sdp, source, from_tag, towards)
+        if webrtc is not None:
+            options["flags"] = webrtc_flags(self.flags, "answer", webrtc)
         message = answer_command(call_id, from_tag, to_tag, sdp, **options)
         return self._rewrite(message, call_id, from_tag, to_tag)
+
+    def _webrtc_towards(
+        self,
+        call_id: str,
+        sender: str,
+        sdp: bytes,
+        source: Address,
+        recipient: Optional[str],
+        towards: Optional[Address],
+    ) -> Optional[bool]:
+        """Whether the side receiving rtpengine's SDP is a WebRTC client, when either side
+        is one (L{None}: both are plain SIP phones, their SDP needs no bridging).  A side
+        is WebRTC when its SIP came over a WebSocket (RFC 7118) or its SDP uses DTLS-SRTP;
+        the recipient is judged by where the offer goes, else by its last SDP."""
+        sides = self._webrtc.setdefault(call_id, {})
+        sending = source.transport in WEBSOCKET or sdp_is_dtls(sdp)
+        sides[sender] = sending
+        receiving: Optional[bool] = None
+        if towards is not None:
+            receiving = towards.transport in WEBSOCKET
+        elif recipient is not None:
+            receiving = sides.get(recipient)
+        if recipient is not None and receiving is not None:
+            sides.setdefault(recipient, receiving)
+        if not sending and not receiving:
+            return None
+        return bool(receiving)
 
     def _ice_towards(
         self, call_id: str, sender: str, sdp: bytes, recipient: Optional[str]
@@ -289,6 +339,7 @@ class RtpengineClient(service.Service):
         """rtpengine's C{delete}: the whole call (to-tag only sent with the C{to-tag} flag)."""
         self._calls.pop(call_id, None)
         self._ice.pop(call_id, None)
+        self._webrtc.pop(call_id, None)
         message = delete_command(
             call_id, from_tag, to_tag=to_tag, flags=self.delete_flags, sip_message_type=None
         )

@@ -268,3 +268,31 @@ def test_ice_flags_force_towards_an_ice_side(
     an operator's own ICE= other than remove is kept."""
     assert ice_flags(flags, towards_ice) == expected
     assert parse_flags(ice_flags(flags, towards_ice))["ICE"] == expected.split("ICE=")[1].split()[0]
+
+
+def test_webrtc_flags_per_direction() -> None:
+    """Towards a WebRTC client: DTLS-SRTP/AVPF, ICE, rtcp-mux (offer or accept); towards a
+    phone: RTP/AVP, no ICE/DTLS/SDES, RTCP demultiplexed; the operator's other flags stay
+    and their own profile tokens are replaced."""
+    from sbc.core.ng import webrtc_flags
+
+    base = "replace-origin ICE=remove RTP/SAVP SDES-no-AES_CM_128_HMAC_SHA1_32"
+    towards_browser = parse_flags(webrtc_flags(base, "offer", True, 6))
+    assert towards_browser["transport-protocol"] == "UDP/TLS/RTP/SAVPF"
+    assert (towards_browser["ICE"], towards_browser["DTLS"]) == ("force", "passive")
+    assert towards_browser["rtcp-mux"] == ["offer"] and towards_browser["SDES"] == ["off"]
+    assert towards_browser["address-family"] == "IP6"
+    assert towards_browser["replace"] == ["origin"]
+    assert parse_flags(webrtc_flags(base, "answer", True))["rtcp-mux"] == ["accept"]
+    towards_phone = parse_flags(webrtc_flags(base, "answer", False))
+    assert towards_phone["transport-protocol"] == "RTP/AVP"
+    assert (towards_phone["ICE"], towards_phone["DTLS"]) == ("remove", "off")
+    assert towards_phone["rtcp-mux"] == ["demux"]
+
+
+def test_sdp_is_dtls() -> None:
+    """Only an m= line with a UDP/TLS/RTP/SAVP(F) profile counts."""
+    from sbc.core.sdp import sdp_is_dtls
+
+    assert sdp_is_dtls(b"v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
+    assert not sdp_is_dtls(b"v=0\r\nm=audio 9 RTP/SAVP 0\r\na=x:UDP/TLS/RTP/SAVPF\r\n")

@@ -120,7 +120,7 @@ class _Media:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def offer(self, call_id, from_tag, to_tag, sdp, source):  # type: ignore[no-untyped-def]
+    def offer(self, call_id, from_tag, to_tag, sdp, source, towards=None):  # type: ignore[no-untyped-def]
         from twisted.internet.defer import succeed
 
         self.calls.append(("offer", call_id, from_tag, to_tag))

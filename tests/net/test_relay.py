@@ -243,6 +243,24 @@ class FakeSocketRelayTests(SynchronousTestCase):
         )
         self.assertEqual((clock.ports, relay.sessions()), ({}, []))
 
+    def test_dtls_srtp_is_refused_with_a_log_line(self) -> None:
+        """A WebRTC side (UDP/TLS/RTP/SAVPF) is not anchored: the relay cannot terminate
+        DTLS-SRTP; counted, no port taken, one clear log line."""
+        from twisted.logger import globalLogPublisher
+
+        seen: list[str] = []
+        observer = lambda event: seen.append(str(event.get("log_format", "")))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        try:
+            stats = Statistics()
+            relay, clock = fake_relay(stats=stats)
+            body = sdp("192.0.2.10", 4000).replace(b"RTP/AVP", b"UDP/TLS/RTP/SAVPF")
+            self.failureResultOf(relay.offer("c1", "A", None, body, SOURCE_A), SdpError)
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        self.assertEqual((clock.ports, stats.get("rtp_dtls_refused")), ({}, 1))
+        self.assertTrue(any("DTLS-SRTP" in line for line in seen), seen)
+
     def test_delete_and_stop_close_everything(self) -> None:
         """delete() closes one call's sockets; stopService() every remaining one."""
         relay, clock = fake_relay()

@@ -40,6 +40,22 @@ def sdp(port: int, host: str = "127.0.0.1") -> bytes:
     ).encode()
 
 
+#: What a browser offers (Chromium's shape: DTLS-SRTP, AVPF, ICE, rtcp-mux).
+WEBRTC_SDP = (
+    b"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    b"a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n"
+    b"m=audio {port} UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 127.0.0.1\r\n"
+    b"a=rtcp:9 IN IP4 0.0.0.0\r\n"
+    b"a=candidate:1 1 udp 2113937151 127.0.0.1 {port} typ host generation 0\r\n"
+    b"a=ice-ufrag:Fr0w\r\na=ice-pwd:3Yc5f1l7yWxZ6yR3u8G2k1pQ\r\na=ice-options:trickle\r\n"
+    b"a=fingerprint:sha-256 "
+    b"D2:FA:0E:C3:22:59:5E:14:95:69:92:3D:13:B4:84:24:2C:C2:A2:C0:3E:FD:34:8E:5E:EA:6F:AF:52:CE:E6:0F"
+    b"\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+    b"a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10;"
+    b"useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
 class FakeControlPort:
     def __init__(self, protocol: DatagramProtocol) -> None:
         self.protocol = protocol
@@ -200,6 +216,50 @@ class ClientTests(SynchronousTestCase):
         engine.delete("c1@h")
         self.assertEqual(engine._ice, {})
 
+    def test_webrtc_profiles_are_chosen_per_side(self) -> None:
+        """A browser over WSS calls a UDP phone: the offer towards the phone asks for plain
+        RTP/AVP (no ICE, DTLS, SDES; RTCP demultiplexed); the answer towards the browser
+        for DTLS-SRTP with AVPF, ICE and rtcp-mux.  The other way round the offer towards
+        the browser offers rtcp-mux and names the address family."""
+        engine, fake = client()
+
+        def sent(index: int) -> dict[str, Any]:
+            return decode_message(fake.port.written[index][0])[1]
+
+        browser = Address("wss", "127.0.0.1", 40000)
+        phone = Address("udp", "127.0.0.1", 5070)
+        engine.offer(
+            "w1", "B", None, WEBRTC_SDP.replace(b"{port}", b"40000"), browser, towards=phone
+        )
+        engine.answer("w1", "B", "P", sdp(6000), phone)
+        to_phone, to_browser = sent(0), sent(1)
+        self.assertEqual(to_phone["transport-protocol"], "RTP/AVP")
+        self.assertEqual(
+            (to_phone["ICE"], to_phone["DTLS"], to_phone["SDES"], to_phone["rtcp-mux"]),
+            ("remove", "off", ["off"], ["demux"]),
+        )
+        self.assertEqual(to_browser["transport-protocol"], "UDP/TLS/RTP/SAVPF")
+        self.assertEqual(
+            (to_browser["ICE"], to_browser["DTLS"], to_browser["rtcp-mux"]),
+            ("force", "passive", ["accept"]),
+        )
+        self.assertEqual(to_phone["replace"], ["origin", "session-connection"])
+        engine.offer("w2", "P", None, sdp(6000), phone, towards=browser)
+        offer = sent(2)
+        self.assertEqual(offer["transport-protocol"], "UDP/TLS/RTP/SAVPF")
+        self.assertEqual((offer["rtcp-mux"], offer["address-family"]), (["offer"], "IP4"))
+        engine.delete("w1")
+        self.assertNotIn("w1", engine._webrtc)
+
+    def test_plain_calls_keep_their_flags(self) -> None:
+        """Two SIP phones: no profile flags are added (an SDES phone stays SDES)."""
+        engine, fake = client()
+        phone = Address("udp", "127.0.0.1", 5070)
+        engine.offer("p1", "A", None, sdp(4000), SOURCE, towards=phone)
+        message = decode_message(fake.port.written[0][0])[1]
+        self.assertNotIn("transport-protocol", message)
+        self.assertNotIn("DTLS", message)
+
     def test_stop_fails_pending_and_later_commands(self) -> None:
         """stopService errbacks what is pending and closes the socket."""
         engine, fake = client()
@@ -329,3 +389,30 @@ async def test_real_ice_forced_only_towards_the_ice_side(
     assert b"a=ice-ufrag" in answer and b"a=candidate" in answer
     assert b"F7gI" not in answer
     await rtpengine.delete("call-ice", "A")
+
+
+@needs_rtpengine
+@pytest_twisted.ensureDeferred
+async def test_real_webrtc_to_plain_rtp(
+    rtpengine: RtpengineClient, endpoints: list[tuple[Endpoint, int]]
+) -> None:
+    """A browser's DTLS-SRTP offer over WSS reaches the phone as plain RTP/AVP without ICE
+    or fingerprint; the phone's answer reaches the browser as UDP/TLS/RTP/SAVPF with ICE,
+    rtpengine's own fingerprint and rtcp-mux."""
+    (_, browser_port), (_, phone_port) = endpoints
+    browser = Address("wss", "127.0.0.1", 40000)
+    phone = Address("udp", "127.0.0.1", phone_port)
+    offer = await rtpengine.offer(
+        "call-webrtc",
+        "B",
+        None,
+        WEBRTC_SDP.replace(b"{port}", str(browser_port).encode()),
+        browser,
+        towards=phone,
+    )
+    assert b" RTP/AVP " in offer and b"a=fingerprint" not in offer
+    assert b"a=ice-ufrag" not in offer and b"a=rtcp-mux" not in offer
+    answer = await rtpengine.answer("call-webrtc", "B", "P", sdp(phone_port), phone)
+    assert b"UDP/TLS/RTP/SAVPF" in answer and b"a=fingerprint" in answer
+    assert b"a=ice-ufrag" in answer and b"a=rtcp-mux" in answer
+    await rtpengine.delete("call-webrtc", "B")
