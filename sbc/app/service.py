@@ -100,8 +100,12 @@ class ListenerService(service.Service):
                 a.port, self.sbc.websocket_factory("ws"), interface=a.host
             )
         elif a.transport == "wss":
+            # RFC 6455 runs over HTTP/1.1: what browsers must be able to pick by ALPN.
             self.port = reactor.listenSSL(
-                a.port, self.sbc.websocket_factory("wss"), self.sbc.tls_options(), interface=a.host
+                a.port,
+                self.sbc.websocket_factory("wss"),
+                self.sbc.tls_options((b"http/1.1",)),
+                interface=a.host,
             )
         else:
             self.port = reactor.listenSSL(
@@ -374,6 +378,7 @@ class SbcService(service.MultiService):
             self.media.setServiceParent(self)  # type: ignore[attr-defined]
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
+        self._alpn_options: dict[tuple[bytes, ...], ssl.CertificateOptions] = {}
         self._stream_factories: dict[str, SipStreamFactory] = {}
         self._websocket_factories: dict[str, SipWebSocketFactory] = {}
         wants_tls = any(a.transport == "tls" for a in core.listen)
@@ -564,11 +569,15 @@ class SbcService(service.MultiService):
         )
         return {"reloaded": True, "changed": changed, "needs_restart": restart}
 
-    def tls_options(self) -> ssl.CertificateOptions:
-        """The TLS server context, built once."""
-        if self._tls_options is None:
-            self._tls_options = server_options(self.settings.tls)
-        return self._tls_options
+    def tls_options(self, alpn: tuple[bytes, ...] = ()) -> ssl.CertificateOptions:
+        """The TLS server context (per ALPN protocol list), built once."""
+        if not alpn:
+            if self._tls_options is None:
+                self._tls_options = server_options(self.settings.tls)
+            return self._tls_options
+        if alpn not in self._alpn_options:
+            self._alpn_options[alpn] = server_options(self.settings.tls, alpn)
+        return self._alpn_options[alpn]
 
     @override
     def startService(self) -> None:

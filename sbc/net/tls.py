@@ -47,8 +47,10 @@ def read_pem_certificates(path: str) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(f.read())
 
 
-def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
-    """Build the server-side context factory.
+def server_options(settings: TlsSettings, alpn: tuple[bytes, ...] = ()) -> ssl.CertificateOptions:
+    """Build the server-side context factory; C{alpn}: the protocols it agrees to by ALPN
+    (RFC 7301; C{http/1.1} for WSS: browsers offer it and Twisted's ALPN callback fails
+    the handshake with internal_error when nothing overlaps).
 
     @raise ValueError: a file is missing or does not hold what it should.
     @raise OSError: a file cannot be read."""
@@ -66,6 +68,8 @@ def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
     }
     if maximum is not None:
         options["lowerMaximumSecurityTo"] = maximum
+    if alpn:
+        options["acceptableProtocols"] = list(alpn)
     if settings.cipher_list:
         options["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(
             settings.cipher_list
