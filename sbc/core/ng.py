@@ -269,7 +269,11 @@ def webrtc_flags(
     C{flags} with what rtpengine needs to bridge a WebRTC side and a plain RTP side, for
     the side that receives the SDP rtpengine writes: towards a WebRTC client, DTLS-SRTP
     with AVPF feedback, ICE, no SDES, RTCP multiplexed (C{rtcp-mux-offer} in an offer,
-    C{rtcp-mux-accept} in an answer; RFC 8834 §4.5, RFC 8827 §6.5); towards a plain
+    C{rtcp-mux-accept} in an answer; RFC 8834 §4.5, RFC 8827 §6.5).  In an answer
+    rtpengine takes the DTLS client role (C{a=setup:active}, RFC 5763 §5): it starts the
+    handshake on the ICE pair it selected, which works even when the browser nominates
+    another pair of its own (a browser on several interfaces); as the passive side it would
+    wait for a handshake that arrives on a pair it does not use.  Towards a plain
     phone, C{RTP/AVP} without ICE, DTLS or SDES and RTCP on its own port
     (C{rtcp-mux-demux}).  C{towards_family} (4 or 6) adds C{address-family}.  This is
     Kamailio's usual C{rtpengine_manage} flag set for WebRTC gateways.
@@ -281,7 +285,8 @@ def webrtc_flags(
     ]
     if towards_webrtc:
         mux = "rtcp-mux-offer" if op == "offer" else "rtcp-mux-accept"
-        kept += ["UDP/TLS/RTP/SAVPF", "ICE=force", "DTLS=passive", "SDES-off", mux]
+        dtls = "DTLS=passive" if op == "offer" else "DTLS=active"
+        kept += ["UDP/TLS/RTP/SAVPF", "ICE=force", dtls, "SDES-off", mux]
     else:
         kept += ["RTP/AVP", "ICE=remove", "DTLS=off", "SDES-off", "rtcp-mux-demux"]
     if towards_family in (4, 6):

@@ -283,7 +283,8 @@ def test_webrtc_flags_per_direction() -> None:
     assert towards_browser["rtcp-mux"] == ["offer"] and towards_browser["SDES"] == ["off"]
     assert towards_browser["address-family"] == "IP6"
     assert towards_browser["replace"] == ["origin"]
-    assert parse_flags(webrtc_flags(base, "answer", True))["rtcp-mux"] == ["accept"]
+    answer = parse_flags(webrtc_flags(base, "answer", True))
+    assert (answer["rtcp-mux"], answer["DTLS"]) == (["accept"], "active")
     towards_phone = parse_flags(webrtc_flags(base, "answer", False))
     assert towards_phone["transport-protocol"] == "RTP/AVP"
     assert (towards_phone["ICE"], towards_phone["DTLS"]) == ("remove", "off")

@@ -241,7 +241,7 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(to_browser["transport-protocol"], "UDP/TLS/RTP/SAVPF")
         self.assertEqual(
             (to_browser["ICE"], to_browser["DTLS"], to_browser["rtcp-mux"]),
-            ("force", "passive", ["accept"]),
+            ("force", "active", ["accept"]),
         )
         self.assertEqual(to_phone["replace"], ["origin", "session-connection"])
         engine.offer("w2", "P", None, sdp(6000), phone, towards=browser)

@@ -34,8 +34,8 @@ from tests.system.harness import SCENARIOS, SbcProcess, run_sipp, sipp_summary
 pytestmark = pytest.mark.system
 
 SIPJS = os.path.join(ROOT, "var", "webphone", "node_modules", "sip.js")
-#: The browser's WebSocket scheme.
-SCHEME = os.environ.get("SBC_BROWSER_WS", "ws")
+#: The browser's WebSocket scheme (SBC_BROWSER_WS=ws tries plain WebSocket).
+SCHEME = os.environ.get("SBC_BROWSER_WS", "wss")
 PAGE = os.path.join(os.path.dirname(__file__), "webphone", "index.html")
 
 
