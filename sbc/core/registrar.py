@@ -105,6 +105,18 @@ def is_outbound(binding: Binding) -> bool:
     return "reg-id" in names and "+sip.instance" in names
 
 
+def _asks_outbound(request: Request) -> bool:
+    """RFC 5626 §4.2: a REGISTER supporting outbound whose Contacts carry C{reg-id} and
+    C{+sip.instance}."""
+    supported = {t.strip().lower() for v in request.values("supported") for t in v.split(",")}
+    if "outbound" not in supported or request.contact_star:
+        return False
+    return any(
+        c.param("reg-id") is not None and c.param("+sip.instance") is not None
+        for c in request.contacts
+    )
+
+
 def aor_of(uri: object) -> Optional[str]:
     """The address-of-record key for a URI (its user part), or L{None} when it has none."""
     if isinstance(uri, SipUri) and uri.user:
@@ -339,7 +351,12 @@ class Registrar:
         else:
             self._bindings.pop(aor, None)
             self._remember(aor, now)
-        return self._ok(aor, now, path)
+        result = self._ok(aor, now, path)
+        if _asks_outbound(request):
+            # RFC 5626 §6: the registrar tells the UA its flows are kept (and a request for
+            # a failed flow gets 430) by requiring outbound in its answer.
+            result = replace(result, headers=(*result.headers, ("Require", "outbound")))
+        return result
 
     def _ok(self, aor: str, now: float, path: tuple[NameAddr, ...]) -> RegisterResult:
         name = self.settings.received_param

@@ -236,6 +236,12 @@ class SipWebSocketProtocol(Protocol, TimeoutMixin):
         SIP message without a binary body), else binary (RFC 7118 §5)."""
         if not self.open or self._closing:
             return
+        if data == b"\r\n\r\n":
+            # The keepalive engine's CRLF ping (RFC 5626 §4.4.1) goes as a WebSocket Ping:
+            # browsers answer it without bothering their SIP stack (Kamailio's websocket
+            # module keeps its flows alive the same way).
+            self.ping()
+            return
         self.resetTimeout()
         try:
             event: Event = TextMessage(data=data.decode("utf-8"))

@@ -146,3 +146,28 @@ def test_reload_applies_policies_live_and_names_what_needs_a_restart(tmp_path) -
     assert "rtp engine, ports or addresses" in result["needs_restart"]
     assert service.proxy.blocklist.settings.blst_503
     assert service.proxy.settings.rtp_policy == "always"
+
+
+def test_websocket_listeners_and_origin_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ws and wss listeners bind (wss with the [tls] certificate and http/1.1 by ALPN); a
+    reload changes the Origin allow-list of the running factories (SIGHUP)."""
+    from sbc.app.devcert import make_certificates
+
+    certs = make_certificates(str(tmp_path / "tls"))
+    head = (
+        "[core]\nlisten = ws:127.0.0.1:8080 wss:127.0.0.1:8443\n"
+        f"[tls]\ncertificate = {certs['certificate']}\nprivate_key = {certs['private_key']}\n"
+    )
+    path = tmp_path / "sbc.ini"
+    path.write_text(head + "[websocket]\nallowed_origins = https://a.example\n")
+    reactor = MemoryReactorClock()
+    service = build_service(load(str(path)), reactor)
+    service.privilegedStartService()
+    assert [port for port, *_ in reactor.tcpServers] == [8080]
+    assert [port for port, *_ in reactor.sslServers] == [8443]
+    factory = service.websocket_factory("ws")
+    assert factory.settings.origin_allowed("https://a.example")
+    path.write_text(head + "[websocket]\nallowed_origins = https://b.example\n")
+    assert "websocket" in service.reload()["changed"]
+    assert factory.settings.origin_allowed("https://b.example")
+    assert not service.websocket_factory("wss").settings.origin_allowed("https://a.example")

@@ -223,3 +223,34 @@ def test_many_users_leave_nothing_behind() -> None:
     r.expire(60.0 + r.retention)
     assert r.remembered() == 0 and r._bindings == {} and not r._known
     assert r.lookup("u199999", 60.0 + r.retention) is None
+
+
+WS_FLOW = Address("wss", "198.51.100.7", 40123)
+OUTBOUND = '<sip:carol@x.invalid;transport=ws;ob>;reg-id=1;+sip.instance="<urn:uuid:1>"'
+
+
+def test_bindings_go_with_their_websocket_flow() -> None:
+    """A closed WebSocket flow takes its plain bindings with it (480 for the user); an
+    RFC 5626 outbound binding stays for its client's next flow (430 meanwhile)."""
+    r = Registrar()
+    r.register(register(["<sip:alice@x.invalid;transport=ws>"], expires=600), WS_FLOW, None, 0)
+    r.register(register(["<sip:alice@192.0.2.5:5070>"], expires=600, cseq=2), SOURCE, None, 0)
+    assert r.flow_lost(WS_FLOW, 1.0) == (1, 0)
+    assert [str(b.uri) for b in r.lookup("alice", 2.0) or []] == ["sip:alice@192.0.2.5:5070"]
+    r.register(register([OUTBOUND], expires=600, call_id="reg-2"), WS_FLOW, None, 0)
+    assert r.flow_lost(WS_FLOW, 1.0) == (0, 1)
+    assert len(r.lookup("alice", 2.0) or []) == 2
+    assert r.flow_lost(SOURCE, 1.0) == (1, 0)
+    assert len(r.lookup("alice", 2.0) or []) == 1
+
+
+def test_outbound_registration_is_answered_with_require_outbound() -> None:
+    """RFC 5626 §6: reg-id, +sip.instance and Supported: outbound get Require: outbound;
+    without Supported: outbound, no Require."""
+    r = Registrar()
+    request = register([OUTBOUND], expires=600)
+    assert ("Require", "outbound") not in r.register(request, WS_FLOW, None, 0).headers
+    supported = request.with_header("Supported", "path, outbound")
+    assert isinstance(supported, Request)
+    result = r.register(supported.with_header("CSeq", "2 REGISTER"), WS_FLOW, None, 0)  # type: ignore[arg-type]
+    assert ("Require", "outbound") in result.headers

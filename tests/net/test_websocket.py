@@ -297,3 +297,18 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(factory.engine.proxy.registrar.lookup("alice", 1), [])
         self.assertIsNone(factory.table.get("ws", "203.0.113.7", 40000))
         self.assertEqual(factory.engine.stats.get("ws_malformed"), 0)
+
+
+class KeepaliveEngineTests(SynchronousTestCase):
+    """The keepalive engine's CRLF ping reaches a WebSocket flow as a WebSocket Ping."""
+
+    def test_crlf_keepalive_becomes_a_ping(self) -> None:
+        factory = make_factory(Clock())
+        client = Client(factory)
+        client.upgrade()
+        connector = StreamConnector(None, factory)  # type: ignore[arg-type]
+        peer = Address("ws", "203.0.113.7", 40000)
+        self.assertTrue(connector.send_existing(peer, b"\r\n\r\n"))
+        self.assertEqual([type(e) for e in client.events()], [Ping])
+        self.assertEqual(factory.engine.stats.get("ws_pings_sent"), 1)
+        self.assertFalse(connector.send_existing(Address("ws", "203.0.113.7", 1), b"x"))
