@@ -322,3 +322,42 @@ def test_sipp_over_udp_sees_our_statistics(sbc, tmp_path) -> None:  # type: igno
     """A SIPp OPTIONS over UDP still works next to the WebSocket listeners."""
     result = run_sipp("options.xml", f"127.0.0.1:{sbc.udp}", cwd=str(tmp_path))
     assert result.returncode == 0, sipp_summary(result)
+
+
+def test_edge_proxy_reaches_a_wss_client_registered_at_a_core(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """sbc as the WebSocket edge of a core registrar (a second sbc): the REGISTER goes on
+    with a signed Path naming the client's flow (RFC 3327, the role of RFC 5626's flow
+    token); a call to the core comes back along the Path and over the flow; once the
+    connection is gone the call gets 430 Flow Failed from the edge."""
+    certs = make_certificates(str(tmp_path / "tls"))
+    core_port, edge_udp, edge_wss = free_port(), free_port(), free_port()
+    common = (
+        "alias = sbc.test\n[permissions]\ntrusted = any:127.0.0.0/8\n[tm]\nfr_inv_timer = 5000\n"
+    )
+    core_ini, edge_ini = tmp_path / "core.ini", tmp_path / "edge.ini"
+    core_ini.write_text(f"[core]\nlisten = udp:127.0.0.1:{core_port}\n{common}")
+    edge_ini.write_text(
+        f"[core]\nlisten = udp:127.0.0.1:{edge_udp} wss:127.0.0.1:{edge_wss}\n{common}"
+        f"[registrar]\nregistrar_uri = sip:127.0.0.1:{core_port}\n"
+        f"[tls]\ncertificate = {certs['certificate']}\nprivate_key = {certs['private_key']}\n"
+    )
+    with SbcProcess(str(core_ini)) as core, SbcProcess(str(edge_ini)) as edge:
+        core.wait_for("listening on ")
+        edge.wait_for("listening on ", count=2)
+        core.udp = core_port  # type: ignore[attr-defined]
+        client = WsUa(edge_wss, "frank")
+        assert client.register().status == 200
+        core.wait_for(r"registered: aor=frank")
+        result: dict = {}
+        caller = threading.Thread(target=lambda: result.update(r=udp_invite(core, "frank")))
+        caller.start()
+        invite = client.request("INVITE")
+        assert invite.top_via.transport == "WSS"
+        client.answer(invite)
+        caller.join(15)
+        assert result["r"].status == 200
+        client.kill()
+        time.sleep(0.5)  # the edge notices the closed connection
+        assert udp_invite(core, "frank").status == 430
+        edge.assert_clean_stop()
+        core.assert_clean_stop()
