@@ -127,8 +127,8 @@ class SipWebSocketProtocol(Protocol, TimeoutMixin):
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
-            return
+        if self._closing or not data:
+            return  # (h11 would take empty bytes for the end of the stream)
         if self.open:
             self.resetTimeout()
             self.last_activity = self.factory.clock.seconds()
@@ -143,6 +143,9 @@ class SipWebSocketProtocol(Protocol, TimeoutMixin):
             hint = error.event_hint
             if isinstance(hint, RejectConnection):
                 self._write(RejectConnection(status_code=400))
+            self._abort()
+        except LocalProtocolError as error:  # data after the peer's close, say
+            self._bad_input(str(error))
             self._abort()
 
     def _event(self, event: Event) -> None:

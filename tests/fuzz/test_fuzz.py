@@ -162,3 +162,28 @@ def test_stun(data: bytes) -> None:
         parse_request(data)
     except StunError as error:
         assert isinstance(error, RemoteProtocolError)
+
+
+@FUZZ
+@given(
+    st.booleans(),
+    st.lists(st.one_of(mutated(), st.binary(max_size=300)), min_size=1, max_size=4),
+)
+def test_websocket_connection(upgraded: bool, chunks: list[bytes]) -> None:
+    """A WebSocket connection (RFC 7118) fed garbage, before or after its upgrade, never
+    raises: it answers, counts or closes, and holds no more than max_message_size."""
+    from twisted.internet.task import Clock
+    from wsproto.events import TextMessage
+
+    from tests.net.test_websocket import Client, make_factory
+
+    factory = make_factory(Clock())
+    client = Client(factory)
+    if upgraded:
+        client.upgrade()
+    for chunk in chunks:
+        if upgraded and not client.transport.disconnecting and chunk[:1] == b"I":
+            client.send(TextMessage(data=chunk.decode("latin-1")))
+        else:
+            client.raw(chunk)
+    assert client.protocol._size <= factory.engine.limits.max_message_size
