@@ -169,7 +169,7 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(factory.engine.stats.get("ws_handshake_timeouts"), 1)
 
     def test_upgrades_in_progress_count_against_the_limits(self) -> None:
-        """SEC-01: half-open upgrades take connection slots too."""
+        """tcp_max_connections_per_source: half-open upgrades take connection slots too."""
         factory = make_factory(Clock())
         factory.max_connections_per_source = 2
         Client(factory, 40001)
