@@ -11,7 +11,7 @@ from sbc.core.message import Request, Response
 from sbc.core.proxy import Proxy, ProxySettings, Resolve, failover_codes
 from sbc.core.reply import make_response
 from sbc.core.transaction import Send
-from tests.core.test_proxy import SBC, TIMERS, answer, invite, send_request, sent, statuses
+from tests.core.proxyhelpers import SBC, TIMERS, answer, invite, send_request, sent, statuses
 from tests.helpers import make_proxy, request_bytes
 
 FIRST = Address("udp", "192.0.2.31", 5060)

@@ -10,7 +10,16 @@ from sbc.core.address import Address
 from sbc.core.message import Request, Response, parse
 from sbc.core.proxy import Anchor, Proxy, ProxySettings, ReleaseMedia
 from sbc.core.reply import make_response
-from tests.core.test_proxy import BOB1, CALLER, SBC, TIMERS, register, send_request, sent, statuses
+from tests.core.proxyhelpers import (
+    BOB1,
+    CALLER,
+    SBC,
+    TIMERS,
+    register,
+    send_request,
+    sent,
+    statuses,
+)
 from tests.helpers import make_proxy, request_bytes
 
 SDP = (

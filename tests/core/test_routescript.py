@@ -10,7 +10,7 @@ from sbc.core.message import Request, Response, parse
 from sbc.core.proxy import Notice, Proxy, ProxySettings
 from sbc.core.reply import make_response
 from sbc.core.routescript import Result
-from tests.core.test_proxy import (
+from tests.core.proxyhelpers import (
     BOB1,
     BOB2,
     CALLER,
