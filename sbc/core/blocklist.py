@@ -141,6 +141,20 @@ class Blocklist:
                 del self._entries[key]
         return False
 
+    def lift(self, source: Address) -> bool:
+        """A request came from C{source}: the peer is alive, so its entries (its own
+        transport's and the any-transport one) go, except those an operator added.  True
+        when one was lifted."""
+        if not self._entries:
+            return False
+        lifted = False
+        for key in ((source.transport, source.host, source.port), ("", source.host, source.port)):
+            entry = self._entries.get(key)
+            if entry is not None and not entry[1] & ADMIN:
+                del self._entries[key]
+                lifted = True
+        return lifted
+
     def remove(self, target: Address) -> bool:
         """Unblock C{target} (exact key); False when it was not there."""
         return self._entries.pop((target.transport, target.host, target.port), None) is not None

@@ -60,6 +60,7 @@ from sbc.core.relaypolicy import (
 from sbc.core.reply import REASONS, make_response
 from sbc.core.routescript import FailureContext, ReplyContext, RequestContext, ScriptExit
 from sbc.core.routing import (
+    Hop,
     loose_route,
     record_route_value,
     uri_target,
@@ -168,9 +169,6 @@ class ReleaseMedia:
 
 
 Effect = Union[Send, DialogEvent, Notice, Resolve, Anchor, ReleaseMedia]
-#: One branch to create: the request for it, the next hop (an address, or a URI whose
-#: host needs DNS), and the socket to send from (None: any socket that fits the next hop).
-Hop = tuple[Request, Union[Address, SipUri], Optional[Address]]
 
 
 @dataclass(frozen=True)
@@ -291,6 +289,7 @@ class _Destination:
     request: Request
     preferred: Optional[Address]
     targets: list[Address]
+    binding: bool = False  # from a location binding: timeouts do not blocklist
 
 
 @dataclass
@@ -490,6 +489,10 @@ class Proxy:
     ) -> list[Effect]:
         if not self._housekeeping:
             self._housekeeping = now + 10.0
+        if self.blocklist.lift(source):
+            # The peer has just shown it is alive (a phone registering again from the NAT
+            # binding whose call timed out): its blocklist entry must not hide it.
+            self._notices.append(Notice("blocklist_lifted", (("target", str(source)),)))
         policy = self.settings.nat
         request = stamp_via(request, source.host, source.port, force_rport=policy.force_rport)
         key = server_key(request)
@@ -741,21 +744,35 @@ class Proxy:
         for binding in bindings:
             branch_request = ctx.request.with_uri(binding.uri)
             if binding.path:
-                # RFC 3327: the Path becomes a pre-loaded route to the edge proxy.
+                # RFC 3327: the Path becomes a pre-loaded route to the edge proxy (not the
+                # binding itself: the edge proxy may be blocklisted like any next hop).
                 first = binding.path[0].uri
                 hop = self.hop_target(first) if isinstance(first, SipUri) else None
                 if hop is not None:
-                    targets.append((with_routes(branch_request, list(binding.path)), hop, None))
+                    targets.append(Hop(with_routes(branch_request, list(binding.path)), hop, None))
                 continue
             if binding.source.reliable:
                 # TCP/TLS: over the very connection the REGISTER came on.
-                targets.append((branch_request, binding.source, binding.local))
+                targets.append(Hop(branch_request, binding.source, binding.local, True))
             elif binding.received is not None:
                 # Behind NAT: to the NAT binding, from the socket it was made with.
-                targets.append((branch_request, binding.received, binding.local))
-            elif (target := self.hop_target(binding.uri)) is not None:
-                targets.append((branch_request, target, None))
+                targets.append(Hop(branch_request, binding.received, binding.local, True))
+            elif (hop := self._contact_hop(branch_request)) is not None:
+                targets.append(hop)
         return targets
+
+    def _contact_hop(self, request: Request) -> Optional[Hop]:
+        """The hop to a binding's Contact: its C{;alias=} address (nathelper's
+        handle_ruri_alias, the alias taken out) or the address it names."""
+        try:
+            aliased, alias = handle_ruri_alias(request)
+        except AliasError:
+            alias = None
+        if alias is not None:
+            return Hop(aliased, alias, None, True)
+        uri = request.uri
+        target = self.hop_target(uri) if isinstance(uri, SipUri) else None
+        return Hop(request, target, None, True) if target is not None else None
 
     def hop_target(self, uri: SipUri) -> Union[Address, SipUri, None]:
         """Where C{uri} points: its address when the host is an IP literal, the URI itself
@@ -772,7 +789,7 @@ class Proxy:
         """t_relay: forward statefully to the context's hops; False when none is usable
         (nothing is sent or answered then)."""
         hops = ctx.hops()
-        if any(target is None for _, target, _ in hops):
+        if any(hop[1] is None for hop in hops):
             return False
         if ctx.original.method == "BYE":
             # Only a BYE sbc relays ends the dialog and its media (a refused one must not).
@@ -812,7 +829,7 @@ class Proxy:
         """Edge mode (RFC 3327): a Path naming the socket the REGISTER leaves from, with the
         NAT address as C{;received=} when asked."""
         out: list[Hop] = []
-        for request, target, preferred in hops:
+        for request, target, preferred, binding in hops:
             probe = (
                 target if isinstance(target, Address) else Address(target.transport, "0.0.0.0", 0)
             )
@@ -829,7 +846,7 @@ class Proxy:
                 path += f";received={received};{SIGNATURE_PARAM}={self.signer.sign(received)}"
             with_path = request.with_header_first("Path", f"<{path}>")
             assert isinstance(with_path, Request)
-            out.append((with_path, target, socket))
+            out.append(Hop(with_path, target, socket, binding))
         return out
 
     def path_target(self, consumed: tuple) -> Optional[Address]:
@@ -972,7 +989,7 @@ class Proxy:
                 if forwarding.final_sent or forwarding.terminated:
                     return []
                 if body is not None:
-                    hops = [(_with_sdp(r, body), t, p) for r, t, p in targets]
+                    hops = [hop._replace(request=_with_sdp(hop.request, body)) for hop in targets]
                 else:
                     hops = targets
                 forwarding.relayed = hops[0][0]  # a failure route relays the anchored SDP
@@ -993,14 +1010,15 @@ class Proxy:
             forwarding.branches.append(_Branch(None, make_response(original, 487), True))
             return self._maybe_complete(forwarding, now)
         effects: list[Effect] = []
-        for request, target, preferred in targets:
+        for request, target, preferred, binding in targets:
             if isinstance(target, SipUri):
                 token = next(self._tokens)
-                self._resolving[token] = (forwarding, _Destination(request, preferred, []))
+                destination = _Destination(request, preferred, [], binding)
+                self._resolving[token] = (forwarding, destination)
                 forwarding.pending += 1
                 effects.append(Resolve(token, target))
                 continue
-            destination = _Destination(request, preferred, [target])
+            destination = _Destination(request, preferred, [target], binding)
             started = self._start_branch(forwarding, destination, now)
             if started is not None:
                 effects += started
@@ -1026,7 +1044,7 @@ class Proxy:
             or original.to.tag is not None
         ):
             return False
-        if policy == "nated" and not (natted or any(self._natted_hop(r) for r, _, _ in targets)):
+        if policy == "nated" and not natted and not any(self._natted_hop(h[0]) for h in targets):
             return False
         self.media_calls[call_id] = _MediaCall()
         return True
@@ -1539,7 +1557,11 @@ class Proxy:
         client = branch.client
         if timer != "C" and client is not None and client.provisional == 0:
             # K: TM-09: no reply at all: blocklist (for blst_methods_add), then fail over.
-            if method_bits(request.method) & self.settings.blocklist.blst_methods_add:
+            # Not a location binding's address: its timeout means the binding is stale, and
+            # blocklisting it would hide the phone after it registers again.
+            binding = branch.destination is not None and branch.destination.binding
+            blocks = method_bits(request.method) & self.settings.blocklist.blst_methods_add
+            if blocks and not binding:
                 self._block(client.peer, TIMEOUT, now)
             started = self._failover(forwarding, branch, now)
             if started is not None:

@@ -35,7 +35,7 @@ from sbc.core.natfix import (
     set_contact_alias,
     source_uri,
 )
-from sbc.core.routing import RouteOutcome, loose_route, with_routes
+from sbc.core.routing import Hop, RouteOutcome, loose_route, with_routes
 from sbc.core.scriptaccess import AccessFunctions, Result
 from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.uri import SipUri, parse_uri
@@ -219,7 +219,7 @@ class RequestContext(_MessageContext, AccessFunctions):
         self.done = False
         self._du: Optional[SipUri] = None
         self._du_address: Optional[Address] = None
-        self._branches: list[tuple[Request, Any, Optional[Address]]] = []
+        self._branches: list[Hop] = []
         self._lookup_base: Optional[Request] = None
         #: After lookup(): the user has (or had) bindings; 480 rather than 404.
         self.known_user = False
@@ -511,18 +511,18 @@ class RequestContext(_MessageContext, AccessFunctions):
         raise ScriptExit()
 
     # -- for the proxy -----------------------------------------------------------------------
-    def hops(self) -> list[tuple[Request, Any, Optional[Address]]]:
+    def hops(self) -> list[Hop]:
         """Where t_relay sends: the lookup branches, or one hop to $du / the R-URI (an
         address, a URI needing DNS, or None when unusable)."""
         if self._branches:
             if self.request is self._lookup_base:  # nothing changed since lookup()
                 return self._branches
-            return [(self._with_changes(r), t, s) for r, t, s in self._branches]
+            return [hop._replace(request=self._with_changes(hop.request)) for hop in self._branches]
         if self._du_address is not None:
-            return [(self.request, self._du_address, None)]
+            return [Hop(self.request, self._du_address, None)]
         uri = self._du if self._du is not None else self.request.uri
         target = self._proxy.hop_target(uri) if isinstance(uri, SipUri) else None
-        return [(self.request, target, None)]
+        return [Hop(self.request, target, None)]  # type: ignore[arg-type]
 
     def _with_changes(self, branch: Request) -> Request:
         """A lookup branch keeps the script's later header and body changes."""

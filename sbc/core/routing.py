@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, TRANSPORTS, Address, normalise_host
 from sbc.core.identity import LocalIdentity
@@ -16,6 +16,7 @@ from sbc.core.message import Request
 from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
+    "Hop",
     "record_route_value",
     "RouteOutcome",
     "LooseRoute",
@@ -23,6 +24,22 @@ __all__ = [
     "uri_target",
     "with_routes",
 ]
+
+
+class Hop(NamedTuple):
+    """
+    One branch to create: the request for it, the next hop (an address, or a URI whose host
+    needs DNS), and the socket to send from (None: any socket that fits the next hop).
+
+    @ivar binding: the next hop comes from a location binding (its NAT address, alias or
+        connection): a timeout there means the binding went stale, which is the
+        registrar's business, so it does not blocklist the address.
+    """
+
+    request: Request
+    target: Union[Address, SipUri]
+    preferred: Optional[Address]
+    binding: bool = False
 
 
 def record_route_value(

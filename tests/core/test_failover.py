@@ -11,7 +11,16 @@ from sbc.core.message import Request, Response
 from sbc.core.proxy import Proxy, ProxySettings, Resolve, failover_codes
 from sbc.core.reply import make_response
 from sbc.core.transaction import Send
-from tests.core.proxyhelpers import SBC, TIMERS, answer, invite, send_request, sent, statuses
+from tests.core.proxyhelpers import (
+    SBC,
+    SBC_TCP,
+    TIMERS,
+    answer,
+    invite,
+    send_request,
+    sent,
+    statuses,
+)
 from tests.helpers import make_proxy, request_bytes
 
 FIRST = Address("udp", "192.0.2.31", 5060)
@@ -218,3 +227,102 @@ def test_a_late_dns_answer_after_the_lifetime_leaves_nothing_pending() -> None:
     effects = start_call(p, [SECOND], 7.0, call_id="c2", branch="z9hG4bKc2")
     out = request_to(effects, SECOND)
     assert statuses(answer(p, out, 486, SECOND, 8.0)) == [486]
+
+
+# -- location bindings and the blocklist -----------------------------------------------------------
+
+PHONE_NAT = Address("udp", "198.51.100.20", 40123)  # the public side of a phone's NAT binding
+PHONE_TCP = Address("tcp", "198.51.100.21", 50123)  # a registration's TCP connection
+
+
+def register_from(p: Proxy, source: Address, cseq: int, now: float) -> list:
+    """alice registers from behind NAT (private Contact) from C{source}."""
+    transport = source.transport.upper()
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        cseq=cseq,
+        call_id="reg-alice",
+        via=f"SIP/2.0/{transport} 10.0.0.10:5070;branch=z9hG4bKreg{cseq};rport",
+        headers=[("Contact", "<sip:alice@10.0.0.10:5070>"), ("Expires", "300")],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    local = SBC_TCP if source.reliable else SBC
+    effects = send_request(p, data, now, source=source, local=local)
+    assert statuses(effects, source) == [200]
+    return effects
+
+
+def call_alice(p: Proxy, n: int, now: float) -> list:
+    data = invite("sip:alice@sbc.test", call_id=f"a{n}", branch=f"z9hG4bKa{n}")
+    return send_request(p, data, now)
+
+
+@pytest.mark.parametrize("phone", [PHONE_NAT, PHONE_TCP])
+def test_timeout_to_a_binding_does_not_blocklist_it(phone: Address) -> None:
+    """A call to a dead NAT binding (or registration flow) times out with 408, but the
+    address is not blocklisted: the next call still goes there."""
+    p = make_proxy([SBC, SBC_TCP], ProxySettings(timers=TIMERS))
+    register_from(p, phone, 1, 0.0)
+    request_to(call_alice(p, 1, 1.0), phone)
+    effects = p.handle_timer(1.0 + TIMERS.fr_timer + 0.1)
+    assert statuses(effects) == [408]
+    assert not p.blocklist.blocked(phone, 40.0) and len(p.blocklist) == 0
+    assert request_to(call_alice(p, 2, 40.0), phone).method == "INVITE"
+
+
+def test_timeout_to_a_binding_alias_does_not_blocklist_it() -> None:
+    """A binding whose Contact carries C{;alias=} is reached at the alias (taken out of the
+    Request-URI), and its timeout does not blocklist the alias address either."""
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        call_id="reg-alias",
+        via="SIP/2.0/UDP 198.51.100.20:40123;branch=z9hG4bKreg1;rport",
+        headers=[
+            ("Contact", "<sip:alice@192.0.2.77:5070;alias=198.51.100.20~40123~1>"),
+            ("Expires", "300"),
+        ],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    assert statuses(send_request(p, data, source=PHONE_NAT), PHONE_NAT) == [200]
+    out = request_to(call_alice(p, 1, 1.0), PHONE_NAT)
+    assert str(out.uri) == "sip:alice@192.0.2.77:5070"
+    assert statuses(p.handle_timer(1.0 + TIMERS.fr_timer + 0.1)) == [408]
+    assert len(p.blocklist) == 0
+
+
+def test_register_lifts_the_blocklist_entry_of_its_source() -> None:
+    """A send failure blocklists the binding; the phone registers again from the very same
+    address and the next call reaches it at once (no 503 'no usable next hop')."""
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+    register_from(p, PHONE_NAT, 1, 0.0)
+    request_to(call_alice(p, 1, 1.0), PHONE_NAT)
+    effects = p.transport_failed(PHONE_NAT, 1.05)
+    assert statuses(effects) == [503] and p.blocklist.blocked(PHONE_NAT, 2.0)
+    # Blocked: the next call is refused without a try (what the phone's user saw).
+    effects = call_alice(p, 2, 2.0)
+    assert statuses(effects) == [100, 503] and not sent(effects, PHONE_NAT)
+    effects = register_from(p, PHONE_NAT, 2, 3.0)
+    assert not p.blocklist.blocked(PHONE_NAT, 3.0)
+    assert any(getattr(e, "event", None) == "blocklist_lifted" for e in effects)
+    assert request_to(call_alice(p, 3, 5.0), PHONE_NAT).method == "INVITE"
+
+
+def test_any_request_lifts_the_entry_but_not_an_operators() -> None:
+    """An OPTIONS from a blocklisted trunk lifts its entry (the wildcard-transport one too);
+    an entry the operator added (blocklist_add) stays."""
+    p = dns_proxy()
+    p.blocklist.add(FIRST, 0x10, 0.0)
+    p.blocklist.add(Address("", FIRST.host, FIRST.port), 0x02, 0.0)
+    p.blocklist.add(SECOND, 0x40, 0.0)  # ADMIN
+    send_request(p, request_bytes("OPTIONS", "sip:sbc.test"), 1.0, source=FIRST)
+    send_request(
+        p,
+        request_bytes("OPTIONS", "sip:sbc.test", via="SIP/2.0/UDP x;branch=z9hG4bKo2"),
+        1.0,
+        source=SECOND,
+    )
+    assert not p.blocklist.blocked(FIRST, 1.0) and len(p.blocklist) == 1
+    assert p.blocklist.blocked(SECOND, 1.0)

@@ -136,6 +136,11 @@ def test_a_finished_call_is_freed_within_64_t1() -> None:
     [relayed] = sent(send_request(p, bye, 1.0), BOB1)
     answer(p, relayed, 200, BOB1, 1.1, to_tag="tc1")
     forwarding_refs = [weakref.ref(f) for f in p._forwardings.values()]
+    # Another call keeps ringing meanwhile: its live timers sit on top of the heap.
+    register(p, BOB2, user="carol", expires=3600)
+    ringing = send_request(p, invite("sip:carol@sbc.test", call_id="c2", branch="z9hG4bKc2"), 1.1)
+    [out2] = sent(ringing, BOB2)
+    answer(p, out2, 180, BOB2, 1.15, to_tag="t2")
     now = 1.2
     while (deadline := p.next_deadline()) is not None and deadline <= 1.2 + 64 * T1:
         now = deadline
@@ -143,9 +148,9 @@ def test_a_finished_call_is_freed_within_64_t1() -> None:
     p.handle_timer(1.2 + 64 * T1)
     gc.collect()
     sizes = p.sizes()
-    assert sizes["server_transactions"] == sizes["client_transactions"] == 0
-    assert sizes["forwardings"] == sizes["dialogs"] == 0
-    assert all(ref() is None for ref in forwarding_refs)  # nothing keeps them alive
+    assert sizes["server_transactions"] == sizes["client_transactions"] == 1  # the ringing call
+    assert sizes["forwardings"] == 1 and sizes["dialogs"] == 1  # its early dialog
+    assert all(ref() is None for ref in forwarding_refs)  # nothing keeps the first alive
 
 
 # -- 4. loop detection ----------------------------------------------------------------------------
