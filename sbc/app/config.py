@@ -23,6 +23,7 @@ from sbc.app.routescript import ScriptLoadError, load_script
 from sbc.core.address import Address, parse_address
 from sbc.core.auth import AuthSettings
 from sbc.core.blocklist import METHOD_BITS, BlocklistSettings
+from sbc.core.dialog import DialogSettings
 from sbc.core.errors import ParseError
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
@@ -245,6 +246,7 @@ class Settings:
     rtp: RtpSettings = field(default_factory=RtpSettings)
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
     permissions: PermissionsSettings = field(default_factory=PermissionsSettings)
+    dialog: DialogSettings = field(default_factory=DialogSettings)
 
 
 def defaults() -> Settings:
@@ -609,6 +611,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
         PermissionsSettings,
         {
             "trusted": _trusted,
+        },
+    ),
+    "dialog": (
+        DialogSettings,
+        {
+            "default_timeout": _integer(1, 7 * 86400),
+            "dlg_keepalive_interval": _integer(0, 86400),
         },
     ),
     "registrar": (

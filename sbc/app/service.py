@@ -49,6 +49,7 @@ from sbc.net.probe import UnreachableProbe
 from sbc.net.relay import RtpRelay
 from sbc.net.resolver import ResolverSettings, SipResolver
 from sbc.net.rtpengine import RtpengineClient
+from sbc.net.sourceaddr import source_address
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import read_pem_certificates, server_options
 from sbc.net.udp import SipDatagramProtocol
@@ -171,6 +172,7 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         blocklist=settings.blocklist,
         trusted=settings.permissions.trusted,
         allow_relay=settings.core.allow_relay,
+        dialog=settings.dialog,
     )
 
 
@@ -333,6 +335,9 @@ class SbcService(service.MultiService):
         advertise = [core.advertise] if core.advertise else []
         identity = LocalIdentity.from_addresses(core.listen, advertise, core.alias)
         self.registrar = Registrar(settings.registrar)
+        keepalive = keepalive_settings(settings)
+        wants_keepalive = keepalive.enabled or bool(settings.nat_traversal.keepalive_state_file)
+        keepalive_table = KeepaliveTable(keepalive, random.Random()) if wants_keepalive else None
         self.proxy = Proxy(
             identity,
             [],
@@ -341,13 +346,16 @@ class SbcService(service.MultiService):
             random.SystemRandom(),
             router=route_script(settings),
             signer=route_signer(settings),
+            auth=digest_auth(settings.auth) if settings.auth.enabled else None,
+            keepalive=keepalive_table,
+            resolves_names=True,
+            anchors_media=settings.rtp.engine != "off",
+            source_for=source_address,
         )
         limits = ParseLimits(core.max_message_size, core.max_headers, core.max_header_length)
         self.engine = SipEngine(self.proxy, reactor, limits)
         self.engine.stun_enabled = settings.stun.stun_allow_stun
         self.engine.pike = Pike(settings.pike)
-        if settings.auth.enabled:
-            self.proxy.auth = digest_auth(settings.auth)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.engine.probe = UnreachableProbe(reactor, self.engine.unreachable)
         self.resolver = SipResolver(
@@ -357,11 +365,9 @@ class SbcService(service.MultiService):
             stats=self.engine.stats,
         )
         self.engine.resolver = self.resolver
-        self.proxy.resolves_names = True
         self.media = media_backend(settings, reactor, self.engine)
         if self.media is not None:
             self.engine.media = self.media
-            self.proxy.anchors_media = True
             self.media.setServiceParent(self)  # type: ignore[attr-defined]
         self.connections = ConnectionTable()
         self._tls_options: Optional[ssl.CertificateOptions] = None
@@ -375,11 +381,9 @@ class SbcService(service.MultiService):
         self.engine.send_stream = self.connector.send
         self.connector.on_failure = self.engine.transport_failed
         self.engine.send_stream_existing = self.connector.send_existing
-        keepalive = keepalive_settings(settings)
-        if keepalive.enabled or settings.nat_traversal.keepalive_state_file:
-            self.proxy.keepalive = KeepaliveTable(keepalive, random.Random())
+        if keepalive_table is not None:
             self.keepalive = KeepaliveService(
-                self.proxy.keepalive,
+                keepalive_table,
                 self.engine,
                 self.registrar,
                 reactor,
@@ -483,6 +487,7 @@ class SbcService(service.MultiService):
             "stun",
             "blocklist",
             "permissions",
+            "dialog",
         ):
             if getattr(old, section) != getattr(new, section):
                 changed.append(section)

@@ -41,7 +41,8 @@ from sbc.core.sdp import SdpError, fix_nated_sdp
 from sbc.core.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sbc.core.proxy import Proxy, _Forwarding
+    from sbc.core.forwarding import ResponseContext
+    from sbc.core.scripthost import ScriptHost
     from sbc.core.transaction import ServerTransaction
 
 __all__ = [
@@ -68,7 +69,7 @@ class _MessageContext:
     """What request and reply contexts share: source pseudo-variables, NAT tests and
     fixes, header edits."""
 
-    def __init__(self, proxy: Proxy, message: Message, source: Address) -> None:
+    def __init__(self, proxy: ScriptHost, message: Message, source: Address) -> None:
         self._proxy = proxy
         self.message = message
         self._source = source
@@ -202,7 +203,7 @@ class RequestContext(_MessageContext, AccessFunctions):
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: ScriptHost,
         request: Request,
         server: ServerTransaction,
         source: Address,
@@ -235,6 +236,9 @@ class RequestContext(_MessageContext, AccessFunctions):
         self.failure_route: Optional[Callable[[FailureContext], None]] = None
         self.keepalive = False
         self.authenticated: Optional[str] = None
+        #: The socket every branch leaves from (force_send_socket, or the one a double
+        #: Record-Route names); None: chosen per destination.
+        self.send_socket: Optional[Address] = None
 
     @property
     def request(self) -> Request:
@@ -388,9 +392,28 @@ class RequestContext(_MessageContext, AccessFunctions):
             return Result(-2)
         self.message = routed.request
         self._consumed = routed.consumed
+        if len(routed.consumed) >= 2:
+            # Our double Record-Route: the second entry names the socket towards the
+            # next hop (Kamailio rr sets the send socket from it).
+            uri = routed.consumed[1].uri
+            if isinstance(uri, SipUri):
+                transport = uri.transport if uri.transport in ("udp", "tcp", "tls") else "udp"
+                port = uri.port or (5061 if transport == "tls" else 5060)
+                socket = self._proxy.own_socket(f"{transport}:{uri.host}:{port}")
+                if socket is not None:
+                    self.send_socket = socket
         if routed.next_hop is not None:
             self.du = routed.next_hop
         return Result(int(routed.outcome))
+
+    def force_send_socket(self, socket: str) -> bool:
+        """Kamailio's force_send_socket(proto:ip:port): every branch leaves from this one
+        of our sockets (False, and no change, when it is not one of ours)."""
+        address = self._proxy.own_socket(socket)
+        if address is None:
+            return False
+        self.send_socket = address
+        return True
 
     def check_route_param(self, regex: str) -> bool:
         """Does a Route entry loose_route consumed carry parameters matching C{regex}?"""
@@ -549,7 +572,7 @@ class RequestContext(_MessageContext, AccessFunctions):
 class ReplyContext(_MessageContext):
     """C{msg} in C{reply_route}: a response from a next hop, before it is relayed."""
 
-    def __init__(self, proxy: Proxy, response: Response, sent: Request, source: Address):
+    def __init__(self, proxy: ScriptHost, response: Response, sent: Request, source: Address):
         super().__init__(proxy, response, source)
         self.sent = sent
 
@@ -581,7 +604,7 @@ class FailureContext:
     destinations (serial forking) or answer; otherwise the best reply goes upstream.
     """
 
-    def __init__(self, proxy: Proxy, forwarding: _Forwarding, best: Response, now: float):
+    def __init__(self, proxy: ScriptHost, forwarding: ResponseContext, best: Response, now: float):
         self._proxy = proxy
         self._forwarding = forwarding
         self.best = best
@@ -611,7 +634,7 @@ class FailureContext:
 
     def t_branch_timeout(self) -> bool:
         """Did a branch end by timeout (a local 408)?"""
-        return self._proxy.any_timeout(self._forwarding)
+        return self._forwarding.timed_out()
 
     @property
     def ru(self) -> str:

@@ -19,11 +19,20 @@ from twisted.python.failure import Failure
 from sbc import __version__
 from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
+from sbc.core.effects import (
+    Anchor,
+    Effect,
+    OperatorEvent,
+    RelayRefused,
+    ReleaseMedia,
+    Resolve,
+    ScriptFailed,
+)
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
 from sbc.core.nat import stamp_via
 from sbc.core.pike import Pike, PikeSettings, Verdict
-from sbc.core.proxy import Anchor, Effect, Notice, Proxy, ReleaseMedia, Resolve
+from sbc.core.proxy import Proxy
 from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
@@ -39,8 +48,6 @@ __all__ = ["SipEngine"]
 
 log = logger(__name__)
 
-#: Notices of requests the relay policy refused (403 Relaying Forbidden, 404 Not Here).
-_REFUSALS = frozenset({"relay_forbidden", "not_here"})
 #: Seconds between two log lines about refused requests of one kind.
 REFUSAL_LOG_INTERVAL = 10.0
 
@@ -393,15 +400,15 @@ class SipEngine:
                 self._anchor(effect)
             elif isinstance(effect, ReleaseMedia):
                 self._release_media(effect)
-            elif isinstance(effect, Notice) and effect.event == "script_error":
+            elif isinstance(effect, ScriptFailed):
                 self.stats.incr("script_errors")
                 log.error(
                     "routing script error: {details}",
                     details=" ".join(f"{k}={v}" for k, v in effect.fields),
                 )
-            elif isinstance(effect, Notice) and effect.event in _REFUSALS:
+            elif isinstance(effect, RelayRefused):
                 self._refused(effect)
-            elif isinstance(effect, Notice):
+            elif isinstance(effect, OperatorEvent):
                 log.info(
                     "{event}: {details}",
                     event=effect.event,
@@ -418,7 +425,7 @@ class SipEngine:
                     except Exception:
                         log.failure("dialog listener failed")
 
-    def _refused(self, notice: Notice) -> None:
+    def _refused(self, notice: RelayRefused) -> None:
         """A request the relay policy refused: counted; logged at most once per
         L{REFUSAL_LOG_INTERVAL} seconds per kind, with how many went unlogged (an attacker
         probing for an open relay must not flood the log)."""

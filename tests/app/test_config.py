@@ -32,13 +32,13 @@ def test_dns_blocklist_rtp_values(tmp_path) -> None:  # type: ignore[no-untyped-
     settings = load(
         write(
             tmp_path,
-            "[tm]\nfailover_reply_codes = code=403;class=6\n"
+            "[tm]\nfailover_reply_codes = code=403;class=5\n"
             "[dns]\nnameservers = 127.0.0.1:5353 [::1]\n"
             "[blocklist]\nblst_methods_add = INVITE REGISTER\n"
             "[rtp]\nengine = rtpengine\nrtpengine_sock = udp:127.0.0.1:2224\n",
         )
     )
-    assert settings.tm.failover_reply_codes == frozenset({403, *range(600, 700)})
+    assert settings.tm.failover_reply_codes == frozenset({403, *range(500, 600)})
     assert settings.dns.nameservers == (("127.0.0.1", 5353), ("::1", 53))
     assert settings.blocklist.blst_methods_add == 33
     assert settings.rtp.rtpengine_sock == Address("udp", "127.0.0.1", 2224)
@@ -142,7 +142,8 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         (
             "[rtpengine]\nx = 1\n",
             "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
-            "rr, permissions, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, stun",
+            "rr, permissions, dialog, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, "
+            "stun",
         ),
         (
             "[permissions]\ntrusted = udp:10.0.0.1 carrier.example\n",

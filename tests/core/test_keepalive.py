@@ -215,8 +215,7 @@ def test_proxy_save_location_gives_the_contact_to_the_table() -> None:
     destination the NAT address."""
     from tests.helpers import make_proxy, request_bytes
 
-    proxy = make_proxy([SOCK])
-    proxy.keepalive = table(style="nathelper", interval=30, method="OPTIONS")
+    proxy = make_proxy([SOCK], keepalive=table(style="nathelper", interval=30, method="OPTIONS"))
     data = request_bytes(
         "REGISTER",
         "sip:sbc.test",

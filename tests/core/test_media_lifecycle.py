@@ -31,9 +31,7 @@ PRIVATE_BOB = Address("udp", "10.0.1.10", 5070)
 
 
 def media_proxy(policy: str = "always", on: bool = True) -> Proxy:
-    p = make_proxy([SBC], ProxySettings(timers=TIMERS, rtp_policy=policy))
-    p.anchors_media = on
-    return p
+    return make_proxy([SBC], ProxySettings(timers=TIMERS, rtp_policy=policy), anchors_media=on)
 
 
 def invite(body: bytes = SDP, call_id: str = "m1") -> bytes:
