@@ -12,10 +12,10 @@ import warnings
 
 import pytest
 
-from sbc.app.devcert import make_certificates
 from sbc.core.message import Response, parse
 from tests.ci_skips import skip_not_a_tool
-from tests.helpers import ROOT, request_bytes
+from tests.exampleconfig import example_copy
+from tests.helpers import request_bytes
 from tests.system.harness import SbcProcess, require_sipp, run_sipp, sipp_has_tls, sipp_summary
 
 pytestmark = pytest.mark.system
@@ -24,10 +24,12 @@ CONFIG = os.path.join("etc", "sbc.ini")
 
 
 @pytest.fixture(scope="module")
-def sbc():  # type: ignore[no-untyped-def]
-    """sbc on etc/sbc.ini, started exactly as `make run` starts it."""
-    tls = make_certificates(os.path.join(ROOT, "var", "tls"))
-    with SbcProcess(CONFIG) as process:
+def sbc(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """sbc on etc/sbc.ini, started exactly as `make run` starts it, from a copy of the
+    checkout's etc/ so that the certificates and state files go to a temporary var/."""
+    folder = tmp_path_factory.mktemp("example")
+    _, tls = example_copy(folder)
+    with SbcProcess(CONFIG, cwd=str(folder)) as process:
         process.wait_for(r"listening on ", count=5)
         process.tls = tls  # type: ignore[attr-defined]
         yield process
