@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sbc.core.errors import ParseError
-from sbc.core.uri import is_token
+from sbc.core.syntax import is_token
 
 __all__ = [
     "COMPACT_FORMS",
