@@ -286,7 +286,7 @@ class FakeSocketRelayTests(SynchronousTestCase):
 
     def test_bad_media_address(self) -> None:
         """The relay address must be an IP address."""
-        self.assertRaises(ValueError, RtpRelay, "relay.example", 30000, 30099, 60)
+        self.assertRaises(ValueError, RtpRelay, "relay.example", 30000, 30099, 60, reactor=Clock())
 
 
 # -- real loopback sockets (pytest-twisted runs the reactor) ------------------------------------
@@ -334,7 +334,9 @@ def endpoints() -> Iterator[Callable[[], Endpoint]]:
 def loopback_relay() -> Iterator[RtpRelay]:
     """A started relay on 127.0.0.1 with 20 pairs; stopped after the test."""
     base = min(free_port(socket.SOCK_DGRAM) & ~1, 65000)
-    relay = RtpRelay("127.0.0.1", base, base + 39, 60, bind_host="127.0.0.1", stats=Statistics())
+    relay = RtpRelay(
+        "127.0.0.1", base, base + 39, 60, bind_host="127.0.0.1", reactor=reactor, stats=Statistics()
+    )
     relay.startService()
     yield relay
     pytest_twisted.blockon(relay.stopService())
@@ -554,7 +556,7 @@ def _has_ipv6_loopback() -> bool:
 async def test_loopback_ipv6() -> None:
     """On ::1 the SDP says IN IP6 and RTP flows both ways."""
     base = min(free_port(socket.SOCK_DGRAM, "::1") & ~1, 65000)
-    relay = RtpRelay("::1", base, base + 9, 60, bind_host="::1")
+    relay = RtpRelay("::1", base, base + 9, 60, bind_host="::1", reactor=reactor)
     relay.startService()
     ports = []
     try:
