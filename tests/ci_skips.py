@@ -31,6 +31,7 @@ def in_ci() -> bool:
 
 def skip_not_a_tool(reason: str) -> NoReturn:
     """Skip, even under CI: for a reason that installing the test tools cannot remove."""
+    __tracebackhide__ = True  # report the caller's line, not this one
     pytest.skip(NOT_A_MISSING_TOOL + reason)
 
 
