@@ -94,3 +94,22 @@ def test_skips_stay_skips_outside_ci(
     result = run(pytester, monkeypatch, ci, EXAMPLE)
     result.assert_outcomes(passed=1, skipped=4)
     assert result.ret == pytest.ExitCode.OK
+
+
+TRIAL_SKIP = """
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+
+class ToolTests(SynchronousTestCase):
+    def test_needs_tool(self):
+        raise SkipTest("stun is not installed")
+"""
+
+
+def test_trial_skip_fails_under_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial test case raising SkipTest (as the net tests could) fails under CI too."""
+    result = run(pytester, monkeypatch, "true", TRIAL_SKIP)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*skipped under CI=true*stun is not installed*"])
