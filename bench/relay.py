@@ -114,7 +114,9 @@ def serve_relay() -> None:
     from sbc.net.relay import RtpRelay
 
     request = json.loads(sys.stdin.readline())
-    relay = RtpRelay(LOOPBACK, request["port_min"], request["port_max"], 60, bind_host=LOOPBACK)
+    relay = RtpRelay(
+        LOOPBACK, request["port_min"], request["port_max"], 60, bind_host=LOOPBACK, reactor=reactor
+    )
     relay.startService()
     source = Address("udp", LOOPBACK, 5060)
     ports = []

@@ -53,3 +53,56 @@ def test_plugin_is_one_service_maker() -> None:
     assert [m for m, _ in imports(path)] == ["twisted.application.service"]
     assert not os.path.exists(os.path.join(ROOT, "twisted", "__init__.py"))
     assert not os.path.exists(os.path.join(ROOT, "twisted", "plugins", "__init__.py"))
+
+
+def _reactor_fallbacks(path: str) -> list[str]:
+    """Where C{path} reaches the global reactor: imports it, or defaults a reactor argument."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "twisted.internet":
+            if any(alias.name == "reactor" for alias in node.names):
+                found.append(f"line {node.lineno}: from twisted.internet import reactor")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("twisted.internet.") and alias.name.endswith("reactor"):
+                    found.append(f"line {node.lineno}: import {alias.name}")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = args.posonlyargs + args.args
+            defaulted = positional[len(positional) - len(args.defaults) :]
+            defaulted += [
+                a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+            ]
+            for arg in defaulted:
+                if arg.arg in ("reactor", "clock"):
+                    found.append(f"line {node.lineno}: {node.name}() defaults {arg.arg}")
+    return found
+
+
+@pytest.mark.parametrize("path", modules("net"), ids=os.path.basename)
+def test_net_takes_the_reactor(path: str) -> None:
+    """sbc/net never falls back to the global reactor: adapters take it as a required
+    argument (twisted.names.srvconnect style), and only sbc/app picks the global one."""
+    assert _reactor_fallbacks(path) == [], f"{path}: {_reactor_fallbacks(path)}"
+
+
+def test_reactor_fallback_check_sees_each_form() -> None:
+    """The check above finds an import, a positional default and a keyword-only default."""
+    import tempfile
+
+    source = (
+        "from twisted.internet import reactor\n"
+        "import twisted.internet.reactor\n"
+        "def a(x, reactor=None): pass\n"
+        "def b(*, clock=None, reactor): pass\n"
+        "def c(reactor, *, clock): pass\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(source)
+    try:
+        found = _reactor_fallbacks(f.name)
+    finally:
+        os.unlink(f.name)
+    assert [line.split(":")[0] for line in found] == ["line 1", "line 2", "line 3", "line 4"]

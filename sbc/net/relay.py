@@ -95,7 +95,7 @@ class RtpRelay(service.Service):
         media_timeout: float,
         *,
         bind_host: Optional[str] = None,
-        reactor: Any = None,
+        reactor: Any,
         stats: Optional[Statistics] = None,
         on_timeout: Optional[TimeoutCallback] = None,
         check_interval: float = 1.0,
@@ -106,10 +106,6 @@ class RtpRelay(service.Service):
         replace_origin: bool = False,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.reactor = reactor
         self.media_address = media_address
         self.ipv6 = ":" in media_address

@@ -122,22 +122,18 @@ class SipResolver:
         settings: ResolverSettings,
         transports: tuple[str, ...],
         *,
-        reactor: Any = None,
+        reactor: Any,
         rng: Optional[Random] = None,
         stats: Optional[Statistics] = None,
         resolver: Any = None,
     ) -> None:
         """
-        @param reactor: the reactor for time, sockets and the thread pool (default: the
-            global one).
+        @param reactor: the reactor for time, sockets and the thread pool (required: only
+            sbc.app picks the global one).
         @param rng: the random source for RFC 2782 weighted choice (default: a fresh one).
         @param resolver: any C{IResolver} to fetch records from instead of a
             C{twisted.names.client.Resolver} built from the settings.
         """
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.settings = settings
         served = dict.fromkeys(t.lower() for t in transports)
         self.transports = tuple(sorted(served, key=lambda t: -DEFAULT_PREFERENCES.get(t, 0)))

@@ -98,7 +98,7 @@ class RtpengineClient(service.Service):
         self,
         sock: str = "udp:127.0.0.1:2223",
         *,
-        reactor: Any = None,
+        reactor: Any,
         timeout: float = 1.0,
         tries: int = 3,
         flags: str = DEFAULT_FLAGS,
@@ -107,10 +107,6 @@ class RtpengineClient(service.Service):
         cookie_prefix: Optional[str] = None,
         on_timeout: Optional[TimeoutCallback] = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         if tries < 1 or timeout <= 0:
             raise ValueError("rtpengine: tries >= 1 and timeout > 0 expected")
         self.reactor = reactor

@@ -10,7 +10,7 @@ import pytest
 from sbc.app.config import ConfigError, defaults, load
 from sbc.app.devcert import make_certificates
 from sbc.core.address import Address
-from tests.helpers import ROOT
+from tests.exampleconfig import example_copy
 
 
 def write(tmp_path, text: str) -> str:  # type: ignore[no-untyped-def]
@@ -59,10 +59,11 @@ def test_registrar_defaults_are_bounded(tmp_path) -> None:  # type: ignore[no-un
     assert (settings.registrar.max_expires, settings.registrar.max_contacts) == (0, 0)
 
 
-def test_example_config_loads() -> None:
-    """etc/sbc.ini is valid (with the throw-away certificate in place)."""
-    make_certificates(os.path.join(ROOT, "var", "tls"))
-    settings = load(os.path.join(ROOT, "etc", "sbc.ini"))
+def test_example_config_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """etc/sbc.ini is valid (copied, with throw-away certificates beside it in tmp_path)."""
+    path, certs = example_copy(tmp_path)
+    settings = load(path)
+    assert os.path.samefile(settings.tls.certificate, certs["certificate"])
     assert "sbc.test" in settings.core.alias
     assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls"}
     # A safe edge: authentication on, one trusted trunk, the relay closed.

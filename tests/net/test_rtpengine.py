@@ -212,8 +212,8 @@ class ClientTests(SynchronousTestCase):
 
     def test_bad_settings(self) -> None:
         """A bad URL or retry policy is refused at construction."""
-        self.assertRaises(ValueError, RtpengineClient, "ws://127.0.0.1:2223")
-        self.assertRaises(ValueError, RtpengineClient, tries=0)
+        self.assertRaises(ValueError, RtpengineClient, "ws://127.0.0.1:2223", reactor=Clock())
+        self.assertRaises(ValueError, RtpengineClient, tries=0, reactor=Clock())
 
 
 # -- a real rtpengine (pytest-twisted runs the reactor) -----------------------------------------
@@ -236,7 +236,9 @@ def rtpengine_port(tmp_path: Any) -> Iterator[int]:
 @pytest.fixture
 def rtpengine(rtpengine_port: int) -> Iterator[RtpengineClient]:
     """A started client of that daemon."""
-    engine = RtpengineClient(f"udp:127.0.0.1:{rtpengine_port}", timeout=0.5, tries=3)
+    engine = RtpengineClient(
+        f"udp:127.0.0.1:{rtpengine_port}", reactor=reactor, timeout=0.5, tries=3
+    )
     engine.startService()
     yield engine
     pytest_twisted.blockon(engine.stopService())

@@ -16,8 +16,10 @@ from typing import Optional
 import pytest
 
 from sbc.core.message import Response, parse
+from sbc.core.uri import SipUri
 from tests.helpers import free_port, request_bytes
 from tests.system.harness import SCENARIOS, SbcProcess, require_sipp, run_sipp, sipp_summary
+from tests.system.mini_uas import MiniUas
 
 pytestmark = pytest.mark.system
 
@@ -142,11 +144,36 @@ def test_full_call_through_sbc(sbc, users, tmp_path, user: str) -> None:  # type
     call(sbc, tmp_path, "uas_answer.xml", "uac_call.xml", user, users[user])
 
 
-def test_tcp_caller_udp_callee_gets_double_record_route(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A caller on TCP and a callee on UDP: the call completes over both transports."""
-    call(
-        sbc, tmp_path, "uas_answer.xml", "uac_call.xml", "alice", users["alice"], uac_transport="t1"
+def test_tcp_caller_udp_callee_gets_double_record_route(sbc, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A caller on TCP and a callee on UDP: the INVITE the callee receives carries two
+    Record-Route entries (RFC 5658 §4, Kamailio rr enable_double_rr), the outgoing UDP socket
+    first and the incoming TCP socket (transport=tcp) second, both with r2=on; the call,
+    ACK and BYE included, completes over both transports."""
+    with MiniUas() as uas:
+        register(sbc, tmp_path, "frank", uas.port)
+        result = run_sipp(
+            "uac_call.xml",
+            f"127.0.0.1:{sbc.port}",
+            "t1",
+            local_ip="127.0.0.1",
+            cwd=str(tmp_path),
+            extra=("-s", "frank"),
+        )
+        assert result.returncode == 0, sipp_summary(result) + "\n".join(sbc.lines[-30:])
+        invites = [r for r in uas.received if r.method == "INVITE"]
+        methods = [r.method for r in uas.received]
+    assert invites and "ACK" in methods and "BYE" in methods, methods
+    routes = invites[0].record_routes
+    assert len(routes) == 2, invites[0].get_all("Record-Route")
+    outgoing, incoming = (route.uri for route in routes)
+    assert isinstance(outgoing, SipUri) and isinstance(incoming, SipUri)
+    assert (
+        (outgoing.host, outgoing.port) == (incoming.host, incoming.port) == ("127.0.0.1", sbc.port)
     )
+    assert outgoing.param("transport") in (None, "udp")
+    assert incoming.param("transport") == "tcp"
+    for uri in (outgoing, incoming):
+        assert uri.param("r2") == "on" and uri.has_param("lr"), str(uri)
 
 
 def test_cancel_while_ringing(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
