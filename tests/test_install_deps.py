@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "install-test-deps")
-COMMANDS = ("sipp", "ip", "iptables", "openssl", "stun", "ssh", "rtpengine")
+COMMANDS = ("sipp", "ip", "iptables", "openssl", "stun", "ssh", "rtpengine", "baresip")
 
 
 def fake_bin(tmp_path: Path, uid: int, apt_installs: bool) -> Path:

@@ -51,7 +51,7 @@ def methods(effects: list, peer: Address) -> list[str]:
     return [m.method for m in sent(effects, peer) if isinstance(m, Request)]
 
 
-# -- 1. a pending CANCEL is never lost --------------------------------------------------------------
+# -- 1. a pending CANCEL is never lost ------------------------------------------------------------
 
 
 def test_a_branch_without_provisional_is_cancelled_when_its_180_comes_after_the_lifetime() -> None:
@@ -124,7 +124,7 @@ def test_dialog_keepalive_probes_end_a_dialog_whose_ends_vanished() -> None:
     assert p.next_deadline() is None or p.next_deadline() > 200  # nothing probes any more
 
 
-# -- 3. finished calls are freed within 64*T1 ------------------------------------------------------
+# -- 3. finished calls are freed within 64*T1 -----------------------------------------------------
 
 
 def test_a_finished_call_is_freed_within_64_t1() -> None:
@@ -180,7 +180,7 @@ def test_a_loop_through_another_proxy_is_detected() -> None:
     assert 482 in [m.status for m in sent(back) if isinstance(m, Response)]
 
 
-# -- 5. socket choice ------------------------------------------------------------------------------
+# -- 5. socket choice -----------------------------------------------------------------------------
 
 PUBLIC = Address("udp", "203.0.113.1", 5060)
 PRIVATE = Address("udp", "10.9.0.1", 5060)
