@@ -106,3 +106,60 @@ def test_reactor_fallback_check_sees_each_form() -> None:
     finally:
         os.unlink(f.name)
     assert [line.split(":")[0] for line in found] == ["line 1", "line 2", "line 3", "line 4"]
+
+
+def _core_graph() -> dict[str, set[str]]:
+    """sbc.core module -> the sbc.core modules it imports (TYPE_CHECKING imports too)."""
+    graph: dict[str, set[str]] = {}
+    for path in modules("core"):
+        name = "sbc.core." + os.path.basename(path)[:-3]
+        targets = set()
+        for module, names in imports(path):
+            if module == "sbc.core":
+                targets |= {f"sbc.core.{n}" for n in names}
+            elif module.startswith("sbc.core."):
+                targets.add(module)
+        graph[name] = targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of C{graph} (the modules in order, the first repeated), or []."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return []
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target, [*path, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return []
+
+    for node in sorted(graph):
+        cycle = visit(node, [])
+        if cycle:
+            return cycle
+    return []
+
+
+def test_no_import_cycle_in_core() -> None:
+    """Imports inside sbc/core point one way (TYPE_CHECKING imports count too)."""
+    assert find_cycle(_core_graph()) == []
+
+
+def test_cycle_check_sees_a_cycle() -> None:
+    """The cycle check itself: a loop through three modules is reported."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=os.path.basename)
+def test_core_modules_stay_small(path: str) -> None:
+    """One module, one job: no module in sbc/core over 600 lines."""
+    with open(path, encoding="utf-8") as f:
+        lines = sum(1 for _ in f)
+    assert lines <= 600, f"{path} has {lines} lines"
