@@ -13,7 +13,6 @@ half handles everything that happens after a request was relayed.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any, Optional
 
 from sbc.core.address import Address
@@ -42,8 +41,10 @@ from sbc.core.forwardcopy import BRANCH_PREFIX, SocketChooser, prepare_copy
 from sbc.core.forwarding import (
     Branch,
     Destination,
+    LateBranch,
     ResponseContext,
     cancel_for,
+    describe_error,
     retry_after,
     upstream,
 )
@@ -67,15 +68,7 @@ from sbc.core.transaction import (
 )
 from sbc.core.uri import SipUri
 
-__all__ = ["BranchHandling", "describe_error"]
-
-
-def describe_error(error: Exception) -> str:
-    """A script error's traceback on one line: the exception, then the frames from the
-    innermost out (C{file:line in function})."""
-    frames = traceback.extract_tb(error.__traceback__)[1:]  # without the proxy's own call
-    where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
-    return f"{type(error).__name__}: {error}" + (f" ({where})" if where else "")
+__all__ = ["BranchHandling"]
 
 
 class BranchHandling:
@@ -98,6 +91,7 @@ class BranchHandling:
     _clients: dict[tuple, ClientTransaction]
     _branch_of: dict[tuple, tuple[ResponseContext, Branch]]
     _probe_of: dict[tuple, tuple[Dialog, Leg]]
+    _late: dict[tuple, LateBranch]
     _resolving: dict[int, tuple[ResponseContext, Destination]]
     _events: list[OperatorEvent]
 
@@ -289,6 +283,15 @@ class BranchHandling:
         if client is None:
             if self.keepalive is not None and self.keepalive.reply(response, source, now):
                 return []  # replies to our keepalive pings are consumed, never routed
+            late = self._late.get(key)
+            if late is not None and 100 < response.status < 200:
+                return self._cancel_late(key, late, now)
+            if late is not None and 200 <= response.status < 300:
+                # It answered after all: a 2xx goes upstream like any (§16.7 step 10),
+                # and the context learns of it (no failure after it, the rest cancelled).
+                self._late_expired(late)
+                effects = self._branch_response(late.forwarding, late.branch, response, now)
+                return self._with_events(effects)
             return self._stray_response(response)
         reply_route = getattr(self.router, "reply_route", None)
         if reply_route is not None and response.status > 100 and key not in self._probe_of:
@@ -302,6 +305,24 @@ class BranchHandling:
                 self._events.append(ScriptFailed("reply_route", describe_error(error)))
         effects = self._client_effects(client, client.receive_response(response, now), now)
         return self._with_events(effects)
+
+    def _cancel_late(self, key: tuple, late: LateBranch, now: float) -> list[Effect]:
+        """A provisional from a branch that timed out: it rings after all; CANCEL it."""
+        self._late.pop(key, None)
+        self.heap.forget(late)
+        client = late.branch.client
+        assert client is not None
+        late.branch.cancelled = True
+        cancel = ClientTransaction(
+            cancel_for(client.request), client.peer, client.local, self.settings.timers
+        )
+        return self._add_client(cancel, now)
+
+    def _late_expired(self, late: LateBranch) -> None:
+        client = late.branch.client
+        if client is not None:
+            self._late.pop(client.key, None)
+        self.heap.forget(late)
 
     def _stray_response(self, response: Response) -> list[Effect]:
         """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias
@@ -357,27 +378,8 @@ class BranchHandling:
         if out.status >= 200:
             forwarding.final_sent = True
         if 200 <= out.status < 300 and self.keepalive is not None and forwarding.keepalive:
-            self._keepalive_condition(server, out, now)
+            self.keepalive.relayed_reply(server.request, out, server.peer, server.local, now)
         return self._reply(server, out, now)
-
-    def _keepalive_condition(
-        self, server: ServerTransaction, response: Response, now: float
-    ) -> None:
-        """nat_traversal: a 2xx to a relayed REGISTER or SUBSCRIBE keeps its sender alive."""
-        assert self.keepalive is not None
-        method = server.request.method
-        if method == "REGISTER" and not server.request.contact_star:
-            seconds = self.keepalive.register_reply_expiry(
-                list(server.request.contacts), list(response.contacts)
-            )
-            self.keepalive.registered(
-                server.peer, server.local, now + seconds if seconds else 0, now
-            )
-        elif method == "SUBSCRIBE":
-            seconds = response.expires or 0
-            self.keepalive.subscribed(
-                server.peer, server.local, now + seconds if seconds else 0, now
-            )
 
     def _branch_response(
         self,
@@ -403,8 +405,9 @@ class BranchHandling:
             return effects
         if branch.final is not None and response.status >= 300:
             return effects  # e.g. the 487 after we cancelled a timed-out branch
-        if response.status < 200 and branch.final is not None:
-            # A branch we gave up on (our 408/487 went upstream): it only gets its CANCEL.
+        if response.status < 200 and (branch.final is not None or forwarding.final_sent):
+            # A branch we gave up on, or one ringing after the final response went
+            # upstream: it only gets its CANCEL (no early dialog for a finished INVITE).
             return self._cancel_branch(branch, now)
         if invite.method == "INVITE":
             legs = None
@@ -498,6 +501,10 @@ class BranchHandling:
         request = forwarding.request
         forwarding.fail_branch(branch, 408)
         client = branch.client
+        if timer == "B" and client is not None and client.provisional == 0:
+            late = LateBranch(forwarding, branch, now + 64 * self.settings.timers.t1)
+            self._late[client.key] = late
+            self.heap.schedule(late)
         if timer != "C" and client is not None and client.provisional == 0:
             # No reply at all: blocklist (for blst_methods_add) unless the next hop is a
             # registered contact, then fail over.
@@ -565,7 +572,9 @@ class BranchHandling:
                 return ctx.effects
         if invite.method == "INVITE" and invite.to.tag is None:
             effects += self.media.release(invite.call_id)
-        if invite.method == "INVITE" and best.status == 408:
+        if invite.method == "INVITE":
+            # The early dialogs of a failed INVITE end with it (also when the failure was
+            # ours: a timeout, a CANCEL whose 487 never came).
             effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(invite), now)
         if not winner.faked:
             return effects + self._relay(forwarding, best, now)

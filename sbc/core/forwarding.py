@@ -12,6 +12,7 @@ decisions, without I/O and with C{now} passed in.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -30,6 +31,8 @@ __all__ = [
     "retry_after",
     "upstream",
     "cancel_for",
+    "LateBranch",
+    "describe_error",
 ]
 
 
@@ -253,3 +256,24 @@ class ResponseContext:
     def timed_out(self) -> bool:
         """t_branch_timeout: did a branch end with a local 408?"""
         return any(b.faked and b.final is not None and b.final.status == 408 for b in self.branches)
+
+
+class LateBranch:
+    """An INVITE branch whose client transaction timed out before any response (Timer B):
+    kept for 64*T1 so that a provisional arriving after all still gets its CANCEL."""
+
+    def __init__(self, forwarding: ResponseContext, branch: Branch, until: float) -> None:
+        self.forwarding = forwarding
+        self.branch = branch
+        self.until = until
+
+    def next_deadline(self) -> Optional[float]:
+        return self.until
+
+
+def describe_error(error: Exception) -> str:
+    """A script error's traceback on one line: the exception, then the frames from the
+    innermost out (C{file:line in function})."""
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # without the proxy's own call
+    where = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
+    return f"{type(error).__name__}: {error}" + (f" ({where})" if where else "")

@@ -35,7 +35,7 @@ from random import Random
 from typing import Optional
 
 from sbc.core.address import Address, parse_address
-from sbc.core.message import Response
+from sbc.core.message import Request, Response
 from sbc.core.registrar import Binding
 from sbc.core.uri import SipUri, format_host, parse_uri
 
@@ -363,6 +363,24 @@ class KeepaliveTable:
         if entry is not None:
             entry.last_reply = now
         return True
+
+    def relayed_reply(
+        self,
+        request: Request,
+        response: Response,
+        peer: Address,
+        local: Optional[Address],
+        now: float,
+    ) -> None:
+        """nat_traversal: a 2xx to a REGISTER or SUBSCRIBE sbc relayed keeps its sender
+        (C{peer}, reached from C{local}) alive while the registration or subscription
+        lasts."""
+        if request.method == "REGISTER" and not request.contact_star:
+            seconds = self.register_reply_expiry(list(request.contacts), list(response.contacts))
+            self.registered(peer, local, now + seconds if seconds else 0, now)
+        elif request.method == "SUBSCRIBE":
+            seconds = response.expires or 0
+            self.subscribed(peer, local, now + seconds if seconds else 0, now)
 
     def register_reply_expiry(self, request_contacts: list, reply_contacts: list) -> int:
         """KA-03: the largest C{;expires=} among the reply's Contacts that match one of the

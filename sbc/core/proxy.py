@@ -28,7 +28,7 @@ from sbc.core import routes_default
 from sbc.core.address import Address
 from sbc.core.auth import DigestAuth
 from sbc.core.blocklist import Blocklist, BlocklistSettings
-from sbc.core.branching import describe_error
+from sbc.core.branching import LateBranch, describe_error
 from sbc.core.dialog import (
     Dialog,
     DialogCreated,
@@ -195,6 +195,7 @@ class Proxy(ScriptHosting):
         self._clients: dict[tuple, ClientTransaction] = {}
         self._branch_of: dict[tuple, tuple[ResponseContext, Branch]] = {}
         self._probe_of: dict[tuple, tuple[Dialog, Leg]] = {}
+        self._late: dict[tuple, LateBranch] = {}
         self._resolving: dict[int, tuple[ResponseContext, Destination]] = {}
         self._resolving_ack: dict[int, tuple[Request, Request, Address]] = {}
         self._events: list[OperatorEvent] = []
@@ -227,6 +228,7 @@ class Proxy(ScriptHosting):
             "timer_heap": len(self.heap),
             "registrations": len(self.registrar),
             "resolving": len(self._resolving) + len(self._resolving_ack),
+            "late_branches": len(self._late),
             "anchoring": len(self.media.anchoring),
             "media_calls": len(self.media),
             "blocklist": len(self.blocklist),
@@ -254,6 +256,8 @@ class Proxy(ScriptHosting):
                 effects += self._lifetime_expired(machine, now)
             elif isinstance(machine, ClientTransaction):
                 effects += self._client_effects(machine, machine.handle_timer(now), now)
+            elif isinstance(machine, LateBranch):
+                self._late_expired(machine)
             elif isinstance(machine, ServerTransaction):
                 effects += [e for e in machine.handle_timer(now) if isinstance(e, Send)]
                 self._server_done(machine)
