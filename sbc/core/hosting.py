@@ -209,6 +209,10 @@ class ScriptHosting(BranchHandling):
         hops = ctx.hops()
         if any(hop[1] is None for hop in hops):
             return False
+        if ctx.original.to.tag is not None:
+            dialog = self.dialogs.touch(ctx.original, ctx.now)  # in dialog, relayed by us
+            if dialog is not None:
+                self.heap.schedule(dialog)
         if ctx.original.method == "BYE":
             # Only a BYE sbc relays ends the dialog and its media (a refused one must not).
             ctx.effects += self._keepalive_dialogs(self.dialogs.bye(ctx.original), ctx.now)

@@ -378,8 +378,6 @@ class Proxy(ScriptHosting):
         refusal = self._check(request)
         if refusal is not None:
             return effects + self._reply(server, refusal, now)
-        if request.to.tag is not None:
-            self.dialogs.touch(request, now)
         return effects + self._route(request, server, source, local, now)
 
     def _ours(self) -> set[tuple[str, int]]:

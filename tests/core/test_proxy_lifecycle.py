@@ -100,6 +100,25 @@ def test_a_confirmed_dialog_without_bye_ends_after_default_timeout() -> None:
     assert p.sizes()["dialogs"] == 0
 
 
+def test_an_in_dialog_request_sbc_relays_extends_the_dialog() -> None:
+    p = proxy(dialog=DialogSettings(default_timeout=100))
+    register(p, BOB1, expires=3600)
+    out = call(p)
+    info = request_bytes(
+        "INFO",
+        "sip:bob@192.0.2.21:5081",
+        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKinfo;rport",
+        headers=[("Route", out.get("Record-Route") or "")],
+        call_id="c1",
+    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=tc1")
+    p.handle_timer(90.0)
+    assert sent(send_request(p, info, 90.0), BOB1)  # relayed through our Record-Route
+    p.handle_timer(150.0)
+    assert p.sizes()["dialogs"] == 1  # 100 s from the INFO, not from the 200
+    p.handle_timer(190.5)
+    assert p.sizes()["dialogs"] == 0
+
+
 def test_dialog_keepalive_probes_end_a_dialog_whose_ends_vanished() -> None:
     p = proxy(dialog=DialogSettings(dlg_keepalive_interval=30))
     register(p, BOB1, expires=3600)
