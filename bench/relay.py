@@ -1,5 +1,5 @@
 """
-Media relay benchmark (RTP-02/03): packets per second relayed and latency added, for the
+Media relay benchmark: packets per second relayed and latency added, for the
 built-in relay (sbc.net.relay, one Python process) and, when installed, rtpengine in
 userspace mode, both on loopback.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -163,3 +164,42 @@ def test_core_modules_stay_small(path: str) -> None:
     with open(path, encoding="utf-8") as f:
         lines = sum(1 for _ in f)
     assert lines <= 600, f"{path} has {lines} lines"
+
+
+#: A requirement tag pointing into a document outside the repository ("K: TM-13", "SEC-03",
+#: "TV-14", "SPEC §3", "issue #6"): comments cite RFC sections and Kamailio modules instead.
+REQUIREMENT_TAG = re.compile(
+    r"\bK: ?[A-Za-z]|SPEC §|\bissue #\d|\bSBC-REC\b"
+    r"|\b(?:TM|RR|BL|DNS|RTP|SEC|PING|KA|FIX|NATD|TV|SIP|OPS|PERF|DISC|PV|STUN|DLG|REG|NAT"
+    r"|DEF|RPC|STAT)-\d{1,2}\b"
+)
+
+
+def _tag_scanned_files() -> list[str]:
+    skip = {os.path.join(ROOT, "tests", "data"), os.path.abspath(__file__)}
+    found = [os.path.join(ROOT, "README.md")]
+    for top in ("sbc", "tests", "bench", "etc"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+            paths = [os.path.join(folder, n) for n in files if not n.endswith(".pyc")]
+            found += [path for path in paths if path not in skip]
+    return sorted(found)
+
+
+def test_no_requirement_tags() -> None:
+    """No comment, docstring, README or config text cites a requirement tag of a document
+    outside the repository; the tags this looks for are caught."""
+    for sample in ("K: TM-13", "(K: RTP-04)", "BL-01..09", "TV-14's", "SPEC §3", "issue #6"):
+        assert REQUIREMENT_TAG.search(sample), sample
+    assert not REQUIREMENT_TAG.search("RFC 3261 §16.6, Kamailio tm fr_timer, test_tv14, UTF-8")
+    hits = []
+    for path in _tag_scanned_files():
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if REQUIREMENT_TAG.search(line):
+                hits.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
+    assert not hits, "requirement tags left:\n" + "\n".join(hits)

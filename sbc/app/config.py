@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.app.test_config -*-
 """
-INI configuration into frozen, typed settings (SPEC §3).
+INI configuration into frozen, typed settings (the configuration contract).
 
 Sections are named after the Kamailio module whose behaviour they configure and keys carry
 Kamailio's parameter names.  Every key has a default, so a file holding only
@@ -163,7 +163,7 @@ class NatTraversalSettings:
 @dataclass(frozen=True)
 class DnsSettings:
     """
-    The C{[dns]} section (Kamailio core DNS parameters, K: DNS-05..15).
+    The C{[dns]} section (Kamailio core DNS parameters, same names).
 
     @ivar dns_srv_lb: RFC 2782 weighted choice among equal-priority SRV records (on here,
         as the RFC asks; Kamailio's default is off).
@@ -837,7 +837,7 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         line = lines.get(("manhole", "listen"), 0)
         raise ConfigError(
             f"{path}:{line}: [manhole] listen: expected a loopback address while "
-            f"authorized_keys is not set (SEC-05), got {man.listen!r}"
+            f"authorized_keys is not set, got {man.listen!r}"
         )
     if settings.nathelper.natping_interval and settings.nat_traversal.keepalive_interval:
         line = lines.get(("nat_traversal", "keepalive_interval"), 0)
@@ -855,7 +855,7 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         line = lines.get(("nathelper", "natping_method"), 0)
         raise ConfigError(
             f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
-            "be set for SIP pings (PING-06), got sip without it"
+            "be set for SIP pings (as nathelper requires), got sip without it"
         )
     if settings.core.route_script:
         try:

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.app.test_manhole -*-
 """
-The SSH manhole (SEC-05, OPS-02): public-key login only, loopback by default, an
+The SSH manhole (twisted.conch): public-key login only, loopback by default, an
 interactive Python shell whose namespace holds the live SBC and the admin commands, and a
 scriptable form: C{ssh -p 2222 admin@127.0.0.1 stats} runs one command and prints JSON.
 
-Also the optional Prometheus text endpoint (OPS-03) over the same counters.
+Also the optional Prometheus text endpoint over the same counters.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class AdminError(Exception):
 
 class AdminCommands:
     """
-    The admin commands, mirroring Kamailio's RPCs (K: RPC-01..10); each returns plain data
-    (dicts, lists, numbers, strings) so it prints readably and serialises to JSON.
+    The admin commands, mirroring Kamailio's RPCs (nathelper.enable_ping, dns.*,
+    dst_blocklist.*, ...); each returns plain data (dicts, lists, numbers, strings) so it
+    prints readably and serialises to JSON.
 
     @ivar sbc: the root service (L{sbc.app.service.SbcService}).
     """
@@ -156,7 +157,7 @@ class AdminCommands:
         """Pause (0) or resume (1) keepalive pings (nathelper.enable_ping)."""
         keepalive = getattr(self.sbc, "keepalive", None)
         if keepalive is None or not keepalive.table.settings.enabled:
-            raise AdminError("NATping disabled")  # RPC-01's fault text
+            raise AdminError("NATping disabled")  # Kamailio's fault text
         keepalive.enable_ping(bool(int(on)))
         return {"enabled": keepalive.table.enabled}
 
@@ -186,7 +187,7 @@ class AdminCommands:
     def _blocklist(self) -> Any:
         blocklist = self.sbc.proxy.blocklist
         if not blocklist.settings.use_dst_blocklist:
-            raise AdminError("dst blocklist support disabled")  # RPC-09's fault text
+            raise AdminError("dst blocklist support disabled")  # Kamailio's fault text
         return blocklist
 
     def blocklist_view(self) -> list[dict[str, Any]]:

@@ -285,7 +285,7 @@ def keepalive_settings(settings: Settings) -> KeepaliveSettings:
         interval = traversal.keepalive_interval
         if interval < 10:
             log.warn(
-                "[nat_traversal] keepalive_interval {value} raised to 10 (KA-07)", value=interval
+                "[nat_traversal] keepalive_interval {value} raised to 10 (minimum)", value=interval
             )
             interval = 10
         return KeepaliveSettings(
@@ -300,7 +300,7 @@ def keepalive_settings(settings: Settings) -> KeepaliveSettings:
 
 
 def client_tls_options(settings: Settings, names: Optional[dict] = None):  # type: ignore[no-untyped-def]
-    """Outgoing TLS (SEC-02): for each peer a context that verifies the peer's certificate
+    """Outgoing TLS: for each peer a context that verifies the peer's certificate
     against [tls] ca_list (or the system's roots) and its identity with service_identity
     (RFC 5922: the domain the next hop was looked up by, from C{names}; an IP-literal next
     hop must be named in the certificate), TLS 1.2 at least.  A peer that fails is never

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.core.test_media -*-
 """
-The built-in media relay as a pure model (RTP-02): port pairs, sessions, latching, counters.
+The built-in media relay as a pure model: port pairs, sessions, latching, counters.
 
 Theory of operation.  A call (keyed by Call-ID) has two I{legs}, each named by its SIP tag:
 the offerer's (the From tag of the offer) and the answerer's (learnt with the answer).  The
-semantics are rtpengine's (K: RTP-05, RTP-06, RTP-19): C{offer(call_id, from_tag, to_tag,
+semantics are rtpengine's ng C{offer}/C{answer}: C{offer(call_id, from_tag, to_tag,
 ...)} and C{answer(...)} always take the offerer's tag as C{from_tag}, so a re-INVITE from
 the callee is an offer with the callee's tag, and a late offer in a 2xx is
 C{offer(from_tag=callee, to_tag=caller)}.
@@ -15,8 +15,8 @@ side names the ports facing the other side.  A datagram arriving on leg A's RTP 
 RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
 
 Addresses come from the SDP first (a private SDP address with a public signalling source is
-replaced by the source host as a first guess), and then from I{latching} (symmetric RTP, K:
-RTP-10): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
+replaced by the source host as a first guess), and then from I{latching} (symmetric RTP,
+RFC 4961): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
 answer from the leg forgets it (re-latching after a re-INVITE).  Once latched, datagrams from
 any other source are dropped and counted (rtpengine's C{strict-source} without
 C{media-handover}); C{strict_source=False} relays them as well.

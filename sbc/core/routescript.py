@@ -214,7 +214,7 @@ class RequestContext(MessageContext, AccessFunctions):
         self.keepalive = True
         return True
 
-    # -- Record-Route and Route (K: RR) ------------------------------------------------------
+    # -- Record-Route and Route (Kamailio rr) ------------------------------------------------
     def record_route(self, params: str = "") -> bool:
         """Stay in the path: add our Record-Route (double when the sockets differ)."""
         self._record_route = True
@@ -303,7 +303,7 @@ class RequestContext(MessageContext, AccessFunctions):
         self._path = received
         return True
 
-    # -- location (K: registrar) ----------------------------------------------------------
+    # -- location (Kamailio registrar) ----------------------------------------------------
     def save(self, table: str = "location") -> Result:
         """Store the REGISTER's bindings and answer it (200, 423, 400, ...).  With [auth]
         on, a REGISTER the script did not authenticate is challenged instead."""
@@ -324,9 +324,9 @@ class RequestContext(MessageContext, AccessFunctions):
         self._lookup_base = self.request
         return Result(1)
 
-    # -- media (K: RTP) -------------------------------------------------------------------
+    # -- media (Kamailio rtpengine) --------------------------------------------------------
     def rtp_offer(self) -> bool:
-        """Anchor this call's media (K: rtpengine_offer) when [rtp] rtp_policy says so
+        """Anchor this call's media (Kamailio's rtpengine_offer) when [rtp] rtp_policy says so
         (C{always}; C{nated}: the caller is L{natted} or a callee has a private contact):
         the SDP of this request and of every later offer and answer in the call goes
         through the relay, and the session ends with the call."""

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_routing -*-
 """
-Record-Route and loose routing (RFC 3261 §16.6, §16.12; Kamailio rr module, K: RR-01..07),
+Record-Route and loose routing (RFC 3261 §16.6, §16.12; Kamailio rr module),
 and turning a next-hop URI into a transport address.
 """
 
@@ -51,7 +51,7 @@ def record_route_value(
     params: str = "",
 ) -> str:
     """
-    The Record-Route value for one of our sockets (RR-01): C{<sip:host[:port][;transport=x]
+    The Record-Route value for one of our sockets (record_route()): C{<sip:host[:port][;transport=x]
     [;r2=on];lr[;ftag=tag]>}, the port written only when it is not 5060, the transport only
     when it is not UDP.
     """
@@ -110,7 +110,7 @@ def _is_mine(entry: NameAddr, identity: LocalIdentity) -> bool:
 
 
 def loose_route(request: Request, identity: LocalIdentity) -> LooseRoute:
-    """Process the Route header as Kamailio's C{loose_route()} does (RR-06)."""
+    """Process the Route header as Kamailio's C{loose_route()} does."""
     routes = list(request.routes)
     if not routes:
         return LooseRoute(request, RouteOutcome.NO_ROUTE)

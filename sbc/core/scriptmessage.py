@@ -81,7 +81,7 @@ class MessageContext:
 
     @property
     def rr_top_count(self) -> int:
-        """$rr_top_count (K: PV-02): 2 when the topmost Record-Route URI has a non-empty
+        """nathelper's $rr_top_count: 2 when the topmost Record-Route URI has a non-empty
         C{r2} parameter (one proxy's double Record-Route), 1 otherwise, 0 without any."""
         routes = self.message.record_routes
         if not routes:
@@ -97,7 +97,7 @@ class MessageContext:
         """$hdr(name): the first value of header C{name} (None if absent)."""
         return self.message.get(name)
 
-    # -- NAT tests (K: NATD) -------------------------------------------------------------
+    # -- NAT tests (nathelper) -----------------------------------------------------------
     def nat_uac_test(self, flags: Union[int, str]) -> bool:
         """nathelper's nat_uac_test(flags)."""
         return nat_uac_test(self.message, self._source, int(flags), self.nat_policy.ranges)
@@ -111,7 +111,7 @@ class MessageContext:
         """nathelper's is_rfc1918(ip): a private address (RFC 1918, RFC 6598, ...)."""
         return is_rfc1918(address)
 
-    # -- fixes (K: FIX) -------------------------------------------------------------------
+    # -- fixes (nathelper) ----------------------------------------------------------------
     def fix_nated_contact(self) -> bool:
         """Rewrite the first Contact's host and port to the source address."""
         self.message = fix_nated_contact(self.message, self._source)

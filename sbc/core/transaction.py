@@ -58,7 +58,7 @@ class Timers:
     @ivar fr_timer: Timer B/F: a branch with no reply at all times out after this.
     @ivar fr_inv_timer: an INVITE branch that got a provisional reply times out after this.
     @ivar restart_fr_on_each_reply: every 1xx restarts C{fr_inv_timer} (else only the first
-        one and those with a higher code, TM-03).
+        one and those with a higher code, as Kamailio tm).
     """
 
     t1: float = 0.5

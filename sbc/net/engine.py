@@ -52,7 +52,7 @@ log = logger(__name__)
 REFUSAL_LOG_INTERVAL = 10.0
 
 
-#: The limits of SEC-01, each counted when a peer hits it.
+#: The limits on bad or oversized input, each counted when a peer hits it.
 _LIMIT_COUNTERS = {
     "Message Too Large": "limit_message_size",
     "Too Many Headers": "limit_headers",
@@ -101,7 +101,7 @@ class SipEngine:
         set by the wiring.
     @ivar dialog_listeners: callables told of every dialog event.
     @ivar resolver: looks up next hops named by host name (None: they get 478).
-    @ivar probe: finds unreachable UDP destinations fast (DNS-05); None: off.
+    @ivar probe: finds unreachable UDP destinations fast (ICMP unreachable); None: off.
     @ivar media: the media relay (built in or rtpengine) that rewrites SDP; None: off.
     """
 
@@ -202,14 +202,14 @@ class SipEngine:
         self.execute(effects)
 
     def count_limit(self, error: RemoteProtocolError) -> None:
-        """Count a SEC-01 limit a peer hit (message size, headers, header length)."""
+        """Count an input limit a peer hit (message size, headers, header length)."""
         limit = _LIMIT_COUNTERS.get(error.reason)
         if limit is not None:
             self.stats.incr(limit)
 
     def _flooded(self, request: Request, flow: Flow, verdict: Verdict) -> None:
-        """SEC-04: a source above its request density gets 503 with Retry-After; above
-        twice the density, nothing (answering a flood feeds it)."""
+        """Flood protection (as Kamailio's pike): a source above its request density gets 503
+        with Retry-After; above twice the density, nothing (answering a flood feeds it)."""
         if verdict is Verdict.DROP:
             self.stats.incr("pike_dropped")
             return
@@ -269,7 +269,7 @@ class SipEngine:
         self.timer.rearm(self.proxy.next_deadline())
 
     def unreachable(self, peer: Address, why: str) -> None:
-        """An ICMP error says C{peer} cannot be reached (DNS-05): fail its branches now."""
+        """An ICMP error says C{peer} cannot be reached: fail its branches now."""
         log.info("{peer} is unreachable ({why})", peer=str(peer), why=why)
         self.stats.incr("icmp_unreachable")
         self.transport_failed(peer, why)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.net.test_relay -*-
 """
-The built-in RTP relay (RTP-02): UDP sockets for the port pairs of L{sbc.core.media}.
+The built-in RTP relay: UDP sockets for the port pairs of L{sbc.core.media}.
 
 Each pair a call takes gets two sockets (RTP, RTCP) bound to C{bind_host}; a datagram on one
 is handed to the session table, which says from which of our ports and to where it goes.  A

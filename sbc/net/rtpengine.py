@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.net.test_rtpengine -*-
 """
-The rtpengine backend (RTP-03): an ng protocol client over UDP.
+The rtpengine backend: a client of rtpengine's ng control protocol over UDP.
 
-Each command gets a unique cookie (C{<random>_<sequence>}, K: RTP-01) and is sent up to
+Each command gets a unique cookie (C{<random>_<sequence>}) and is sent up to
 C{tries} times, C{timeout} seconds apart; the reply with the same cookie from the daemon's
 address fires the command's L{Deferred} (a duplicate reply to a retransmission is ignored).
 After the last try, or on C{result: error} / C{load limit}, the Deferred fails with
@@ -48,7 +48,7 @@ __all__ = ["RtpengineClient", "RtpengineError", "RtpengineTimeoutError", "DEFAUL
 
 log = logger(__name__)
 
-#: What sbc asks of rtpengine for every offer and answer (K: RTP-12, RTP-09); C{ICE=remove}
+#: What sbc asks of rtpengine for every offer and answer (ng C{replace} list, C{ICE}); C{ICE=remove}
 #: becomes C{ICE=force} towards a side whose SDP carried ICE (L{ice_flags}).
 DEFAULT_FLAGS = "replace-origin replace-session-connection ICE=remove"
 

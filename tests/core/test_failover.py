@@ -1,5 +1,6 @@
-"""Tests for DNS failover and the blocklist in L{sbc.core.proxy} (K: TM-09, TM-12..14,
-BL-05..07; TV-21, TV-22), driven with resolved address lists and float time."""
+"""Tests for DNS failover and the blocklist in L{sbc.core.proxy} (Kamailio tm with
+use_dns_failover and failover_reply_codes, blst_503, dst_blocklist), driven with resolved
+address lists and float time."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_nothing_resolved_is_478() -> None:
 
 
 def test_timeout_without_any_reply_fails_over_and_blocklists() -> None:
-    """TV-21: an INVITE with no reply for fr_timer → blocklisted, next target tried."""
+    """An INVITE with no reply for fr_timer → blocklisted, next target tried."""
     p = dns_proxy()
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     effects = p.handle_timer(TIMERS.fr_timer + 0.1)
@@ -84,7 +85,7 @@ def test_timeout_without_any_reply_fails_over_and_blocklists() -> None:
 
 
 def test_timeout_after_a_provisional_does_not_fail_over() -> None:
-    """Only a branch that never got any reply fails over (TM-09)."""
+    """Only a branch that never got any reply fails over."""
     p = dns_proxy()
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     answer(p, out, 180, FIRST, 1.0)
@@ -94,7 +95,7 @@ def test_timeout_after_a_provisional_does_not_fail_over() -> None:
 
 
 def test_503_fails_over_and_blocklists_for_the_clamped_retry_after() -> None:
-    """TV-22 through the proxy: blst_503 on, Retry-After 30 clamped up to min 60."""
+    """Through the proxy: blst_503 on, Retry-After 30 clamped up to min 60."""
     p = dns_proxy(
         blocklist=BlocklistSettings(
             blst_503=True, blst_503_min_timeout=60, blst_503_max_timeout=3600
@@ -121,7 +122,7 @@ def test_503_without_blst_503_fails_over_without_blocklisting() -> None:
     [(403, True), (500, True), (599, True), (503, True), (404, False), (486, False)],
 )
 def test_failover_reply_codes(status: int, fails_over: bool) -> None:
-    """TV-21: failover_reply_codes=code=403;class=5."""
+    """failover_reply_codes=code=403;class=5."""
     p = dns_proxy(failover_reply_codes=failover_codes("code=403;class=5"))
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     effects = answer(p, out, status, FIRST, 1.0)
@@ -170,7 +171,7 @@ def test_failover_is_off_when_disabled() -> None:
 
 
 def test_no_failover_after_the_lifetime_cap() -> None:
-    """TM-04: no DNS failover branch is added after max_inv_lifetime."""
+    """No DNS failover branch is added after max_inv_lifetime."""
     p = dns_proxy(max_inv_lifetime=10.0)
     out = request_to(start_call(p, [FIRST, SECOND, THIRD]), FIRST)
     effects = answer(p, out, 503, FIRST, 11.0)

@@ -1,4 +1,4 @@
-"""Tests for media anchoring's lifecycle in L{sbc.core.proxy} (K: RTP-04): when the proxy
+"""Tests for media anchoring's lifecycle in L{sbc.core.proxy}: when the proxy
 asks the relay to rewrite SDP (offer, answer, late offer), what it sends meanwhile, and when
 it releases the media session."""
 

@@ -157,7 +157,7 @@ def test_forking_best_response_and_cancel_of_the_rest() -> None:
     [((404, 486), 404), ((486, 401), 401), ((603, 401), 603), ((503,), 500), ((500, 503), 500)],
 )
 def test_best_final_response(codes: tuple[int, ...], winner: int) -> None:
-    """TV-21: the lowest priority wins; a lone 503 becomes 500 (remap_503_500)."""
+    """As Kamailio tm: the lowest priority wins; a lone 503 becomes 500 (remap_503_500)."""
     p = proxy()
     contacts = [BOB1, BOB2][: len(codes)]
     for i, c in enumerate(contacts):
@@ -275,7 +275,7 @@ def test_loop_is_detected_but_a_spiral_is_not() -> None:
 
 
 def test_double_record_route_when_sockets_differ() -> None:
-    """UDP in, TCP out: two r2 Record-Routes, outgoing socket on top (RR-02)."""
+    """UDP in, TCP out: two r2 Record-Routes, outgoing socket on top (enable_double_rr)."""
     p = proxy()
     effects = send_request(p, invite("sip:carol@192.0.2.30;transport=tcp"))
     [out] = sent(effects, Address("tcp", "192.0.2.30", 5060))
@@ -320,7 +320,7 @@ def test_stray_2xx_retransmission_is_relayed_along_the_vias() -> None:
 
 
 def test_priority_table() -> None:
-    """TV-21 priorities."""
+    """Kamailio tm's reply priorities."""
     assert priority(404) < priority(408) < priority(486)
     assert priority(401) < priority(500) and priority(603) < priority(401)
 
@@ -402,7 +402,7 @@ def register_natted(p: Proxy, source: Address = NAT) -> list:
 
 
 def test_register_behind_nat_stores_received_and_calls_reach_the_binding() -> None:
-    """TV-10: 200 lists received=; an INVITE goes to the NAT address, R-URI = Contact."""
+    """fix_nated_register: 200 lists received=; INVITE goes to the NAT address, R-URI = Contact."""
     p = proxy()
     [ok] = sent(register_natted(p), NAT)
     assert (
@@ -473,7 +473,7 @@ def test_reply_from_a_natted_callee_gets_its_contact_aliased() -> None:
 
 
 def test_rewrite_mode() -> None:
-    """contact_fix = rewrite: the Contact names the NAT address itself (TV-12 style)."""
+    """contact_fix = rewrite: the Contact names the NAT address itself (fix_nated_contact)."""
     p = proxy(nat=NatPolicy(contact_fix="rewrite"))
     data = request_bytes(
         "INVITE",
@@ -506,7 +506,7 @@ CORE = Address("udp", "192.0.2.50", 5060)
 
 def test_register_relayed_to_the_core_with_path_and_received() -> None:
     """registrar_uri: the REGISTER goes there with Path (NAT address as ;received=) and the
-    Contact marked received= (TV-11)."""
+    Contact marked received= (add_rcv_param)."""
     from sbc.core.uri import SipUri, parse_uri
 
     uri = parse_uri("sip:192.0.2.50")
@@ -592,8 +592,9 @@ def test_reply_through_a_record_routing_proxy_is_not_aliased_again() -> None:
 
 
 def test_in_dialog_request_of_a_nat_marked_dialog_is_fixed() -> None:
-    """RR-10: a request through our nat=yes Route gets its Contact fixed even when the
-    tests alone would not say NAT (here: a re-INVITE whose Via matches the source)."""
+    """Kamailio's nat=yes Record-Route recipe: a request through our nat=yes Route gets its Contact
+    fixed even when the tests alone would not say NAT (here: a re-INVITE whose Via matches the
+    source)."""
     p = proxy(nat=NatPolicy(nat_uac_test=1))
     reinvite = request_bytes(
         "INVITE",

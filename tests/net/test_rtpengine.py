@@ -152,7 +152,8 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(stats.get("rtpengine_bad_replies"), 2)
 
     def test_offer_answer_delete_dictionaries(self) -> None:
-        """TV-24 shapes on the wire; the reply's SDP comes back as bytes."""
+        """Offer, answer and delete dictionaries on the wire as Kamailio's rtpengine module sends
+        them; the reply's SDP comes back as bytes."""
         engine, fake = client()
         d = engine.offer("c1@h", "F1", None, sdp(4000), SOURCE)
         _, offer = decode_message(fake.port.written[0][0])

@@ -1,5 +1,5 @@
 """
-System tests for media anchoring (issue #6, RTP-05): two phones behind two different NATs
+System tests for media anchoring (RTP both ways through sbc): two phones behind two different NATs
 (network namespaces, iptables MASQUERADE, cone and symmetric) register with sbc and one
 calls the other; each sends RTP to the address in the SDP it received and counts what
 arrives.  With the built-in relay both hear each other and both SDPs point at sbc's public

@@ -1,5 +1,5 @@
 """
-System tests through a real NAT (NAT-06): SIPp phones in a private namespace behind an
+System tests through a real NAT: SIPp phones in a private namespace behind an
 iptables MASQUERADE router (cone, and symmetric with --random-fully), sbc and a public
 SIPp UA on the public side.  A phone behind NAT registers its private Contact (UDP and TCP)
 and is called; it hangs up or is hung up on; it calls a public UA that hangs up on it.
@@ -31,8 +31,8 @@ from tests.system.netns import (
 pytestmark = pytest.mark.system
 
 
-#: The routing script with Kamailio's classic NAT recipes (issue #10): every test but the
-#: control runs with sbc's own policy and with that script, unchanged.
+#: The routing script (Python, KEMI style) with Kamailio's classic NAT recipes: every test
+#: but the control runs with sbc's own policy and with that script, unchanged.
 RECIPES = os.path.join(ROOT, "etc", "routes_nat_recipes.py")
 
 
