@@ -4,7 +4,7 @@ The SSH manhole (SEC-05, OPS-02): public-key login only, loopback by default, an
 interactive Python shell whose namespace holds the live SBC and the admin commands, and a
 scriptable form: C{ssh -p 2222 admin@127.0.0.1 stats} runs one command and prints JSON.
 
-Also the optional Prometheus text endpoint (OPS-03) over the same counters.
+Also the optional Prometheus endpoint over L{sbc.app.metrics.SbcMetrics}.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
 from typing import Any, Optional
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
@@ -37,7 +37,6 @@ __all__ = [
     "manhole_factory",
     "load_or_create_host_key",
     "MetricsResource",
-    "prometheus_text",
 ]
 
 log = logger(__name__)
@@ -374,27 +373,21 @@ def manhole_factory(
     return factory
 
 
-def prometheus_text(stats: dict[str, int]) -> bytes:
-    """Counters in the Prometheus text format, each as C{sbc_<name>}."""
-    lines = []
-    for name, value in sorted(stats.items()):
-        metric = "sbc_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
-        lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric} {value}")
-    return ("\n".join(lines) + "\n").encode()
-
-
 @implementer(resource.IResource)
 class MetricsResource(resource.Resource):
-    """C{GET /metrics}: the same numbers as the C{stats} command."""
+    """C{GET /metrics}: the registry in the Prometheus text format.
+
+    Rendered on the reactor thread with C{prometheus_client.generate_latest}:
+    C{prometheus_client.twisted.MetricsResource} would collect in a thread pool, while the
+    levels it reads (dialogs, bindings, sessions) change on the reactor thread."""
 
     isLeaf = True  # noqa: N815 - Twisted's name
 
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
-        self._stats = stats
+        self._registry = registry
 
     @override
     def render_GET(self, request) -> bytes:  # type: ignore[no-untyped-def]
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4")
-        return prometheus_text(self._stats())
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)

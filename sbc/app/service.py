@@ -28,6 +28,7 @@ from typing_extensions import override
 from sbc import __version__
 from sbc.app.config import ConfigError, Settings, defaults, load, media_address
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
+from sbc.app.metrics import SbcMetrics
 from sbc.app.routescript import load_script
 from sbc.core import routes_default
 from sbc.core.address import Address
@@ -389,6 +390,9 @@ class SbcService(service.MultiService):
         for address in core.listen:
             ListenerService(address, self).setServiceParent(self)
         self.commands = AdminCommands(self)
+        self.metrics = SbcMetrics(self.engine.stats.snapshot, self.levels)
+        self.engine.taps.append(self.metrics)
+        self.engine.lookup_listeners.append(self.metrics.dns_lookup_took)
         self._add_manhole(settings)
         self.handle_signals = False
 
@@ -403,10 +407,25 @@ class SbcService(service.MultiService):
             log.info("manhole off: [manhole] authorized_keys is not set")
         if man.metrics_listen:
             metrics = strports.service(
-                man.metrics_listen, Site(MetricsResource(self.commands.stats))
+                man.metrics_listen, Site(MetricsResource(self.metrics.registry))
             )
             metrics.setName("metrics")
             metrics.setServiceParent(self)
+
+    def levels(self) -> dict[str, int]:
+        """The gauges of C{/metrics}: how much state sbc holds now."""
+        sizes = self.proxy.sizes()
+        table = self.proxy.keepalive
+        media = self.media
+        return {
+            "registrations": sizes["registrations"],
+            "dialogs": sizes["dialogs"],
+            "server_transactions": sizes["server_transactions"],
+            "client_transactions": sizes["client_transactions"],
+            "keepalive_endpoints": len(table.endpoints) if table is not None else 0,
+            "media_sessions": len(media.sessions()) if media is not None else 0,
+            "blocklist_entries": sizes["blocklist"],
+        }
 
     def stream_factory(self, transport: str) -> SipStreamFactory:
         """The factory for incoming connections of one transport (shared by listeners)."""

@@ -29,6 +29,7 @@ from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
 from sbc.core.uri import SipUri, is_ip_literal
+from sbc.core.wire import RECEIVED, SENT, Wire, looks_like_sip
 from sbc.net.flow import Flow
 from sbc.net.log import logger
 from sbc.net.media import MediaBackend
@@ -51,6 +52,13 @@ _LIMIT_COUNTERS = {
     "Too Many Headers": "limit_headers",
     "Header Too Long": "limit_header_length",
 }
+
+
+class WireTap(Protocol):
+    """An observer of every SIP message the engine receives or sends (metrics, HEP
+    capture, call records).  It must be quick; what it raises is logged, never passed on."""
+
+    def wire(self, record: Wire) -> None: ...
 
 
 class Resolver(Protocol):
@@ -96,6 +104,8 @@ class SipEngine:
     @ivar resolver: looks up next hops named by host name (None: they get 478).
     @ivar probe: finds unreachable UDP destinations fast (DNS-05); None: off.
     @ivar media: the media relay (built in or rtpengine) that rewrites SDP; None: off.
+    @ivar taps: told of every SIP message received and sent (L{Wire}).
+    @ivar lookup_listeners: told how many seconds each DNS resolution took.
     """
 
     def __init__(
@@ -131,6 +141,8 @@ class SipEngine:
         #: UDP next hops found by DNS: the only ones probed for ICMP errors (a registered
         #: phone's NAT binding would answer a probe from another port with an ICMP error).
         self.dns_targets: set[Address] = set()
+        self.taps: list[WireTap] = []
+        self.lookup_listeners: list[Callable[[float], None]] = []
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -146,6 +158,8 @@ class SipEngine:
         except RemoteProtocolError as error:
             self._malformed(data, flow, error)
             return
+        if self.taps:
+            self._tap(RECEIVED, flow.transport, flow.remote, flow.local, data, message)
         try:
             self._dispatch(message, flow)
         except RemoteProtocolError as error:
@@ -214,8 +228,11 @@ class SipEngine:
         response = make_response(
             stamped, 503, "Too Many Requests", headers=[("Retry-After", retry)]
         )
-        flow.send(response.to_bytes())
+        data = response.to_bytes()
+        flow.send(data)
         self.stats.incr("rpl_generated")
+        if self.taps:
+            self._tap(SENT, flow.transport, flow.local, flow.remote, data, response)
 
     def _malformed(self, data: bytes, flow: Flow, error: RemoteProtocolError) -> None:
         self.stats.incr("bad_msg_hdr")
@@ -230,6 +247,8 @@ class SipEngine:
         self.stats.incr("rpl_generated")
         # The Via of a broken request is not trusted: the answer goes back where it came from.
         flow.send(reply)
+        if self.taps:
+            self._tap(SENT, flow.transport, flow.local, flow.remote, reply, None)
 
     @staticmethod
     def _log_bad_input(
@@ -274,6 +293,7 @@ class SipEngine:
             self._resolved(effect.token, [])
             return
         self.stats.incr("dns_lookups")
+        started = self.clock.seconds()
         try:
             pending = self.resolver.resolve(effect.uri)
         except Exception:
@@ -285,7 +305,17 @@ class SipEngine:
             log.failure("resolver failed for {uri}", failure, uri=str(effect.uri))
             return []
 
+        def timed(targets: list[Address]) -> list[Address]:
+            took = self.clock.seconds() - started
+            for listener in self.lookup_listeners:
+                try:
+                    listener(took)
+                except Exception:
+                    log.failure("DNS timing listener failed")
+            return targets
+
         pending.addErrback(failed)
+        pending.addCallback(timed)
         pending.addCallback(lambda targets: self._resolved(effect.token, targets, effect.uri))
 
     def _resolved(self, token: int, targets: list[Address], uri: Optional[SipUri] = None) -> None:
@@ -438,26 +468,50 @@ class SipEngine:
 
     def _datagram_socket(
         self, local: Optional[Address], peer: Address
-    ) -> Optional[Callable[[bytes, tuple[str, int]], None]]:
-        """The UDP socket to send from: C{local} when we have it, else one of the peer's
-        address family."""
+    ) -> tuple[Optional[Address], Optional[Callable[[bytes, tuple[str, int]], None]]]:
+        """The UDP socket to send from and its address: C{local} when we have it, else
+        one of the peer's address family."""
         socket = self.datagram_sockets.get(local) if local else None
-        if socket is None:
-            socket = next(
-                (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
-            )
-        return socket
+        if socket is not None:
+            return local, socket
+        return next(
+            ((a, s) for a, s in self.datagram_sockets.items() if a.family == peer.family),
+            (None, None),
+        )
+
+    def _tap(
+        self,
+        direction: str,
+        transport: str,
+        source: tuple[str, int],
+        destination: tuple[str, int],
+        data: bytes,
+        message: Optional[Message],
+    ) -> None:
+        """Tell every tap about one message on the wire; a failing tap is logged."""
+        record = Wire(
+            direction, transport, source, destination, data, self.clock.seconds(), message
+        )
+        for tap in self.taps:
+            try:
+                tap.wire(record)
+            except Exception:
+                log.failure("wire tap {tap!r} failed", tap=tap)
 
     def send_raw(self, data: bytes, peer: Address, local: Optional[Address]) -> None:
         """Send bytes that are not a parsed message (keepalives): UDP from C{local} (or
         any socket of the family), streams only over a connection we already hold."""
+        source: Optional[Address] = local
         if peer.transport == "udp":
-            socket = self._datagram_socket(local, peer)
-            if socket is not None:
-                socket(data, (peer.host, peer.port))
+            source, socket = self._datagram_socket(local, peer)
+            if socket is None:
+                return
+            socket(data, (peer.host, peer.port))
+        elif self.send_stream_existing is None or not self.send_stream_existing(peer, data):
             return
-        if self.send_stream_existing is not None:
-            self.send_stream_existing(peer, data)
+        if self.taps and looks_like_sip(data):
+            here = (source.host, source.port) if source is not None else ("", 0)
+            self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, None)
 
     def transmit(self, send: Send) -> None:
         """Send one message: UDP from the chosen socket, streams over a held connection or a
@@ -466,12 +520,15 @@ class SipEngine:
         peer = send.peer
         self.stats.incr("fwd_requests" if isinstance(send.message, Request) else "rpl_sent")
         if peer.transport == "udp":
-            socket = self._datagram_socket(send.local, peer)
+            source, socket = self._datagram_socket(send.local, peer)
             if socket is None:
                 self.stats.incr("udp_send_errors")
                 log.warn("no UDP socket for {peer}", peer=str(peer))
                 return
             socket(data, (peer.host, peer.port))
+            if self.taps and source is not None:
+                here = (source.host, source.port)
+                self._tap(SENT, "udp", here, (peer.host, peer.port), data, send.message)
             message = send.message
             if (
                 self.probe is not None
@@ -483,3 +540,8 @@ class SipEngine:
             return
         if self.send_stream is None or not self.send_stream(peer, data):
             self.stats.incr(f"{peer.transport}_send_errors")
+            return
+        if self.taps:
+            local = send.local
+            here = (local.host, local.port) if local is not None else ("", 0)
+            self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, send.message)

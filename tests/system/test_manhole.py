@@ -17,6 +17,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import free_port, request_bytes
 from tests.system.harness import SCENARIOS, SbcProcess, require_sipp
@@ -188,13 +189,16 @@ def test_admin_commands_over_ssh(sbc, tmp_path) -> None:  # type: ignore[no-unty
 
 
 def test_metrics_endpoint_carries_the_counters(sbc) -> None:  # type: ignore[no-untyped-def]
-    """The Prometheus text has the same counters as stats."""
+    """The Prometheus text has the same counters as stats, typed."""
     register(sbc.ports[0], "bob", 5999)
     body = urllib.request.urlopen(f"http://127.0.0.1:{sbc.ports[2]}/metrics", timeout=10).read()
-    text = body.decode()
-    assert "sbc_rcv_requests 1" in text and "sbc_registrations 1" in text
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert families["sbc_rcv_requests"].type == "counter"
+    assert families["sbc_rcv_requests"].samples[0].value == 1
+    assert families["sbc_registrations"].type == "gauge"
+    assert families["sbc_registrations"].samples[0].value == 1
     stats = admin_json(sbc, "stats")
-    assert f"sbc_rpl_sent {stats['rpl_sent']}" in text
+    assert families["sbc_rpl_sent"].samples[0].value == stats["rpl_sent"]
 
 
 def test_sighup_applies_a_new_keepalive_interval(sbc) -> None:  # type: ignore[no-untyped-def]
