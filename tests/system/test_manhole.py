@@ -207,6 +207,6 @@ def test_sighup_applies_a_new_keepalive_interval(sbc) -> None:  # type: ignore[n
     path = sbc.config_path
     path.write_text(path.read_text().replace("natping_interval = 5", "natping_interval = 9"))
     sbc.process.send_signal(signal.SIGHUP)
-    sbc.wait_for("reloaded .*: nathelper")
+    sbc.wait_for(r"reloaded .*: \[nathelper\] natping_interval")
     assert admin_json(sbc, "settings")["keepalive"]["interval"] == 9
     assert sbc.alive
