@@ -26,6 +26,7 @@ from typing_extensions import override
 
 from sbc import __version__
 from sbc.app import reload as reload_keys
+from sbc.app.acc import CallAccounting
 from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
 from sbc.app.metrics import SbcMetrics
@@ -47,9 +48,11 @@ from sbc.core.pike import Pike
 from sbc.core.proxy import Proxy
 from sbc.core.registrar import Registrar
 from sbc.net.engine import SipEngine
+from sbc.net.hep import HepSender
 from sbc.net.keepalive import KeepaliveService
 from sbc.net.log import logger, set_level
 from sbc.net.probe import UnreachableProbe
+from sbc.net.relay import RtpRelay
 from sbc.net.resolver import SipResolver
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
 from sbc.net.tls import ReloadableServerOptions
@@ -222,6 +225,14 @@ class SbcService(service.MultiService):
         self.metrics = SbcMetrics(self.engine.stats.snapshot, self.levels)
         self.engine.taps.append(self.metrics)
         self.engine.lookup_listeners.append(self.metrics.dns_lookup_took)
+        self.hep = HepSender(settings.siptrace, self.engine.stats)
+        self.engine.taps.append(self.hep)
+        if isinstance(self.media, RtpRelay):
+            self.media.rtcp_listeners.append(self.hep.rtcp)
+        self.acc = CallAccounting(settings.acc, reactor, self._media_stats, self.engine.stats)
+        self.acc.setServiceParent(self)
+        self.engine.taps.append(self.acc)
+        self.engine.dialog_listeners.append(self.acc.dialog_event)
         self._add_manhole(settings)
         self.handle_signals = False
 
@@ -240,6 +251,13 @@ class SbcService(service.MultiService):
             )
             metrics.setName("metrics")
             metrics.setServiceParent(self)
+
+    def _media_stats(self, call_id: str) -> Optional[dict]:
+        """The built-in relay's counters of one call (for its call record)."""
+        if isinstance(self.media, RtpRelay):
+            session = self.media.table.get(call_id)
+            return session.as_dict() if session is not None else None
+        return None
 
     def levels(self) -> dict[str, int]:
         """The gauges of C{/metrics}: how much state sbc holds now."""
@@ -389,6 +407,9 @@ class SbcService(service.MultiService):
             factory.max_connections_per_source = core.tcp_max_connections_per_source
         if self.proxy.keepalive is not None:
             self.proxy.keepalive.reconfigure(keepalive_settings(new))
+        if old.siptrace != new.siptrace:
+            self.hep.configure(new.siptrace)
+        self.acc.configure(new.acc)  # reopens the log file (logrotate)
         if old.tls != new.tls:
             if self._tls_options is not None:
                 error = self._tls_options.reload(new.tls)

@@ -500,6 +500,12 @@ class SessionTable:
         verdict = self.route(port, source, data, now)
         return (verdict.port, verdict.target) if isinstance(verdict, Relayed) else None
 
+    def owner(self, port: int) -> Optional[tuple[str, bool]]:
+        """The Call-ID of the call relay port C{port} serves, and whether it is its RTCP
+        port (for capture: Kamailio siptrace's correlation of RTCP to its call)."""
+        entry = self._ports.get(port)
+        return (entry[0].call_id, entry[4]) if entry is not None else None
+
     def route(self, port: int, source: Peer, data: bytes, now: float) -> Verdict:
         """
         What to do with a datagram that reached relay port C{port} from C{source}.

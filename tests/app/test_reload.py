@@ -131,6 +131,12 @@ SAMPLES: dict[tuple[str, str], str] = {
     ("pike", "sampling_time_unit"): "5",
     ("pike", "reqs_density_per_unit"): "100",
     ("pike", "remove_latency"): "60",
+    ("siptrace", "duplicate_uri"): "sip:127.0.0.1:9061",
+    ("siptrace", "hep_capture_id"): "7",
+    ("siptrace", "trace_on"): "no",
+    ("acc", "log_file"): "acc.json",
+    ("acc", "db_url"): "postgresql://sbc@127.0.0.1:1/acc",
+    ("acc", "db_table_acc"): "calls",
     ("stun", "stun_allow_stun"): "no",
     ("stun", "stun_allow_fp"): "no",
 }
@@ -149,6 +155,7 @@ BASE = {
     ],
     "auth": ["realm = sbc.test", "credentials_file = credentials"],
     "nathelper": ["natping_interval = 10"],
+    "siptrace": ["duplicate_uri = udp:127.0.0.1:9060"],
 }
 
 Probe = Callable[[SbcService, Any], object]
@@ -188,6 +195,8 @@ PROBES: dict[str, Probe] = {
         == (new.stun.stun_allow_stun, new.stun.stun_allow_fp)
     ),
     "tls": lambda s, new: s.tls_options().settings == new.tls,
+    "siptrace": lambda s, new: s.hep.settings == new.siptrace,
+    "acc": lambda s, new: s.acc.settings == new.acc,
 }
 
 CORE_PROBES: dict[str, Probe] = {

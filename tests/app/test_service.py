@@ -28,7 +28,7 @@ class MakeServiceTests(SynchronousTestCase):
         names = sorted(child.name for child in listeners)
         self.assertEqual(names, ["tcp:127.0.0.1:5060", "udp:127.0.0.1:5060"])
         self.assertEqual(
-            sorted(child.name for child in service if child not in listeners), ["rtp-relay"]
+            sorted(child.name for child in service if child not in listeners), ["acc", "rtp-relay"]
         )
 
     def test_tcp_listener_binds_on_privileged_start(self) -> None:
