@@ -410,11 +410,18 @@ class SbcService(service.MultiService):
         if old.siptrace != new.siptrace:
             self.hep.configure(new.siptrace)
         self.acc.configure(new.acc)  # reopens the log file (logrotate)
+        if self._tls_options is not None and (
+            old.tls != new.tls or self._tls_options.files_changed()
+        ):
+            # Kamailio's tls.reload on SIGHUP: the files are read again even when their
+            # names did not change (a renewed certificate in place).
+            error = self._tls_options.reload(new.tls)
+            if error:
+                notes["tls"] = f"kept the old certificate: {error}"
+                log.error("TLS reload failed, keeping the old certificate: {error}", error=error)
+            else:
+                log.info("TLS certificate reloaded (reload)")
         if old.tls != new.tls:
-            if self._tls_options is not None:
-                error = self._tls_options.reload(new.tls)
-                if error:
-                    notes["tls"] = f"kept the old certificate: {error}"
             if self.connector.tls_options is not None:
                 self.connector.tls_options = client_tls_options(new, self.engine.tls_names)
         return notes
