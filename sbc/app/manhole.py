@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from typing import Any, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -68,8 +69,28 @@ class AdminCommands:
         "blocklist_add",
         "blocklist_delete_all",
         "rtp_sessions",
+        "tls_reload",
+        "siptrace",
         "help",
     )
+
+    #: Kamailio's RPC names (kamcmd/kamctl) for the same commands.
+    ALIASES = {
+        "stats.get_statistics": "stats",
+        "stats.fetch": "stats",
+        "ul.dump": "registrations",
+        "dlg.list": "dialogs",
+        "nathelper.enable_ping": "enable_ping",
+        "cfg.reload": "reload",
+        "tls.reload": "tls_reload",
+        "siptrace.status": "siptrace",
+        "dns.view": "dns_view",
+        "dns.delete_all": "dns_delete_all",
+        "dst_blocklist.view": "blocklist_view",
+        "dst_blocklist.add": "blocklist_add",
+        "dst_blocklist.delete_all": "blocklist_delete_all",
+        "rtpengine.show": "rtp_sessions",
+    }
 
     def __init__(self, sbc: Any) -> None:
         self.sbc = sbc
@@ -218,15 +239,38 @@ class AdminCommands:
             raise AdminError("media anchoring is off ([rtp] engine = off)")
         return list(media.sessions())
 
+    def tls_reload(self) -> dict[str, Any]:
+        """Read the TLS certificate, key and CA files again (tls.reload)."""
+        return self.sbc.reload_tls()
+
+    def siptrace(self, on: Any = None) -> dict[str, Any]:
+        """Show, or switch on (1) / off (0), HEP capture (siptrace.status)."""
+        hep = self.sbc.hep
+        if on is not None:
+            if str(on).lower() not in ("0", "1", "on", "off"):
+                raise AdminError("expected: siptrace [on|off]")
+            hep.configure(replace(hep.settings, trace_on=str(on).lower() in ("1", "on")))
+        target = hep.settings.duplicate_uri
+        return {
+            "trace_on": hep.settings.trace_on,
+            "duplicate_uri": str(target) if target else None,
+            "hep_capture_id": hep.settings.hep_capture_id,
+        }
+
     def run(self, text: str) -> Any:
-        """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form)."""
-        m = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*(.*?)\s*", text)
-        if m is None or m.group(1) not in self.NAMES:
+        """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form); Kamailio's
+        RPC names (C{ul.dump}, C{dlg.list}, C{stats.get_statistics all}, ...) work too."""
+        m = re.fullmatch(r"\s*([\w.]+)\s*(?:\((.*)\))?\s*(.*?)\s*", text)
+        name = m.group(1) if m is not None else ""
+        name = self.ALIASES.get(name, name)
+        if m is None or name not in self.NAMES:
             raise AdminError(f"unknown command {text.strip()!r}; try help")
         raw = m.group(2) if m.group(2) is not None else m.group(3)
         args = [a.strip().strip("'\"") for a in re.split(r"[,\s]+", raw or "") if a.strip()]
+        if m.group(1).startswith("stats.") and args in (["all"], ["all:"]):
+            args = []  # stats.get_statistics all
         try:
-            return getattr(self, m.group(1))(*args)
+            return getattr(self, name)(*args)
         except TypeError as error:
             raise AdminError(str(error)) from None
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -210,3 +211,39 @@ def test_sighup_applies_a_new_keepalive_interval(sbc) -> None:  # type: ignore[n
     sbc.wait_for(r"reloaded .*: \[nathelper\] natping_interval")
     assert admin_json(sbc, "settings")["keepalive"]["interval"] == 9
     assert sbc.alive
+
+
+def sbcctl(sbc, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    script = os.path.join(os.path.dirname(sys.executable), "sbcctl")
+    return subprocess.run(
+        [script, "-p", str(sbc.ports[1]), "-i", sbc.key, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SBCCTL_INSECURE": "1"},
+    )
+
+
+def test_sbcctl_runs_commands_and_kamailio_aliases(sbc) -> None:  # type: ignore[no-untyped-def]
+    """sbcctl stats / ul.dump / --table registrations / dlg.list / reload / tls.reload over
+    the SSH manhole; an unknown command exits 1 with the error."""
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "sbcctl")):
+        pytest.skip("sbcctl is not installed in this virtualenv (make venv)")
+    register(sbc.ports[0], "carol", 5998)
+    stats = sbcctl(sbc, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["rcv_requests"] >= 1
+    every = json.loads(sbcctl(sbc, "stats.get_statistics", "all").stdout)
+    assert set(json.loads(stats.stdout)) <= set(every)  # the same counters (values move)
+    dump = json.loads(sbcctl(sbc, "ul.dump").stdout)
+    assert [r["aor"] for r in dump] == ["carol"]
+    table = sbcctl(sbc, "--table", "registrations")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split()[:3] == ["aor", "contact", "expires"]
+    assert "carol" in table.stdout.splitlines()[1]
+    assert json.loads(sbcctl(sbc, "dlg.list").stdout) == []
+    reload = json.loads(sbcctl(sbc, "reload").stdout)
+    assert reload["reloaded"] is True and reload["changed"] == []
+    assert json.loads(sbcctl(sbc, "tls.reload").stdout)["reloaded"] is False
+    wrong = sbcctl(sbc, "ul.rm", "carol")
+    assert wrong.returncode == 1 and "unknown command" in wrong.stderr
