@@ -29,7 +29,7 @@ from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
 from sbc.core.uri import SipUri, is_ip_literal
-from sbc.core.wire import RECEIVED, SENT, Wire, looks_like_sip
+from sbc.core.wire import RECEIVED, SENT, Wire, looks_like_sip, raw_call_id
 from sbc.net.flow import Flow
 from sbc.net.log import logger
 from sbc.net.media import MediaBackend
@@ -42,6 +42,9 @@ log = logger(__name__)
 
 #: Notices of requests the relay policy refused (403 Relaying Forbidden, 404 Not Here).
 _REFUSALS = frozenset({"relay_forbidden", "not_here"})
+#: Notices about registrations, not calls (no Call-ID added to their lines).
+_NOT_CALLS = frozenset({"registered", "unregistered"})
+
 #: Seconds between two log lines about refused requests of one kind.
 REFUSAL_LOG_INTERVAL = 10.0
 
@@ -142,6 +145,10 @@ class SipEngine:
         #: phone's NAT binding would answer a probe from another port with an ICMP error).
         self.dns_targets: set[Address] = set()
         self.taps: list[WireTap] = []
+        #: The Call-ID of the message or callback being handled: every log line about a
+        #: call names it, so grep on one Call-ID shows the call's whole life.
+        self._call_id: Optional[str] = None
+        self._token_calls: dict[int, Optional[str]] = {}
         self.lookup_listeners: list[Callable[[float], None]] = []
 
     @property
@@ -167,7 +174,13 @@ class SipEngine:
             self._malformed(data, flow, error)
         except Exception:
             self.stats.incr("internal_errors")
-            log.failure("error handling a message from {remote}", remote=flow.remote)
+            log.failure(
+                "error handling a message from {remote} call_id={call_id}",
+                remote=flow.remote,
+                call_id=raw_call_id(data),
+            )
+        finally:
+            self._call_id = None
         self.timer.rearm(self.proxy.next_deadline())
 
     def receive_stun(self, data: bytes, flow: Flow) -> None:
@@ -191,6 +204,7 @@ class SipEngine:
         self.stats.incr("stun_responses")
 
     def _dispatch(self, message: Message, flow: Flow) -> None:
+        self._call_id = message.get("call-id")
         now = self.clock.seconds()
         source = Address(flow.transport, flow.remote[0], flow.remote[1])
         if self.probe is not None and not flow.reliable:
@@ -239,7 +253,7 @@ class SipEngine:
         self.count_limit(error)
         self.stats.incr(f"{flow.transport}_malformed")
         reply = error_response(data, error)
-        self._log_bad_input(self._malformed_log, "message", flow, error)
+        self._log_bad_input(self._malformed_log, "message", flow, error, raw_call_id(data))
         if reply is None:
             self.stats.incr("drop_requests" if not data.startswith(b"SIP/") else "drop_replies")
             return
@@ -252,7 +266,11 @@ class SipEngine:
 
     @staticmethod
     def _log_bad_input(
-        limiter: _RateLimitedLog, what: str, flow: Flow, error: RemoteProtocolError
+        limiter: _RateLimitedLog,
+        what: str,
+        flow: Flow,
+        error: RemoteProtocolError,
+        call_id: Optional[str] = None,
     ) -> None:
         """One log line per bad input, at most a burst a second (a flood is summarised)."""
         allowed, suppressed = limiter.allow()
@@ -265,7 +283,8 @@ class SipEngine:
                 port=flow.remote[1],
                 status=error.status,
                 reason=error.reason,
-                more=f" ({suppressed} more not logged)" if suppressed else "",
+                more=(f" call_id={call_id}" if call_id else "")
+                + (f" ({suppressed} more not logged)" if suppressed else ""),
             )
 
     def transport_failed(self, peer: Address, reason: str, block: bool = True) -> None:
@@ -292,6 +311,9 @@ class SipEngine:
         if self.resolver is None:
             self._resolved(effect.token, [])
             return
+        if len(self._token_calls) > 10_000:  # bounded: only log lines lose their Call-ID
+            self._token_calls.clear()
+        self._token_calls[effect.token] = self._call_id
         self.stats.incr("dns_lookups")
         started = self.clock.seconds()
         try:
@@ -319,6 +341,7 @@ class SipEngine:
         pending.addCallback(lambda targets: self._resolved(effect.token, targets, effect.uri))
 
     def _resolved(self, token: int, targets: list[Address], uri: Optional[SipUri] = None) -> None:
+        self._call_id = self._token_calls.pop(token, self._call_id)
         if not targets:
             self.stats.incr("dns_unresolvable")
         if len(self.dns_targets) > 10_000:  # bounded: learnt again at the next lookup
@@ -339,7 +362,9 @@ class SipEngine:
             self.execute(self.proxy.resolved(token, targets, self.clock.seconds()))
         except Exception:
             self.stats.incr("internal_errors")
-            log.failure("error forwarding after DNS")
+            log.failure("error forwarding after DNS call_id={call_id}", call_id=self._call_id)
+        finally:
+            self._call_id = None
         self.timer.rearm(self.proxy.next_deadline())
 
     def _anchor(self, effect: Anchor) -> None:
@@ -374,11 +399,17 @@ class SipEngine:
             elif isinstance(result, bytes):
                 body = result
                 self.stats.incr("rtp_anchored")
+            self._call_id = effect.call_id
             try:
                 self.execute(self.proxy.anchored(effect.token, body, self.clock.seconds()))
             except Exception:
                 self.stats.incr("internal_errors")
-                log.failure("error forwarding after media anchoring")
+                log.failure(
+                    "error forwarding after media anchoring call_id={call_id}",
+                    call_id=effect.call_id,
+                )
+            finally:
+                self._call_id = None
             self.timer.rearm(self.proxy.next_deadline())
 
         pending.addBoth(done)
@@ -425,18 +456,11 @@ class SipEngine:
                 self._release_media(effect)
             elif isinstance(effect, Notice) and effect.event == "script_error":
                 self.stats.incr("script_errors")
-                log.error(
-                    "routing script error: {details}",
-                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
-                )
+                log.error("routing script error: {details}", details=self._details(effect))
             elif isinstance(effect, Notice) and effect.event in _REFUSALS:
                 self._refused(effect)
             elif isinstance(effect, Notice):
-                log.info(
-                    "{event}: {details}",
-                    event=effect.event,
-                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
-                )
+                log.info("{event}: {details}", event=effect.event, details=self._details(effect))
             else:
                 if isinstance(effect, DialogCreated):
                     self.stats.incr("dialogs_created")
@@ -446,7 +470,19 @@ class SipEngine:
                     try:
                         listener(effect)
                     except Exception:
-                        log.failure("dialog listener failed")
+                        log.failure(
+                            "dialog listener failed call_id={call_id}",
+                            call_id=effect.dialog.call_id,
+                        )
+
+    def _details(self, notice: Notice) -> str:
+        """A notice's fields as C{key=value}, with the Call-ID of the message or callback
+        being handled when the notice does not name one (and it is about a call)."""
+        fields = list(notice.fields)
+        if self._call_id is not None and notice.event not in _NOT_CALLS:
+            if not any(key == "call_id" for key, _ in fields):
+                fields.append(("call_id", self._call_id))
+        return " ".join(f"{k}={v}" for k, v in fields)
 
     def _refused(self, notice: Notice) -> None:
         """A request the relay policy refused: counted; logged at most once per
@@ -462,7 +498,7 @@ class SipEngine:
         log.warn(
             "{event}: {details}{more}",
             event=notice.event,
-            details=" ".join(f"{k}={v}" for k, v in notice.fields),
+            details=self._details(notice),
             more=f" ({suppressed} more since the last line)" if suppressed else "",
         )
 
@@ -523,7 +559,11 @@ class SipEngine:
             source, socket = self._datagram_socket(send.local, peer)
             if socket is None:
                 self.stats.incr("udp_send_errors")
-                log.warn("no UDP socket for {peer}", peer=str(peer))
+                log.warn(
+                    "no UDP socket for {peer} call_id={call_id}",
+                    peer=str(peer),
+                    call_id=send.message.get("call-id"),
+                )
                 return
             socket(data, (peer.host, peer.port))
             if self.taps and source is not None:

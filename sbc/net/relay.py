@@ -220,11 +220,13 @@ class RtpRelay(service.Service):
         except OSError as error:
             stats.incr("rtp_send_errors")
             if error.errno not in _TRANSIENT:
+                owner = self.table.owner(port)
                 log.warn(
-                    "RTP send from {port} to {destination} failed: {error}",
+                    "RTP send from {port} to {destination} failed: {error} call_id={call_id}",
                     port=out,
                     destination=destination,
                     error=error,
+                    call_id=owner[0] if owner else None,
                 )
             return
         stats.incr("rtp_relayed_packets")
