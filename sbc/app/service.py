@@ -385,7 +385,16 @@ class SbcService(service.MultiService):
         )
         self.proxy.blocklist.settings = new.blocklist
         self.registrar.settings = new.registrar
-        self.proxy.auth = digest_auth(new.auth) if new.auth.enabled else None
+        if not new.auth.enabled:
+            self.proxy.auth = None
+        elif self.proxy.auth is None:
+            self.proxy.auth = digest_auth(new.auth)
+        else:
+            # Same nonce secret and replay memory: challenges issued before the reload
+            # stay answerable; users and realm are the file's now.
+            fresh = digest_auth(new.auth)
+            self.proxy.auth.settings = fresh.settings
+            self.proxy.auth.credentials = fresh.credentials
         self.engine.limits = ParseLimits(
             core.max_message_size, core.max_headers, core.max_header_length
         )

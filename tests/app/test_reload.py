@@ -333,3 +333,20 @@ def test_a_broken_certificate_keeps_the_old_one(tmp_path, monkeypatch) -> None: 
     assert "kept the old certificate" in result["tls"]
     assert context._current is running
     assert service.settings.tls.certificate == f"{TLS}/server.pem"
+
+
+def test_reload_keeps_outstanding_nonces_valid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Re-reading [auth] (new users) keeps the nonce secret: a challenge sent before the
+    reload can still be answered after it."""
+    (tmp_path / "credentials").write_text(f"alice:sbc.test:MD5:{'0' * 32}\n")
+    path = tmp_path / "sbc.ini"
+    path.write_text("[auth]\nrealm = sbc.test\ncredentials_file = credentials\n")
+    service = build_service(load(str(path)), MemoryReactorClock())
+    auth = service.proxy.auth
+    secret = auth.secret
+    (tmp_path / "credentials").write_text(
+        f"alice:sbc.test:MD5:{'0' * 32}\nbob:sbc.test:MD5:{'1' * 32}\n"
+    )
+    assert service.reload()["reloaded"]
+    assert service.proxy.auth is auth and auth.secret == secret
+    assert sorted(auth.credentials) == ["alice", "bob"]
