@@ -208,6 +208,7 @@ class SbcService(service.MultiService):
         self.engine.send_stream = self.connector.send
         self.connector.on_failure = self.engine.transport_failed
         self.engine.send_stream_existing = self.connector.send_existing
+        self.engine.stream_local = self._stream_local
         keepalive = keepalive_settings(settings)
         if keepalive.enabled or settings.nat_traversal.keepalive_state_file:
             self.proxy.keepalive = KeepaliveTable(keepalive, random.Random())
@@ -251,6 +252,15 @@ class SbcService(service.MultiService):
             )
             metrics.setName("metrics")
             metrics.setServiceParent(self)
+
+    def _stream_local(self, peer: Address) -> Optional[tuple[str, int]]:
+        """Our end of the connection held with C{peer} (for HEP capture)."""
+        connection = self.connections.get(peer.transport, peer.host, peer.port)
+        transport = connection.transport if connection is not None else None
+        if transport is None:
+            return None
+        host = transport.getHost()
+        return (host.host, host.port)
 
     def _media_stats(self, call_id: str) -> Optional[dict]:
         """The built-in relay's counters of one call (for its call record)."""

@@ -145,6 +145,9 @@ class SipEngine:
         #: phone's NAT binding would answer a probe from another port with an ICMP error).
         self.dns_targets: set[Address] = set()
         self.taps: list[WireTap] = []
+        #: Our end of the connection held with a stream peer, when there is one (for the
+        #: source address of what the taps see); set by the wiring.
+        self.stream_local: Optional[Callable[[Address], Optional[tuple[str, int]]]] = None
         #: The Call-ID of the message or callback being handled: every log line about a
         #: call names it, so grep on one Call-ID shows the call's whole life.
         self._call_id: Optional[str] = None
@@ -515,6 +518,18 @@ class SipEngine:
             (None, None),
         )
 
+    def _local_end(self, peer: Address) -> tuple[str, int]:
+        """Our (host, port) on the connection to stream peer C{peer}; C{("", 0)} while it
+        is still being set up."""
+        if self.stream_local is not None:
+            try:
+                found = self.stream_local(peer)
+            except Exception:
+                found = None
+            if found is not None:
+                return found
+        return ("", 0)
+
     def _tap(
         self,
         direction: str,
@@ -546,7 +561,7 @@ class SipEngine:
         elif self.send_stream_existing is None or not self.send_stream_existing(peer, data):
             return
         if self.taps and looks_like_sip(data):
-            here = (source.host, source.port) if source is not None else ("", 0)
+            here = (source.host, source.port) if source is not None else self._local_end(peer)
             self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, None)
 
     def transmit(self, send: Send) -> None:
@@ -582,6 +597,5 @@ class SipEngine:
             self.stats.incr(f"{peer.transport}_send_errors")
             return
         if self.taps:
-            local = send.local
-            here = (local.host, local.port) if local is not None else ("", 0)
+            here = self._local_end(peer)
             self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, send.message)

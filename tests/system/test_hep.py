@@ -254,3 +254,44 @@ def parse_media(body: bytes) -> tuple[str, int]:
     host = next(line[9:] for line in text.split("\r\n") if line.startswith("c=IN IP4 "))
     port = next(int(line.split()[1]) for line in text.split("\r\n") if line.startswith("m=audio"))
     return host.strip(), port
+
+
+def test_hep_capture_over_tcp_has_both_real_ends(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An OPTIONS over TCP and sbc's 200: both captured as TCP (IP protocol 6) with the
+    client's and sbc's real addresses, payloads as on the wire."""
+    from sbc.core.hep import decode
+    from tests.helpers import request_bytes
+
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(2)
+    port = free_port()
+    config = tmp_path / "sbc.ini"
+    config.write_text(
+        f"[core]\nlisten = tcp:127.0.0.1:{port}\nalias = sbc.test\n"
+        f"[siptrace]\nduplicate_uri = udp:127.0.0.1:{collector.getsockname()[1]}\n"
+    )
+    try:
+        with SbcProcess(str(config)) as sbc:
+            sbc.wait_for("listening on ")
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                here = client.getsockname()
+                options = request_bytes(
+                    uri=f"sip:127.0.0.1:{port}",
+                    via=f"SIP/2.0/TCP {here[0]}:{here[1]};branch=z9hG4bKtcp",
+                )
+                client.sendall(options)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += client.recv(4096)
+            packets = [decode(collector.recvfrom(65535)[0]) for _ in range(2)]
+            sbc.assert_clean_stop()
+    finally:
+        collector.close()
+    received, sent = packets
+    assert (received.transport, received.source, received.destination) == (
+        "tcp", here, ("127.0.0.1", port),
+    )  # fmt: skip
+    assert received.payload == options
+    assert (sent.transport, sent.source, sent.destination) == ("tcp", ("127.0.0.1", port), here)
+    assert sent.payload == answer and answer.startswith(b"SIP/2.0 200")
