@@ -149,6 +149,7 @@ def test_hep_capture_decoded_by_tshark(tmp_path) -> None:  # type: ignore[no-unt
         "[permissions]\ntrusted = any:127.0.0.0/8\n"
         f"[rtp]\nrtp_policy = always\nport_min = {rtp}\nport_max = {rtp + 99}\n"
         f"[siptrace]\nduplicate_uri = sip:127.0.0.1:{hep_port}\nhep_capture_id = {CAPTURE_ID}\n"
+        "[acc]\nlog_file = acc.json\n"
     )
     sbc_address = ("127.0.0.1", sip)
     caller, callee = Endpoint(), Endpoint()
@@ -247,6 +248,13 @@ def test_hep_capture_decoded_by_tshark(tmp_path) -> None:  # type: ignore[no-unt
     decoded = json.loads(payload(report_row))
     assert decoded["type"] == 201 and decoded["report_blocks"][0]["packets_lost"] == 4
     assert decoded["report_blocks"][0]["fraction_lost"] == 25
+    # The call's record ([acc]) has the relay's per-leg counters as they were at the BYE.
+    [record] = [json.loads(line) for line in (tmp_path / "acc.json").read_text().splitlines()]
+    assert record["call_id"] == CALL_ID and record["hung_up"] == "caller"
+    legs = {leg["side"]: leg for leg in record["legs"]}
+    # one RTP packet (172 bytes) and the RTCP report (32 bytes) from the caller
+    assert (legs["caller"]["packets"], legs["caller"]["bytes"]) == (2, 204), legs
+    assert legs["callee"]["packets"] == 0, legs
 
 
 def parse_media(body: bytes) -> tuple[str, int]:
