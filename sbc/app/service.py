@@ -517,6 +517,7 @@ class SbcService(service.MultiService):
     def _stop_now(self):  # type: ignore[no-untyped-def]
         if self._tls_watch is not None and self._tls_watch.running:
             self._tls_watch.stop()
+        self.hep.close()
         self.engine.timer.cancel()
         if self.engine.probe is not None:
             self.engine.probe.stop()
