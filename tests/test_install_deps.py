@@ -12,7 +12,18 @@ import pytest
 from tests.helpers import ROOT
 
 SCRIPT = os.path.join(ROOT, "scripts", "install-test-deps")
-COMMANDS = ("sipp", "ip", "iptables", "openssl", "stun", "ssh", "rtpengine", "baresip")
+COMMANDS = (
+    "sipp",
+    "ip",
+    "iptables",
+    "openssl",
+    "stun",
+    "ssh",
+    "rtpengine",
+    "baresip",
+    "tshark",
+    "initdb",
+)
 
 
 def fake_bin(tmp_path: Path, uid: int, apt_installs: bool) -> Path:

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from sbc.app.routescript import ScriptLoadError, load_script
+from sbc.core.acc import AccSettings
 from sbc.core.address import Address, parse_address
 from sbc.core.auth import AuthSettings
 from sbc.core.blocklist import METHOD_BITS, BlocklistSettings
 from sbc.core.dialog import DialogSettings
 from sbc.core.errors import ParseError
+from sbc.core.hep import SiptraceSettings
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
 from sbc.core.proxy import failover_codes
@@ -247,6 +249,8 @@ class Settings:
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
     permissions: PermissionsSettings = field(default_factory=PermissionsSettings)
     dialog: DialogSettings = field(default_factory=DialogSettings)
+    siptrace: SiptraceSettings = field(default_factory=SiptraceSettings)
+    acc: AccSettings = field(default_factory=AccSettings)
 
 
 def defaults() -> Settings:
@@ -455,6 +459,30 @@ def _udp_address(text: str) -> Address:
     if address is None or address.transport != "udp":
         raise ValueError("udp:ip:port")
     return address
+
+
+def _hep_uri(text: str) -> Optional[Address]:
+    """Kamailio siptrace's C{duplicate_uri} (C{sip:ip:port}) or C{udp:ip:port}."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.lower().startswith("sip:"):
+        value = "udp:" + value[4:]
+    return _udp_address(value)
+
+
+def _db_url(text: str) -> str:
+    value = text.strip()
+    if value and not re.match(r"postgres(ql)?://", value):
+        raise ValueError("a PostgreSQL URI postgresql://user@host:port/database, or nothing")
+    return value
+
+
+def _identifier(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        raise ValueError("an SQL table name (letters, digits, _)")
+    return value
 
 
 def _sdp_line(text: str) -> str:
@@ -694,6 +722,22 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "sampling_time_unit": _integer(1, 3600),
             "reqs_density_per_unit": _integer(0, 1_000_000),
             "remove_latency": _integer(1, 86400),
+        },
+    ),
+    "siptrace": (
+        SiptraceSettings,
+        {
+            "duplicate_uri": _hep_uri,
+            "hep_capture_id": _integer(0, 2**32 - 1),
+            "trace_on": _boolean,
+        },
+    ),
+    "acc": (
+        AccSettings,
+        {
+            "log_file": _OUTPUT_PATH,
+            "db_url": _db_url,
+            "db_table_acc": _identifier,
         },
     ),
     "stun": (

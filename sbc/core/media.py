@@ -3,35 +3,29 @@
 The built-in media relay as a pure model: port pairs, sessions, latching, counters.
 
 Theory of operation.  A call (keyed by Call-ID) has two I{legs}, each named by its SIP tag:
-the offerer's (the From tag of the offer) and the answerer's (learnt with the answer).  The
-semantics are rtpengine's ng C{offer}/C{answer}: C{offer(call_id, from_tag, to_tag,
-...)} and C{answer(...)} always take the offerer's tag as C{from_tag}, so a re-INVITE from
-the callee is an offer with the callee's tag, and a late offer in a 2xx is
-C{offer(from_tag=callee, to_tag=caller)}.
+the offerer's (the From tag of the offer) and the answerer's.  As in rtpengine's ng
+C{offer}/C{answer}, C{from_tag} is always the offerer's tag: a re-INVITE from the callee
+is an offer with the callee's tag, a late offer in a 2xx C{offer(from_tag=callee, ...)}.
 
 Every media stream (C{m=} line) of a call gets one relay port pair per leg: the pair I{facing}
 that leg, where that leg sends and from where it receives.  The SDP that goes on to the other
 side names the ports facing the other side.  A datagram arriving on leg A's RTP port (or
 RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
 
-Addresses come from the SDP first (a private SDP address with a public signalling source is
-replaced by the source host as a first guess), and then from I{latching} (symmetric RTP,
-RFC 4961): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
-answer from the leg forgets it (re-latching after a re-INVITE).  Once latched, datagrams from
-any other source are dropped and counted (rtpengine's C{strict-source} without
-C{media-handover}); C{strict_source=False} relays them as well.
+Addresses come from the SDP first (a private SDP address behind a public signalling source
+is replaced by the source host), then from I{latching} (symmetric RTP, RFC 4961): the first
+datagram on a leg's port fixes its address until a new offer or answer from the leg.  Once
+latched, other sources are dropped and counted (rtpengine's C{strict-source} without
+C{media-handover}); C{strict_source=False} relays them too.
 
-ICE (RFC 8445): a leg whose SDP carries ICE gets credentials of the relay's own
-(L{SessionTable.ice_towards}, written into the SDP sent to it by L{sbc.core.sdp.anchor_sdp}),
-and STUN on its ports (RFC 7983 §7) is answered as by an ICE-lite agent
-(L{sbc.core.ice.answer_check}); a valid check latches the leg to its source (with
-USE-CANDIDATE, even when it had latched elsewhere).  STUN is never relayed.
+ICE (RFC 8445): a leg whose SDP carries ICE gets the relay's own credentials
+(L{SessionTable.ice_towards}, written by L{sbc.core.sdp.anchor_sdp}); STUN on its ports
+(RFC 7983 §7) is answered as by an ICE-lite agent, a valid check latches the leg (with
+USE-CANDIDATE even when latched elsewhere).  STUN is never relayed.
 
-The port pool is in L{sbc.core.ports}, a leg's state and counters and the per-datagram
-verdicts in L{sbc.core.leg}; both are re-exported here.
-
-Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
-closes them through a L{PortListener} the table calls as ports are taken and given back.
+The port pool is in L{sbc.core.ports}, a leg's state and the per-datagram verdicts in
+L{sbc.core.leg} (both re-exported).  Time comes in as C{now}; the sockets live in
+L{sbc.net.relay}, opened and closed through a L{PortListener} as ports come and go.
 """
 
 from __future__ import annotations
@@ -499,6 +493,12 @@ class SessionTable:
         """
         verdict = self.route(port, source, data, now)
         return (verdict.port, verdict.target) if isinstance(verdict, Relayed) else None
+
+    def owner(self, port: int) -> Optional[tuple[str, bool]]:
+        """The Call-ID of the call relay port C{port} serves, and whether it is its RTCP
+        port (for capture: Kamailio siptrace's correlation of RTCP to its call)."""
+        entry = self._ports.get(port)
+        return (entry[0].call_id, entry[4]) if entry is not None else None
 
     def route(self, port: int, source: Peer, data: bytes, now: float) -> Verdict:
         """

@@ -144,7 +144,7 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
             "[rtpengine]\nx = 1\n",
             "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
             "rr, permissions, dialog, registrar, nat, nathelper, nat_traversal, manhole, auth, "
-            "pike, stun",
+            "pike, siptrace, acc, stun",
         ),
         (
             "[permissions]\ntrusted = udp:10.0.0.1 carrier.example\n",

@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from sbc.app.config import ConfigError, defaults, endpoint_is_loopback, load
-from sbc.app.manhole import AdminCommands, AdminError, load_or_create_host_key, prometheus_text
+from sbc.app.manhole import AdminCommands, AdminError, load_or_create_host_key
 from sbc.app.service import build_service
 
 
@@ -29,13 +29,6 @@ def test_run_parses_the_scriptable_forms() -> None:
     with pytest.raises(AdminError, match="NATping disabled"):
         c.run("enable_ping 1")
     json.dumps(c.run("settings"))
-
-
-def test_prometheus_text() -> None:
-    """sbc_ prefix, safe names, one TYPE line each."""
-    text = prometheus_text({"rcv_requests": 3, "udp:odd-name": 1}).decode()
-    assert "# TYPE sbc_rcv_requests gauge\nsbc_rcv_requests 3\n" in text
-    assert "sbc_udp_odd_name 1" in text
 
 
 @pytest.mark.parametrize(
