@@ -18,10 +18,11 @@ datagram on a leg's port fixes its address until a new offer or answer from the 
 latched, other sources are dropped and counted (rtpengine's C{strict-source} without
 C{media-handover}); C{strict_source=False} relays them too.
 
-ICE (RFC 8445): a leg whose SDP carries ICE gets the relay's own credentials
-(L{SessionTable.ice_towards}, written by L{sbc.core.sdp.anchor_sdp}); STUN on its ports
-(RFC 7983 §7) is answered as by an ICE-lite agent, a valid check latches the leg (with
-USE-CANDIDATE even when latched elsewhere).  STUN is never relayed.
+ICE (RFC 8445): a leg whose SDP carries ICE (or, before its SDP, one offered ICE:
+L{sbc.core.ice.IceSides}) gets the relay's own credentials (L{SessionTable.ice_towards},
+written by L{sbc.core.sdp.anchor_sdp}); STUN on its ports (RFC 7983 §7) is answered as by
+an ICE-lite agent, a valid check latches the leg (with USE-CANDIDATE even when latched
+elsewhere).  STUN is never relayed.
 
 The port pool is in L{sbc.core.ports}, a leg's state and the per-datagram verdicts in
 L{sbc.core.leg} (both re-exported).  Time comes in as C{now}; the sockets live in
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Optional
 
-from sbc.core.ice import IceCredentials, answer_check, new_credentials
+from sbc.core.ice import IceCredentials, IceSides, answer_check
 from sbc.core.leg import (
     DROP_EMPTY,
     DROP_FOREIGN,
@@ -132,8 +133,7 @@ class MediaSession:
     last_signal: float = 0.0
     last_packet: Optional[float] = None
     sources: list[Optional[str]] = field(default_factory=lambda: [None, None])
-    ice: list[Optional[IceCredentials]] = field(default_factory=lambda: [None, None])
-    ice_peer: list[Optional[str]] = field(default_factory=lambda: [None, None])
+    ice: IceSides = field(default_factory=IceSides)
 
     def side(self, from_tag: str, to_tag: Optional[str]) -> tuple[int, list[Optional[str]]]:
         """
@@ -303,10 +303,12 @@ class SessionTable:
             session = MediaSession(call_id, [from_tag, to_tag], now, last_signal=now)
             ports = self._describe(session, 0, streams, now, source)  # changes nothing on error
             self._sessions[call_id] = session
+            self._offer_ice(session, 0)
             return ports
         side, tags = session.side(from_tag, to_tag)
         ports = self._describe(session, side, streams, now, source)
         session.tags = tags
+        self._offer_ice(session, side)
         return ports
 
     def answer(
@@ -330,7 +332,7 @@ class SessionTable:
         if session is None:
             raise UnknownSessionError(f"no offer for call {call_id}")
         offerer, tags = session.side(from_tag, to_tag)
-        ports = self._describe(session, 1 - offerer, streams, now, source)
+        ports = self._describe(session, 1 - offerer, streams, now, source, answering=True)
         session.tags = tags
         session.established = True
         return ports
@@ -342,6 +344,7 @@ class SessionTable:
         streams: Sequence[MediaStream],
         now: float,
         source: Optional[str],
+        answering: bool = False,
     ) -> list[Optional[int]]:
         """Apply one side's SDP to the call; all pairs are taken before anything changes."""
         have = session.streams
@@ -363,7 +366,7 @@ class SessionTable:
             fresh.append(port)
         session.last_signal = now
         session.sources[side] = source
-        self._learn_ice(session, side, streams)
+        session.ice.learn(side, streams, answering, self.rng)
         ports: list[Optional[int]] = []
         for index, stream in enumerate(streams):
             relay = session.streams[index] if index < len(session.streams) else None
@@ -395,7 +398,7 @@ class SessionTable:
                 leg.sdp_rtcp = (rtcp_host, stream.rtcp_port) if usable else None
             leg.rtcp_mux = stream.rtcp_mux
             leg.forget_latch()
-            leg.ice = session.ice[side]
+            leg.ice = session.ice.credentials[side]
             leg.ice_ufrag = stream.ice_ufrag if leg.ice is not None else None
             leg.hold = stream.held
             relay.held = relay.legs[0].hold or relay.legs[1].hold
@@ -406,25 +409,22 @@ class SessionTable:
         del session.streams[len(streams) :]
         return ports
 
-    def _learn_ice(self, session: MediaSession, side: int, streams: Sequence[MediaStream]) -> None:
-        """Does the side speak ICE?  Its credentials stay for the call, and are new when
-        its ufrag changes (an ICE restart, RFC 8445 §9)."""
-        offered = [s for s in streams if s.ice and not s.disabled]
-        if not offered:
-            session.ice[side] = session.ice_peer[side] = None
-            return
-        ufrag = next((s.ice_ufrag for s in offered if s.ice_ufrag), None)
-        if session.ice[side] is None or ufrag != session.ice_peer[side]:
-            session.ice[side] = new_credentials(self.rng)
-        session.ice_peer[side] = ufrag
+    def _offer_ice(self, session: MediaSession, side: int) -> None:
+        """The offer from C{side} goes on; the other side may be offered ICE before its
+        answer is seen (L{IceSides.offer}), and its legs then answer its checks at once."""
+        if session.ice.offer(side, self.rng):
+            for relay in session.streams:
+                if relay is not None:
+                    relay.legs[1 - side].ice = session.ice.credentials[1 - side]
 
     def ice_towards(self, call_id: str, tag: Optional[str]) -> Optional[IceCredentials]:
         """The relay's ICE credentials towards the leg tagged C{tag} (for the SDP sent to
-        it), or L{None} when that leg's SDP carried no ICE (or is not known yet)."""
+        it; C{tag} L{None}: the answerer not known yet), or L{None} when that leg's SDP
+        carried no ICE (or, before it sent any, the offer it gets carries none)."""
         session = self._sessions.get(call_id)
-        if session is None or tag is None or tag not in session.tags:
+        if session is None or tag not in session.tags:
             return None
-        return session.ice[session.tags.index(tag)]
+        return session.ice.credentials[session.tags.index(tag)]
 
     def _take(self) -> Optional[int]:
         for _ in range(OPEN_TRIES):

@@ -450,8 +450,9 @@ async def test_loopback_strict_source_drops_a_third_socket(
 async def test_loopback_ice_lite_check_latches_the_ice_side(
     loopback_relay: RtpRelay, endpoints: Callable[[], Endpoint]
 ) -> None:
-    """Alice offers ICE, Bob answers without: Bob's offer has no ICE, Alice's answer makes
-    the relay an ICE-lite peer.  A check with the right credentials to the advertised
+    """Alice offers ICE, Bob answers without: Bob's offer makes the relay his ICE-lite peer
+    (he has sent no SDP yet; his answer without ICE drops it), Alice's answer makes the
+    relay her ICE-lite peer.  A check with the right credentials to the advertised
     candidate gets a signed success naming Alice's socket and latches her leg there (her
     SDP port is wrong); a check with a wrong password gets 401; STUN is never relayed; RTP
     from Alice's socket reaches Bob, RTP from another socket is dropped."""
@@ -463,7 +464,9 @@ async def test_loopback_ice_lite_check_latches_the_ice_side(
         f"a=candidate:1 1 UDP 2130706431 127.0.0.1 {wrong_port} typ host\r\n"
     ).encode()
     offer = await relay.offer("c1", "A", None, sdp("127.0.0.1", wrong_port) + ice, SOURCE_A)
-    assert b"a=ice" not in offer and b"a=candidate" not in offer
+    assert b"a=ice-lite\r\n" in offer and b"alic" not in offer
+    [bob_candidate, _] = [line for line in offer.decode().split("\r\n") if "candidate" in line]
+    assert bob_candidate.endswith(f" 127.0.0.1 {relay_port(offer)} typ host")
     answer = await relay.answer("c1", "A", "B", sdp("127.0.0.1", bob.port), SOURCE_B)
     to_bob = relay_port(offer)
     [stream] = media_streams(answer)

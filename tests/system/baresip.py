@@ -11,6 +11,11 @@ calling thread), so no helper process is needed.  ctrl_tcp frames JSON in netstr
 (C{len:json,}): commands C{{"command", "params", "token"}}, answers C{{"response": true,
 "ok", "data", "token"}}, events C{{"event": true, "type", "class", "param", ...}}.
 
+With C{medianat="ice"} the account uses baresip's C{ice} module (C{;medianat=ice}, no STUN
+or TURN server: host candidates only, and inside the namespace the only address besides
+loopback, which the module skips, is the phone's own).  With C{sip_trace} baresip runs with
+C{-s} and its log holds every SIP message it sent and received (L{Baresip.received_sdps}).
+
 baresip is stopped by its PID in L{Baresip.stop} (also on failure, from C{__exit__}).
 """
 
@@ -20,6 +25,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +42,9 @@ import pytest
 BARESIP = shutil.which("baresip")
 MODULE_PATH = "/usr/lib/baresip/modules"
 _CLONE_NEWNET = 0x40000000
+#: The line C{-s} writes before each SIP message: transport, source -> destination.
+_TRACE = re.compile(rb"^(UDP|TCP|TLS) (\S+) -> (\S+)\r?\n", re.M)
+_CONTENT_LENGTH = re.compile(r"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
 
 
 def require_baresip() -> str:
@@ -47,6 +56,19 @@ def require_baresip() -> str:
             pytest.fail(reason + ", and CI=true requires it")
         pytest.skip(reason)
     return BARESIP
+
+
+def require_baresip_module(name: str) -> str:
+    """The path of baresip module C{name} (e.g. C{ice}); skip or, under CI=true, fail as
+    L{require_baresip} does when it is missing."""
+    require_baresip()
+    path = os.path.join(MODULE_PATH, f"{name}.so")
+    if not os.path.exists(path):
+        reason = f"baresip's {name} module is not installed ({path}; Debian package baresip-core)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + ", and CI=true requires it")
+        pytest.skip(reason)
+    return path
 
 
 def baresip_version() -> str:
@@ -124,6 +146,8 @@ class Baresip:
         ctrl_port: int = 4444,
         tone_seconds: float = 30.0,
         regint: int = 600,
+        medianat: Optional[str] = None,
+        sip_trace: bool = False,
     ) -> None:
         self.prefix = prefix
         self.namespace = namespace
@@ -137,6 +161,8 @@ class Baresip:
         self.ctrl_port = ctrl_port
         self.tone_seconds = tone_seconds
         self.regint = regint
+        self.medianat = medianat
+        self.sip_trace = sip_trace
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.events: list[tuple[float, dict]] = []
         self.responses: list[dict] = []
@@ -152,6 +178,8 @@ class Baresip:
         if not tone.exists():
             write_tone(tone, self.tone_seconds)
         modules = ("g711", "aufile", "aubridge", "account", "menu", "ctrl_tcp")
+        if self.medianat is not None:
+            modules += (self.medianat,)
         lines = [
             "poll_method epoll",
             f"sip_listen {self.local_ip}:{self.sip_port}",
@@ -181,6 +209,7 @@ class Baresip:
         return (
             f"<sip:{self.user}@{self.registrar};transport={self.transport}>"
             f";regint={self.regint};answermode=manual;audio_codecs=PCMU,PCMA"
+            + (f";medianat={self.medianat}" if self.medianat is not None else "")
         )
 
     def register(self, timeout: float = 10.0) -> float:
@@ -207,7 +236,13 @@ class Baresip:
         log = open(self.folder / "baresip.log", "ab")
         try:
             self.process = subprocess.Popen(
-                [*self.prefix, require_baresip(), "-f", str(self.folder)],
+                [
+                    *self.prefix,
+                    require_baresip(),
+                    *(["-s"] if self.sip_trace else []),
+                    "-f",
+                    str(self.folder),
+                ],
                 cwd=str(self.folder),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -245,6 +280,32 @@ class Baresip:
     def log(self) -> str:
         path = self.folder / "baresip.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def full_log(self) -> str:
+        """Everything baresip wrote so far (colour escapes removed)."""
+        path = self.folder / "baresip.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+    def received_sdps(self) -> list[tuple[str, str]]:
+        """(start line, SDP) of every SIP message with a body that reached this phone, in
+        order, from its SIP trace (C{sip_trace=True})."""
+        path = self.folder / "baresip.log"
+        data = path.read_bytes() if path.exists() else b""
+        found = []
+        for match in _TRACE.finditer(data):
+            if not match.group(3).startswith(self.local_ip.encode() + b":"):
+                continue
+            end = data.find(b"\r\n\r\n", match.end())
+            if end < 0:
+                continue
+            head = data[match.end() : end].decode(errors="replace")
+            length = _CONTENT_LENGTH.search(head)
+            size = int(length.group(1)) if length else 0
+            if size:
+                body = data[end + 4 : end + 4 + size].decode(errors="replace")
+                found.append((head.split("\r\n", 1)[0], body))
+        return found
 
     # -- ctrl_tcp -----------------------------------------------------------------------------
     def _read(self, sock: socket.socket) -> None:

@@ -3,7 +3,8 @@ System tests with a real third-party phone: baresip (Debian's C{baresip-core}), 
 them, each behind its own NAT (network namespaces, iptables MASQUERADE, symmetric), sbc
 with its built-in relay on the public side.  The phones register over UDP and over TCP,
 call each other both ways with audio (an 8 kHz tone), hold and resume, send DTMF
-(RFC 4733), and one comes back after its NAT binding died while blocklisting is on.
+(RFC 4733), and one comes back after its NAT binding died while blocklisting is on.  Two
+phones with ICE (baresip's C{ice} module) find the relay as their ICE-lite peer.
 
 RTP is counted where it crosses each NAT: iptables rules in the router namespaces (made by
 the test) count G.711 packets between sbc's media address and the phone's RTP ports.
@@ -17,10 +18,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import Optional
 
 import pytest
 
-from tests.system.baresip import Baresip, baresip_version, require_baresip
+from tests.system.baresip import (
+    Baresip,
+    baresip_version,
+    require_baresip,
+    require_baresip_module,
+)
 from tests.system.harness import SbcProcess
 from tests.system.netns import PRIVATE_UA2_IP, PRIVATE_UA_IP, SBC, SBC_IP, NatLab
 
@@ -103,7 +110,9 @@ def start_sbc(lab: NatLab, tmp_path) -> SbcProcess:  # type: ignore[no-untyped-d
 class Call:
     """Both phones, sbc and the RTP counters of one test."""
 
-    def __init__(self, lab: NatLab, tmp_path, transport: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self, lab: NatLab, tmp_path, transport: str, medianat: Optional[str] = None
+    ) -> None:
         self.lab = lab
         self.transport = transport
         self.stack = ExitStack()
@@ -121,6 +130,8 @@ class Call:
             PRIVATE_UA_IP,
             SBC_IP,
             transport,
+            medianat=medianat,
+            sip_trace=medianat is not None,
         )
         self.bob = Baresip(
             lab.prefix(lab.priv2),
@@ -130,6 +141,8 @@ class Call:
             PRIVATE_UA2_IP,
             SBC_IP,
             transport,
+            medianat=medianat,
+            sip_trace=medianat is not None,
         )
         self.stack.callback(self.alice.stop)
         self.stack.callback(self.bob.stop)
@@ -217,6 +230,93 @@ def test_register_and_call_both_ways_with_audio_through_the_relay(calls: Call) -
     assert stats.get("rtp_sessions", 0) == 0, stats
 
 
+@pytest.fixture
+def ice_calls(lab2, tmp_path) -> Iterator[Call]:  # type: ignore[no-untyped-def]
+    """Both phones with baresip's ice module (C{;medianat=ice}, host candidates only)."""
+    require_baresip_module("ice")
+    setup = Call(lab2, tmp_path, "udp", medianat="ice")
+    try:
+        yield setup
+    finally:
+        setup.stack.close()
+
+
+def relay_ice_lite(sdp: str) -> list[str]:
+    """What is wrong with an SDP a phone received, if it is not the relay as an ICE-lite
+    peer: every C{c=} the relay's address, C{a=ice-lite} with ufrag and password, and in
+    the stream exactly one host candidate per component, at the relay's RTP and RTCP ports
+    (the ones in C{m=} and C{a=rtcp}); nothing of the other phone's ICE left."""
+    lines = sdp.replace("\r\n", "\n").splitlines()
+    problems = [line for line in lines if line.startswith("c=") and line != f"c=IN IP4 {SBC_IP}"]
+    for needed in ("a=ice-lite", "a=ice-ufrag:", "a=ice-pwd:"):
+        if not any(line.startswith(needed) for line in lines):
+            problems.append(f"no {needed}")
+    leftovers = ("a=remote-candidates", "a=ice-mismatch", "a=end-of-candidates")
+    problems += [line for line in lines if line.startswith(leftovers)]
+    [m_line] = [line for line in lines if line.startswith("m=audio ")]
+    rtp_port = int(m_line.split()[1])
+    [rtcp] = [line for line in lines if line.startswith("a=rtcp:")]
+    rtcp_port = int(rtcp.split(":")[1].split()[0])
+    expected = [
+        f"a=candidate:1 1 UDP 2130706431 {SBC_IP} {rtp_port} typ host",
+        f"a=candidate:1 2 UDP 2130706430 {SBC_IP} {rtcp_port} typ host",
+    ]
+    candidates = [line for line in lines if line.startswith("a=candidate")]
+    if candidates != expected:
+        problems.append(f"candidates {candidates} instead of {expected}")
+    return problems
+
+
+def test_ice_phones_have_audio_both_ways_through_the_ice_lite_relay(ice_calls: Call) -> None:
+    """Both phones run ICE (baresip's ice module, host candidates only: their 10.x veth
+    address).  alice calls bob: every SDP either phone receives (offers, answers and the
+    re-INVITEs baresip sends once its checks found the NAT's address) makes the relay its
+    ICE-lite peer with the relay as the only candidate; each phone's checks are answered
+    (its ICE completes on the relay's ports, sbc counts them in C{rtp_stun_answered}) and
+    the tone flows both ways through the relay for 2 s.  bob's first INVITE carries ICE
+    too: given none, baresip takes the relay for a peer without ICE and never starts its
+    media (bob would be heard only thanks to alice's re-INVITE)."""
+    calls = ice_calls
+    calls.register()
+    calls.call(calls.alice, calls.bob)
+    time.sleep(0.5)  # checks, then the re-INVITEs with the NAT's address
+    rtp = calls.rtp_during(2.0)
+    assert rtp["alice_to_bob"] >= 70 and rtp["bob_to_alice"] >= 70, (rtp, calls.logs())
+    calls.hang_up(calls.alice, calls.bob)
+    received, connected = {}, {}
+    for phone in (calls.alice, calls.bob):
+        received[phone.user] = phone.received_sdps()
+        log = phone.full_log()
+        assert "ICE not supported by peer" not in log, log
+        connected[phone.user] = re.findall(r"mnat 'ice' connected: raddr (\S+) (\S+)", log)
+    calls.close()
+    stats = calls.sbc.statistics()
+    for user, sdps in received.items():
+        assert len(sdps) >= 2, (user, sdps)  # the first offer or answer, a re-INVITE's
+        for start, sdp in sdps:
+            assert not relay_ice_lite(sdp), (user, start, relay_ice_lite(sdp), sdp)
+        # ICE completed on the candidates the relay offered this phone.
+        ports = {
+            int(line.split()[1])
+            for _, sdp in sdps
+            for line in sdp.split("\r\n")
+            if line.startswith("m=audio ")
+        }
+        assert connected[user], (user, calls.logs())
+        for rtp_address, rtcp_address in connected[user]:
+            host, port = rtp_address.rsplit(":", 1)
+            assert host == SBC_IP and int(port) in ports, (user, connected[user], ports)
+            assert rtcp_address == f"{SBC_IP}:{int(port) + 1}", (user, connected[user])
+    answered = stats.get("rtp_stun_answered", 0)
+    # Each phone checks both components (RTP and RTCP): at least 2 checks each.
+    assert answered >= 4, stats
+    assert stats.get("rtp_stun_refused", 0) == 0 and stats.get("rtp_stun_dropped", 0) == 0, stats
+    print(
+        f"{baresip_version()} with ICE, RTP packets in 2 s: {rtp}; STUN checks answered: "
+        f"{answered}; SDPs received: alice {len(received['alice'])}, bob {len(received['bob'])}"
+    )
+
+
 def test_hold_resume_and_dtmf(calls: Call) -> None:
     """alice holds bob (re-INVITE with a=sendonly through sbc and the relay): bob, now
     recvonly, stops sending (baresip's holder goes quiet too); resume brings both directions
@@ -287,3 +387,17 @@ def test_missing_baresip_skips_locally_but_fails_under_ci(monkeypatch) -> None: 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         baresip.require_baresip()
+
+
+def test_missing_ice_module_skips_locally_but_fails_under_ci(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """baresip without its ice module: the ICE test skips saying so, or fails with CI=true."""
+    from tests.system import baresip
+
+    monkeypatch.setattr(baresip, "BARESIP", "/usr/bin/baresip")
+    monkeypatch.setattr(baresip, "MODULE_PATH", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="ice module"):
+        baresip.require_baresip_module("ice")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        baresip.require_baresip_module("ice")
