@@ -256,10 +256,14 @@ class RtpengineClient(service.Service):
     def _ice_towards(
         self, call_id: str, sender: str, sdp: bytes, recipient: Optional[str]
     ) -> Optional[bool]:
-        """Note whether C{sender}'s SDP carries ICE; whether C{recipient}'s last one did."""
+        """Note whether C{sender}'s SDP carries ICE; whether C{recipient}'s last one did,
+        or, for a recipient that has sent no SDP yet, whether the sender's does (rtpengine's
+        own default: an answerer without ICE ignores the lines, one with ICE that got none
+        would take the call for one without ICE and, like baresip, send no media)."""
         sides = self._ice.setdefault(call_id, {})
         sides[sender] = sdp_has_ice(sdp)
-        return sides.get(recipient) if recipient is not None else None
+        known = sides.get(recipient) if recipient is not None else None
+        return known if known is not None else sides[sender]
 
     def _sdp_options(
         self, source: Optional[Address], towards_ice: Optional[bool]
