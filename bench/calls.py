@@ -1,5 +1,5 @@
 """
-Call benchmark (PERF-01): SIPp calls through a proxy at rising rates.
+Call benchmark: calls per second through sbc (SIPp calls through a proxy at rising rates).
 
     .venv/bin/python bench/calls.py                       # starts sbc itself
     .venv/bin/python bench/calls.py --proxy 127.0.0.1:5060 --pid 1234   # any other proxy

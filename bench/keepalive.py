@@ -1,5 +1,5 @@
 """
-Keepalive engine benchmark (PERF-04 for endpoints): 100 000 synthetic NAT endpoints.
+Keepalive engine benchmark (memory and CPU per endpoint): 100 000 synthetic NAT endpoints.
 
     .venv/bin/python bench/keepalive.py [--endpoints 100000] [--interval 30]
 

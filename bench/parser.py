@@ -1,5 +1,5 @@
 """
-Parser benchmark (PERF-02): parse + serialise a realistic INVITE and 200 OK on one core.
+Parser benchmark (messages/s): parse + serialise a realistic INVITE and 200 OK on one core.
 
     .venv/bin/python bench/parser.py [--seconds 2]
 

@@ -1,5 +1,5 @@
 """
-Media relay benchmark (RTP-02/03): packets per second relayed and latency added, for the
+Media relay benchmark: packets per second relayed and latency added, for the
 built-in relay (sbc.net.relay, one Python process) and, when installed, rtpengine in
 userspace mode, both on loopback.
 
@@ -114,7 +114,9 @@ def serve_relay() -> None:
     from sbc.net.relay import RtpRelay
 
     request = json.loads(sys.stdin.readline())
-    relay = RtpRelay(LOOPBACK, request["port_min"], request["port_max"], 60, bind_host=LOOPBACK)
+    relay = RtpRelay(
+        LOOPBACK, request["port_min"], request["port_max"], 60, bind_host=LOOPBACK, reactor=reactor
+    )
     relay.startService()
     source = Address("udp", LOOPBACK, 5060)
     ports = []

@@ -1,5 +1,5 @@
 """
-Routing-script benchmark (issue #10): what routing a call costs in the proxy core, per
+Routing-script benchmark: what routing a call costs in the proxy core, per
 script, on one core, without sockets.
 
     .venv/bin/python bench/routescript.py [--calls 20000]
@@ -62,7 +62,7 @@ def request(text: str) -> Request:
 
 def run(router, calls: int) -> float:  # type: ignore[no-untyped-def]
     routing = {"router": router} if router is not None else {}  # None: a proxy without
-    proxy = Proxy(  # scripts (sbc before issue #10), for comparison
+    proxy = Proxy(  # scripts (sbc before routing scripts), for comparison
         LocalIdentity.from_addresses([SBC], domains=["sbc.test"]),
         [SBC],
         Registrar(RegistrarSettings()),

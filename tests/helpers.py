@@ -7,7 +7,7 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
 from sbc.core.address import Address
 from sbc.core.identity import LocalIdentity
@@ -90,16 +90,23 @@ def make_proxy(
     registrar: Optional[RegistrarSettings] = None,
     domains: Iterable[str] = ("sbc.test",),
     trusted: Optional[TrustedPeers] = TEST_TRUSTED,
+    **collaborators: Any,
 ) -> Proxy:
     """A proxy core on C{sockets}, authoritative for C{domains}, seeded randomness; the
-    test callers are C{trusted} peers unless the settings name others (None: nobody)."""
+    test callers are C{trusted} peers unless the settings name others (None: nobody).
+    C{collaborators} go to the constructor (auth, keepalive, resolves_names, ...)."""
     import random
 
     identity = LocalIdentity.from_addresses(sockets, domains=domains)
     if trusted is not None and not settings.trusted:
         settings = replace(settings, trusted=trusted)
     return Proxy(
-        identity, sockets, Registrar(registrar or RegistrarSettings()), settings, random.Random(7)
+        identity,
+        sockets,
+        Registrar(registrar or RegistrarSettings()),
+        settings,
+        random.Random(7),
+        **collaborators,
     )
 
 

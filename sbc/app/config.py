@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.app.test_config -*-
 """
-INI configuration into frozen, typed settings (SPEC §3).
+INI configuration into frozen, typed settings (the configuration contract).
 
 Sections are named after the Kamailio module whose behaviour they configure and keys carry
 Kamailio's parameter names.  Every key has a default, so a file holding only
@@ -20,10 +20,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from sbc.app.routescript import ScriptLoadError, load_script
+from sbc.core.acc import AccSettings
 from sbc.core.address import Address, parse_address
 from sbc.core.auth import AuthSettings
 from sbc.core.blocklist import METHOD_BITS, BlocklistSettings
+from sbc.core.dialog import DialogSettings
 from sbc.core.errors import ParseError
+from sbc.core.hep import SiptraceSettings
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES
 from sbc.core.pike import PikeSettings
 from sbc.core.proxy import failover_codes
@@ -163,7 +166,7 @@ class NatTraversalSettings:
 @dataclass(frozen=True)
 class DnsSettings:
     """
-    The C{[dns]} section (Kamailio core DNS parameters, K: DNS-05..15).
+    The C{[dns]} section (Kamailio core DNS parameters, same names).
 
     @ivar dns_srv_lb: RFC 2782 weighted choice among equal-priority SRV records (on here,
         as the RFC asks; Kamailio's default is off).
@@ -246,6 +249,9 @@ class Settings:
     rtp: RtpSettings = field(default_factory=RtpSettings)
     blocklist: BlocklistSettings = field(default_factory=BlocklistSettings)
     permissions: PermissionsSettings = field(default_factory=PermissionsSettings)
+    dialog: DialogSettings = field(default_factory=DialogSettings)
+    siptrace: SiptraceSettings = field(default_factory=SiptraceSettings)
+    acc: AccSettings = field(default_factory=AccSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
 
 
@@ -457,6 +463,30 @@ def _udp_address(text: str) -> Address:
     return address
 
 
+def _hep_uri(text: str) -> Optional[Address]:
+    """Kamailio siptrace's C{duplicate_uri} (C{sip:ip:port}) or C{udp:ip:port}."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.lower().startswith("sip:"):
+        value = "udp:" + value[4:]
+    return _udp_address(value)
+
+
+def _db_url(text: str) -> str:
+    value = text.strip()
+    if value and not re.match(r"postgres(ql)?://", value):
+        raise ValueError("a PostgreSQL URI postgresql://user@host:port/database, or nothing")
+    return value
+
+
+def _identifier(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        raise ValueError("an SQL table name (letters, digits, _)")
+    return value
+
+
 def _sdp_line(text: str) -> str:
     value = text.strip()
     if value and not re.fullmatch(r"a=[\w.-]+(:\S.*)?", value):
@@ -624,6 +654,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "trusted": _trusted,
         },
     ),
+    "dialog": (
+        DialogSettings,
+        {
+            "default_timeout": _integer(1, 7 * 86400),
+            "dlg_keepalive_interval": _integer(0, 86400),
+        },
+    ),
     "registrar": (
         RegistrarSettings,
         {
@@ -698,6 +735,22 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "sampling_time_unit": _integer(1, 3600),
             "reqs_density_per_unit": _integer(0, 1_000_000),
             "remove_latency": _integer(1, 86400),
+        },
+    ),
+    "siptrace": (
+        SiptraceSettings,
+        {
+            "duplicate_uri": _hep_uri,
+            "hep_capture_id": _integer(0, 2**32 - 1),
+            "trace_on": _boolean,
+        },
+    ),
+    "acc": (
+        AccSettings,
+        {
+            "log_file": _OUTPUT_PATH,
+            "db_url": _db_url,
+            "db_table_acc": _identifier,
         },
     ),
     "websocket": (
@@ -853,7 +906,7 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         line = lines.get(("manhole", "listen"), 0)
         raise ConfigError(
             f"{path}:{line}: [manhole] listen: expected a loopback address while "
-            f"authorized_keys is not set (SEC-05), got {man.listen!r}"
+            f"authorized_keys is not set, got {man.listen!r}"
         )
     if settings.nathelper.natping_interval and settings.nat_traversal.keepalive_interval:
         line = lines.get(("nat_traversal", "keepalive_interval"), 0)
@@ -871,7 +924,7 @@ def _check(settings: Settings, path: str, lines: dict) -> None:
         line = lines.get(("nathelper", "natping_method"), 0)
         raise ConfigError(
             f"{path}:{line}: [nathelper] natping_method: expected sipping_from to "
-            "be set for SIP pings (PING-06), got sip without it"
+            "be set for SIP pings (as nathelper requires), got sip without it"
         )
     if settings.core.route_script:
         try:

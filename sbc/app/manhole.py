@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.app.test_manhole -*-
 """
-The SSH manhole (SEC-05, OPS-02): public-key login only, loopback by default, an
+The SSH manhole (twisted.conch): public-key login only, loopback by default, an
 interactive Python shell whose namespace holds the live SBC and the admin commands, and a
 scriptable form: C{ssh -p 2222 admin@127.0.0.1 stats} runs one command and prints JSON.
 
-Also the optional Prometheus text endpoint (OPS-03) over the same counters.
+Also the optional Prometheus endpoint over L{sbc.app.metrics.SbcMetrics}.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Optional
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.conch import manhole, manhole_ssh
 from twisted.conch.checkers import SSHPublicKeyChecker
 from twisted.conch.insults import insults
@@ -37,7 +38,6 @@ __all__ = [
     "manhole_factory",
     "load_or_create_host_key",
     "MetricsResource",
-    "prometheus_text",
 ]
 
 log = logger(__name__)
@@ -49,8 +49,9 @@ class AdminError(Exception):
 
 class AdminCommands:
     """
-    The admin commands, mirroring Kamailio's RPCs (K: RPC-01..10); each returns plain data
-    (dicts, lists, numbers, strings) so it prints readably and serialises to JSON.
+    The admin commands, mirroring Kamailio's RPCs (nathelper.enable_ping, dns.*,
+    dst_blocklist.*, ...); each returns plain data (dicts, lists, numbers, strings) so it
+    prints readably and serialises to JSON.
 
     @ivar sbc: the root service (L{sbc.app.service.SbcService}).
     """
@@ -69,8 +70,28 @@ class AdminCommands:
         "blocklist_add",
         "blocklist_delete_all",
         "rtp_sessions",
+        "tls_reload",
+        "siptrace",
         "help",
     )
+
+    #: Kamailio's RPC names (kamcmd/kamctl) for the same commands.
+    ALIASES = {
+        "stats.get_statistics": "stats",
+        "stats.fetch": "stats",
+        "ul.dump": "registrations",
+        "dlg.list": "dialogs",
+        "nathelper.enable_ping": "enable_ping",
+        "cfg.reload": "reload",
+        "tls.reload": "tls_reload",
+        "siptrace.status": "siptrace",
+        "dns.view": "dns_view",
+        "dns.delete_all": "dns_delete_all",
+        "dst_blocklist.view": "blocklist_view",
+        "dst_blocklist.add": "blocklist_add",
+        "dst_blocklist.delete_all": "blocklist_delete_all",
+        "rtpengine.show": "rtp_sessions",
+    }
 
     def __init__(self, sbc: Any) -> None:
         self.sbc = sbc
@@ -156,7 +177,7 @@ class AdminCommands:
         """Pause (0) or resume (1) keepalive pings (nathelper.enable_ping)."""
         keepalive = getattr(self.sbc, "keepalive", None)
         if keepalive is None or not keepalive.table.settings.enabled:
-            raise AdminError("NATping disabled")  # RPC-01's fault text
+            raise AdminError("NATping disabled")  # Kamailio's fault text
         keepalive.enable_ping(bool(int(on)))
         return {"enabled": keepalive.table.enabled}
 
@@ -186,7 +207,7 @@ class AdminCommands:
     def _blocklist(self) -> Any:
         blocklist = self.sbc.proxy.blocklist
         if not blocklist.settings.use_dst_blocklist:
-            raise AdminError("dst blocklist support disabled")  # RPC-09's fault text
+            raise AdminError("dst blocklist support disabled")  # Kamailio's fault text
         return blocklist
 
     def blocklist_view(self) -> list[dict[str, Any]]:
@@ -219,15 +240,38 @@ class AdminCommands:
             raise AdminError("media anchoring is off ([rtp] engine = off)")
         return list(media.sessions())
 
+    def tls_reload(self) -> dict[str, Any]:
+        """Read the TLS certificate, key and CA files again (tls.reload)."""
+        return self.sbc.reload_tls()
+
+    def siptrace(self, on: Any = None) -> dict[str, Any]:
+        """Show, or switch on (1) / off (0), HEP capture (siptrace.status)."""
+        hep = self.sbc.hep
+        if on is not None:
+            if str(on).lower() not in ("0", "1", "on", "off"):
+                raise AdminError("expected: siptrace [on|off]")
+            hep.configure(replace(hep.settings, trace_on=str(on).lower() in ("1", "on")))
+        target = hep.settings.duplicate_uri
+        return {
+            "trace_on": hep.settings.trace_on,
+            "duplicate_uri": str(target) if target else None,
+            "hep_capture_id": hep.settings.hep_capture_id,
+        }
+
     def run(self, text: str) -> Any:
-        """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form)."""
-        m = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*(.*?)\s*", text)
-        if m is None or m.group(1) not in self.NAMES:
+        """Run C{name}, C{name(args)} or C{name arg ...} (the scriptable form); Kamailio's
+        RPC names (C{ul.dump}, C{dlg.list}, C{stats.get_statistics all}, ...) work too."""
+        m = re.fullmatch(r"\s*([\w.]+)\s*(?:\((.*)\))?\s*(.*?)\s*", text)
+        name = m.group(1) if m is not None else ""
+        name = self.ALIASES.get(name, name)
+        if m is None or name not in self.NAMES:
             raise AdminError(f"unknown command {text.strip()!r}; try help")
         raw = m.group(2) if m.group(2) is not None else m.group(3)
         args = [a.strip().strip("'\"") for a in re.split(r"[,\s]+", raw or "") if a.strip()]
+        if m.group(1).startswith("stats.") and args in (["all"], ["all:"]):
+            args = []  # stats.get_statistics all
         try:
-            return getattr(self, m.group(1))(*args)
+            return getattr(self, name)(*args)
         except TypeError as error:
             raise AdminError(str(error)) from None
 
@@ -374,27 +418,21 @@ def manhole_factory(
     return factory
 
 
-def prometheus_text(stats: dict[str, int]) -> bytes:
-    """Counters in the Prometheus text format, each as C{sbc_<name>}."""
-    lines = []
-    for name, value in sorted(stats.items()):
-        metric = "sbc_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
-        lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric} {value}")
-    return ("\n".join(lines) + "\n").encode()
-
-
 @implementer(resource.IResource)
 class MetricsResource(resource.Resource):
-    """C{GET /metrics}: the same numbers as the C{stats} command."""
+    """C{GET /metrics}: the registry in the Prometheus text format.
+
+    Rendered on the reactor thread with C{prometheus_client.generate_latest}:
+    C{prometheus_client.twisted.MetricsResource} would collect in a thread pool, while the
+    levels it reads (dialogs, bindings, sessions) change on the reactor thread."""
 
     isLeaf = True  # noqa: N815 - Twisted's name
 
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
-        self._stats = stats
+        self._registry = registry
 
     @override
     def render_GET(self, request) -> bytes:  # type: ignore[no-untyped-def]
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4")
-        return prometheus_text(self._stats())
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)

@@ -8,49 +8,55 @@ C{privilegedStartService}, so a port that cannot be bound stops twistd before it
 from __future__ import annotations
 
 import gc
-import os
 import random
 import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Optional
 
-from OpenSSL import crypto
 from twisted.application import service, strports
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
 from twisted.python import usage
 from twisted.web.server import Site
 from typing_extensions import override
 
 from sbc import __version__
-from sbc.app.config import ConfigError, Settings, defaults, load, media_address
+from sbc.app import reload as reload_keys
+from sbc.app.acc import CallAccounting
+from sbc.app.config import ConfigError, Settings, defaults, load
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
-from sbc.app.routescript import load_script
-from sbc.core import routes_default
+from sbc.app.metrics import SbcMetrics
+from sbc.app.wiring import (
+    client_tls_options,
+    digest_auth,
+    keepalive_settings,
+    media_backend,
+    proxy_settings,
+    resolver_settings,
+    route_script,
+    route_signer,
+)
 from sbc.core.address import Address
-from sbc.core.auth import AuthSettings, DigestAuth, parse_credentials
 from sbc.core.identity import LocalIdentity
-from sbc.core.keepalive import KeepaliveSettings, KeepaliveTable
+from sbc.core.keepalive import KeepaliveTable
 from sbc.core.message import ParseLimits
-from sbc.core.nat import EXTRA_RANGES, NatPolicy, PrivateRanges
 from sbc.core.pike import Pike
-from sbc.core.proxy import Proxy, ProxySettings
+from sbc.core.proxy import Proxy
 from sbc.core.registrar import Registrar
-from sbc.core.relaypolicy import RouteSigner
-from sbc.core.transaction import Timers
 from sbc.net.engine import SipEngine
+from sbc.net.hep import HepSender
 from sbc.net.keepalive import KeepaliveService
 from sbc.net.log import logger, set_level
-from sbc.net.media import MediaBackend
 from sbc.net.probe import UnreachableProbe
 from sbc.net.relay import RtpRelay
-from sbc.net.resolver import ResolverSettings, SipResolver
-from sbc.net.rtpengine import RtpengineClient
+from sbc.net.resolver import SipResolver
+from sbc.net.sourceaddr import source_address
 from sbc.net.stream import ConnectionTable, SipStreamFactory, StreamConnector
-from sbc.net.tls import read_pem_certificates, server_options
+from sbc.net.tls import ReloadableServerOptions
 from sbc.net.udp import SipDatagramProtocol
 from sbc.net.websocket import SipWebSocketFactory
 
@@ -139,6 +145,10 @@ class ListenerService(service.Service):
         return None
 
 
+#: Seconds between two looks at the TLS certificate and key files (Kamailio's tls module
+#: reloads on C{tls.reload} only; sbc also notices a renewed certificate by itself).
+TLS_WATCH_INTERVAL = 2.0
+
 #: Seconds a stopping sbc waits for open transactions to finish.
 SHUTDOWN_GRACE = 5.0
 
@@ -157,183 +167,6 @@ def _enlarge_receive_buffer(port: object) -> None:
         log.info("cannot enlarge the UDP receive buffer: {error}", error=error)
 
 
-def proxy_settings(settings: Settings) -> ProxySettings:
-    """Map the [tm], [rr] and [core] keys onto the proxy core's settings (ms -> s)."""
-    tm = settings.tm
-    timers = Timers(
-        t1=tm.retr_timer1 / 1000,
-        t2=tm.retr_timer2 / 1000,
-        fr_timer=tm.fr_timer / 1000,
-        fr_inv_timer=tm.fr_inv_timer / 1000,
-        restart_fr_on_each_reply=tm.restart_fr_on_each_reply,
-    )
-    return ProxySettings(
-        timers=timers,
-        max_inv_lifetime=tm.max_inv_lifetime / 1000,
-        max_noninv_lifetime=tm.max_noninv_lifetime / 1000,
-        remap_503_500=tm.remap_503_500,
-        enable_double_rr=settings.rr.enable_double_rr,
-        append_fromtag=settings.rr.append_fromtag,
-        outbound_proxy=settings.core.outbound_proxy,
-        advertise=settings.core.advertise,
-        nat=nat_policy(settings),
-        registrar_uri=settings.registrar.registrar_uri,
-        rtp_policy=settings.rtp.rtp_policy,
-        use_dns_failover=settings.dns.use_dns_failover,
-        failover_reply_codes=tm.failover_reply_codes,
-        blocklist=settings.blocklist,
-        trusted=settings.permissions.trusted,
-        allow_relay=settings.core.allow_relay,
-    )
-
-
-def route_signer(settings: Settings) -> RouteSigner:
-    """Signs our Record-Route/Path entries with [rr] secret, or a random secret (then
-    in-dialog requests of dialogs set up before a restart are routed only for trusted
-    peers)."""
-    secret = settings.rr.secret.encode() if settings.rr.secret else os.urandom(32)
-    return RouteSigner(secret)
-
-
-def media_backend(settings: Settings, reactor, engine: SipEngine) -> Optional[MediaBackend]:  # type: ignore[no-untyped-def]
-    """The [rtp] engine: the built-in relay, an rtpengine client, or None (off)."""
-    rtp = settings.rtp
-    if rtp.engine == "relay":
-        address = media_address(settings)
-        return RtpRelay(
-            address,
-            rtp.port_min,
-            rtp.port_max,
-            rtp.media_timeout,
-            reactor=reactor,
-            stats=engine.stats,
-            on_timeout=engine.media_timed_out,
-            nortpproxy=rtp.nortpproxy_str,
-            private=nat_policy(settings).ranges,
-            # Bound to the SDP address when it is ours, so that replies leave from the very
-            # address the phones send to (a multi-homed host would pick another source).
-            bind_host=address if _is_local_address(address) else None,
-        )
-    if rtp.engine == "rtpengine":
-        assert rtp.rtpengine_sock is not None
-        return RtpengineClient(
-            str(rtp.rtpengine_sock),
-            reactor=reactor,
-            stats=engine.stats,
-            on_timeout=engine.media_timed_out,
-        )
-    return None
-
-
-def _is_local_address(host: str) -> bool:
-    """Can sbc bind to C{host} (is it one of this host's addresses)?"""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, 0))
-        except OSError:
-            return False
-    return True
-
-
-def route_script(settings: Settings):  # type: ignore[no-untyped-def]
-    """The routing script: [core] route_script, or sbc's own policy (the same API)."""
-    if settings.core.route_script:
-        return load_script(settings.core.route_script)
-    return routes_default
-
-
-def resolver_settings(settings: Settings) -> ResolverSettings:
-    """Map [dns] onto the resolver's settings."""
-    dns = settings.dns
-    return ResolverSettings(
-        use_dns_cache=dns.use_dns_cache,
-        dns_srv_lb=dns.dns_srv_lb,
-        dns_try_naptr=dns.dns_try_naptr,
-        dns_try_ipv6=dns.dns_try_ipv6,
-        dns_naptr_ignore_rfc=dns.dns_naptr_ignore_rfc,
-        dns_cache_min_ttl=dns.dns_cache_min_ttl,
-        dns_cache_max_ttl=dns.dns_cache_max_ttl,
-        dns_cache_negative_ttl=dns.dns_cache_negative_ttl,
-        nameservers=dns.nameservers,
-        hosts_file=dns.hosts_file or "",
-        timeout=(dns.dns_retr_time,) * dns.dns_retr_no,
-    )
-
-
-def nat_policy(settings: Settings) -> NatPolicy:
-    """Map [nat] onto the core's NAT policy (nat_addr_mode 1 adds 192.0.0.0/24)."""
-    nat = settings.nat
-    extra = EXTRA_RANGES if nat.nat_addr_mode == 1 else ()
-    return NatPolicy(
-        nat_uac_test=nat.nat_uac_test,
-        contact_fix=nat.contact_fix,
-        register_fix=nat.register_fix,
-        force_rport=nat.force_rport,
-        ranges=PrivateRanges.of(nat.private_ranges + extra),
-        fix_nated_sdp=nat.fix_nated_sdp,
-    )
-
-
-def keepalive_settings(settings: Settings) -> KeepaliveSettings:
-    """Map [nathelper] or [nat_traversal] onto the keepalive engine (one style at a time)."""
-    nathelper, traversal = settings.nathelper, settings.nat_traversal
-    if nathelper.natping_interval:
-        method = (
-            nathelper.sipping_method
-            if nathelper.natping_method == "sip"
-            else (nathelper.natping_method)
-        )
-        return KeepaliveSettings(
-            style="nathelper",
-            interval=nathelper.natping_interval,
-            method=method,
-            from_uri=nathelper.sipping_from,
-            ping_nated_only=nathelper.ping_nated_only,
-            keepalive_timeout=nathelper.keepalive_timeout,
-        )
-    if traversal.keepalive_interval:
-        interval = traversal.keepalive_interval
-        if interval < 10:
-            log.warn(
-                "[nat_traversal] keepalive_interval {value} raised to 10 (KA-07)", value=interval
-            )
-            interval = 10
-        return KeepaliveSettings(
-            style="nat_traversal",
-            interval=interval,
-            method=traversal.keepalive_method,
-            from_uri=traversal.keepalive_from,
-            extra_headers=traversal.keepalive_extra_headers,
-            contact_match=traversal.contact_match,
-        )
-    return KeepaliveSettings()
-
-
-def client_tls_options(settings: Settings, names: Optional[dict] = None):  # type: ignore[no-untyped-def]
-    """Outgoing TLS (SEC-02): for each peer a context that verifies the peer's certificate
-    against [tls] ca_list (or the system's roots) and its identity with service_identity
-    (RFC 5922: the domain the next hop was looked up by, from C{names}; an IP-literal next
-    hop must be named in the certificate), TLS 1.2 at least.  A peer that fails is never
-    talked to: the connection dies and its branches get 503."""
-    tls = settings.tls
-    if tls.ca_list:
-        trust = ssl.trustRootFromCertificates(
-            [
-                ssl.Certificate(crypto.X509.from_cryptography(c))
-                for c in read_pem_certificates(tls.ca_list)
-            ]
-        )
-    else:
-        trust = ssl.platformTrust()
-
-    def options(peer: Address):  # type: ignore[no-untyped-def]
-        identity = (names or {}).get(peer, peer.host)
-        return ssl.optionsForClientTLS(identity, trustRoot=trust)
-
-    return options
-
-
 class SbcService(service.MultiService):
     """The root service: the proxy core, the engine, the connection table and one child
     per listener."""
@@ -346,6 +179,9 @@ class SbcService(service.MultiService):
         advertise = [core.advertise] if core.advertise else []
         identity = LocalIdentity.from_addresses(core.listen, advertise, core.alias)
         self.registrar = Registrar(settings.registrar)
+        keepalive = keepalive_settings(settings)
+        wants_keepalive = keepalive.enabled or bool(settings.nat_traversal.keepalive_state_file)
+        keepalive_table = KeepaliveTable(keepalive, random.Random()) if wants_keepalive else None
         self.proxy = Proxy(
             identity,
             [],
@@ -354,13 +190,16 @@ class SbcService(service.MultiService):
             random.SystemRandom(),
             router=route_script(settings),
             signer=route_signer(settings),
+            auth=digest_auth(settings.auth) if settings.auth.enabled else None,
+            keepalive=keepalive_table,
+            resolves_names=True,
+            anchors_media=settings.rtp.engine != "off",
+            source_for=source_address,
         )
         limits = ParseLimits(core.max_message_size, core.max_headers, core.max_header_length)
         self.engine = SipEngine(self.proxy, reactor, limits)
         self.engine.stun_enabled = settings.stun.stun_allow_stun
         self.engine.pike = Pike(settings.pike)
-        if settings.auth.enabled:
-            self.proxy.auth = digest_auth(settings.auth)
         self.engine.stun_fingerprint = settings.stun.stun_allow_fp
         self.engine.probe = UnreachableProbe(reactor, self.engine.unreachable)
         self.resolver = SipResolver(
@@ -370,15 +209,13 @@ class SbcService(service.MultiService):
             stats=self.engine.stats,
         )
         self.engine.resolver = self.resolver
-        self.proxy.resolves_names = True
         self.media = media_backend(settings, reactor, self.engine)
         if self.media is not None:
             self.engine.media = self.media
-            self.proxy.anchors_media = True
             self.media.setServiceParent(self)  # type: ignore[attr-defined]
         self.connections = ConnectionTable()
-        self._tls_options: Optional[ssl.CertificateOptions] = None
-        self._alpn_options: dict[tuple[bytes, ...], ssl.CertificateOptions] = {}
+        self._tls_options: Optional[ReloadableServerOptions] = None
+        self._tls_watch: Optional[LoopingCall] = None
         self._stream_factories: dict[str, SipStreamFactory] = {}
         self._websocket_factories: dict[str, SipWebSocketFactory] = {}
         wants_tls = any(a.transport == "tls" for a in core.listen)
@@ -390,11 +227,10 @@ class SbcService(service.MultiService):
         self.engine.send_stream = self.connector.send
         self.connector.on_failure = self.engine.transport_failed
         self.engine.send_stream_existing = self.connector.send_existing
-        keepalive = keepalive_settings(settings)
-        if keepalive.enabled or settings.nat_traversal.keepalive_state_file:
-            self.proxy.keepalive = KeepaliveTable(keepalive, random.Random())
+        self.engine.stream_local = self._stream_local
+        if keepalive_table is not None:
             self.keepalive = KeepaliveService(
-                self.proxy.keepalive,
+                keepalive_table,
                 self.engine,
                 self.registrar,
                 reactor,
@@ -404,6 +240,17 @@ class SbcService(service.MultiService):
         for address in core.listen:
             ListenerService(address, self).setServiceParent(self)
         self.commands = AdminCommands(self)
+        self.metrics = SbcMetrics(self.engine.stats.snapshot, self.levels)
+        self.engine.taps.append(self.metrics)
+        self.engine.lookup_listeners.append(self.metrics.dns_lookup_took)
+        self.hep = HepSender(settings.siptrace, self.engine.stats)
+        self.engine.taps.append(self.hep)
+        if isinstance(self.media, RtpRelay):
+            self.media.rtcp_listeners.append(self.hep.rtcp)
+        self.acc = CallAccounting(settings.acc, reactor, self._media_stats, self.engine.stats)
+        self.acc.setServiceParent(self)
+        self.engine.taps.append(self.acc)
+        self.engine.dialog_listeners.append(self.acc.dialog_event)
         self._add_manhole(settings)
         self.handle_signals = False
 
@@ -418,10 +265,41 @@ class SbcService(service.MultiService):
             log.info("manhole off: [manhole] authorized_keys is not set")
         if man.metrics_listen:
             metrics = strports.service(
-                man.metrics_listen, Site(MetricsResource(self.commands.stats))
+                man.metrics_listen, Site(MetricsResource(self.metrics.registry))
             )
             metrics.setName("metrics")
             metrics.setServiceParent(self)
+
+    def _stream_local(self, peer: Address) -> Optional[tuple[str, int]]:
+        """Our end of the connection held with C{peer} (for HEP capture)."""
+        connection = self.connections.get(peer.transport, peer.host, peer.port)
+        transport = connection.transport if connection is not None else None
+        if transport is None:
+            return None
+        host = transport.getHost()
+        return (host.host, host.port)
+
+    def _media_stats(self, call_id: str) -> Optional[dict]:
+        """The built-in relay's counters of one call (for its call record)."""
+        if isinstance(self.media, RtpRelay):
+            session = self.media.table.get(call_id)
+            return session.as_dict() if session is not None else None
+        return None
+
+    def levels(self) -> dict[str, int]:
+        """The gauges of C{/metrics}: how much state sbc holds now."""
+        sizes = self.proxy.sizes()
+        table = self.proxy.keepalive
+        media = self.media
+        return {
+            "registrations": sizes["registrations"],
+            "dialogs": sizes["dialogs"],
+            "server_transactions": sizes["server_transactions"],
+            "client_transactions": sizes["client_transactions"],
+            "keepalive_endpoints": len(table.endpoints) if table is not None else 0,
+            "media_sessions": len(media.sessions()) if media is not None else 0,
+            "blocklist_entries": sizes["blocklist"],
+        }
 
     def stream_factory(self, transport: str) -> SipStreamFactory:
         """The factory for incoming connections of one transport (shared by listeners)."""
@@ -494,8 +372,9 @@ class SbcService(service.MultiService):
         }
 
     def reload(self) -> dict:
-        """Re-read the configuration file; apply timers, NAT, keepalive, STUN and log
-        settings live, and log what only a restart changes.  A bad file changes nothing."""
+        """Re-read the configuration file and apply every key that can change live; keys
+        that need a restart keep their running value and are named in the log line and
+        the reply.  A bad file changes nothing."""
         source = self.settings.source
         if source == "<defaults>":
             return {"reloaded": False, "reason": "running on built-in defaults"}
@@ -504,80 +383,136 @@ class SbcService(service.MultiService):
         except ConfigError as error:
             log.error("reload refused: {error}", error=str(error))
             return {"reloaded": False, "reason": str(error)}
-        old, changed = self.settings, []
-        for section in (
-            "tm",
-            "rr",
-            "nat",
-            "registrar",
-            "nathelper",
-            "nat_traversal",
-            "stun",
-            "blocklist",
-            "permissions",
-        ):
-            if getattr(old, section) != getattr(new, section):
-                changed.append(section)
-        self.proxy.settings = proxy_settings(new)
-        if new.core.route_script or old.core.route_script:
-            self.proxy.router = route_script(new)
-            changed.append("route_script")
-        self.proxy.blocklist.settings = new.blocklist
-        self.registrar.settings = new.registrar
-        self.engine.stun_enabled = new.stun.stun_allow_stun
-        if old.rtp.rtp_policy != new.rtp.rtp_policy:
-            changed.append("rtp_policy")
-        if old.pike != new.pike:
-            self.engine.pike = Pike(new.pike)
-            changed.append("pike")
-        self.engine.stun_fingerprint = new.stun.stun_allow_fp
-        if old.websocket != new.websocket:
-            # The Origin allow-list and keepalives apply to the next upgrade and ping.
-            for factory in self._websocket_factories.values():
-                factory.settings = new.websocket
-            changed.append("websocket")
-        set_level(LogLevel.levelWithName(new.core.log_level))
-        if old.core.log_level != new.core.log_level:
-            changed.append("log_level")
-        if old.core.allow_relay != new.core.allow_relay:
-            changed.append("allow_relay")
-        keepalive = keepalive_settings(new)
-        restart = [
-            name for name in ("tls", "manhole", "dns") if getattr(old, name) != getattr(new, name)
-        ]
-        if old.rr.secret != new.rr.secret:
-            restart.append("rr secret")
-        if replace(old.rtp, rtp_policy="") != replace(new.rtp, rtp_policy=""):
-            restart.append("rtp engine, ports or addresses")
-        if (old.core.listen, old.core.alias, old.core.advertise) != (
-            new.core.listen,
-            new.core.alias,
-            new.core.advertise,
-        ):
-            restart.append("core listen/alias/advertise")
-        if self.proxy.keepalive is not None:
-            self.proxy.keepalive.reconfigure(keepalive)
-        elif keepalive.enabled:
-            restart.append("keepalives (off at start)")
-        self.settings = new
-        for part in restart:
-            log.warn("reload: {part} changes need a restart", part=part)
+        running = self.proxy.keepalive is not None
+        effective, applied, restart = reload_keys.split(self.settings, new, running)
+        notes = self._apply(self.settings, effective)
+        if effective.core.route_script and ("core", "route_script") not in applied:
+            applied.append(("core", "route_script"))  # the script file is read again
+        tls_error = notes.get("tls")
+        if tls_error:
+            restart += [k for k in applied if k[0] == "tls"]
+            applied = [k for k in applied if k[0] != "tls"]
+            effective = replace(effective, tls=self.settings.tls)
+        self.settings = effective
+        changed = [reload_keys.name(*k) for k in applied]
+        needs = [reload_keys.name(*k) for k in restart]
+        for section, key in restart:
+            log.warn(
+                "reload: [{section}] {key} needs a restart ({why}); still running with "
+                "the old value",
+                section=section,
+                key=key,
+                why=tls_error
+                if section == "tls" and tls_error
+                else reload_keys.why(section, key, running),
+            )
         log.info(
-            "reloaded {source}: {changed}",
+            "reloaded {source}: {changed}; needs a restart: {restart}",
             source=source,
             changed=", ".join(changed) or "nothing changed",
+            restart=", ".join(needs) or "nothing",
         )
-        return {"reloaded": True, "changed": changed, "needs_restart": restart}
+        return {"reloaded": True, "changed": changed, "needs_restart": needs, **notes}
 
-    def tls_options(self, alpn: tuple[bytes, ...] = ()) -> ssl.CertificateOptions:
-        """The TLS server context (per ALPN protocol list), built once."""
-        if not alpn:
-            if self._tls_options is None:
-                self._tls_options = server_options(self.settings.tls)
-            return self._tls_options
-        if alpn not in self._alpn_options:
-            self._alpn_options[alpn] = server_options(self.settings.tls, alpn)
-        return self._alpn_options[alpn]
+    def tls_options(self, alpn: tuple[bytes, ...] = ()) -> Any:
+        """The TLS server context of every listener, built once, reloadable; with C{alpn},
+        the same certificate agreeing to those protocols (WSS: http/1.1)."""
+        if self._tls_options is None:
+            self._tls_options = ReloadableServerOptions(self.settings.tls)
+        return self._tls_options.for_alpn(alpn) if alpn else self._tls_options
+
+    def _apply(self, old: Settings, new: Settings) -> dict:
+        """Put C{new} in force in every running part (keys needing a restart already
+        carry their running values in C{new})."""
+        notes: dict = {}
+        core = new.core
+        set_level(LogLevel.levelWithName(core.log_level))
+        self.proxy.settings = proxy_settings(new)
+        if core.route_script or old.core.route_script:
+            self.proxy.router = route_script(new)
+        identity = self.proxy.identity
+        self.proxy.identity = LocalIdentity(
+            identity.hosts, identity.ports, frozenset(d.lower() for d in core.alias)
+        )
+        self.proxy.blocklist.settings = new.blocklist
+        self.registrar.settings = new.registrar
+        if not new.auth.enabled:
+            self.proxy.auth = None
+        elif self.proxy.auth is None:
+            self.proxy.auth = digest_auth(new.auth)
+        else:
+            # Same nonce secret and replay memory: challenges issued before the reload
+            # stay answerable; users and realm are the file's now.
+            fresh = digest_auth(new.auth)
+            self.proxy.auth.settings = fresh.settings
+            self.proxy.auth.credentials = fresh.credentials
+        self.engine.limits = ParseLimits(
+            core.max_message_size, core.max_headers, core.max_header_length
+        )
+        self.engine.stun_enabled = new.stun.stun_allow_stun
+        self.engine.stun_fingerprint = new.stun.stun_allow_fp
+        if old.pike != new.pike:
+            self.engine.pike = Pike(new.pike)
+        if old.dns != new.dns:
+            self.resolver = SipResolver(
+                resolver_settings(new),
+                tuple(sorted({a.transport for a in core.listen})),
+                reactor=self.reactor,
+                stats=self.engine.stats,
+            )
+            self.engine.resolver = self.resolver
+        for factory in self._stream_factories.values():
+            factory.lifetime = core.tcp_connection_lifetime
+            factory.max_connections = core.tcp_max_connections
+            factory.max_connections_per_source = core.tcp_max_connections_per_source
+        if self.proxy.keepalive is not None:
+            self.proxy.keepalive.reconfigure(keepalive_settings(new))
+        if old.siptrace != new.siptrace:
+            self.hep.configure(new.siptrace)
+        # The Origin allow-list and keepalives apply to the next upgrade and ping.
+        for factory in self._websocket_factories.values():
+            factory.settings = new.websocket
+        self.acc.configure(new.acc)  # reopens the log file (logrotate)
+        if self._tls_options is not None and (
+            old.tls != new.tls or self._tls_options.files_changed()
+        ):
+            # Kamailio's tls.reload on SIGHUP: the files are read again even when their
+            # names did not change (a renewed certificate in place).
+            error = self._tls_options.reload(new.tls)
+            if error:
+                notes["tls"] = f"kept the old certificate: {error}"
+                log.error("TLS reload failed, keeping the old certificate: {error}", error=error)
+            else:
+                log.info("TLS certificate reloaded (reload)")
+        if old.tls != new.tls:
+            if self.connector.tls_options is not None:
+                self.connector.tls_options = client_tls_options(new, self.engine.tls_names)
+        return notes
+
+    def reload_tls(self, reason: str = "tls.reload") -> dict:
+        """Read the certificate, key and CA files again (Kamailio's C{tls.reload}): new
+        handshakes use them, established connections keep theirs; a file that does not
+        load keeps the old certificate."""
+        if self._tls_options is None:
+            return {"reloaded": False, "reason": "no tls listener"}
+        error = self._tls_options.reload()
+        if error:
+            log.error(
+                "TLS reload ({reason}) failed, keeping the old certificate: {error}",
+                reason=reason,
+                error=error,
+            )
+            return {"reloaded": False, "reason": error}
+        log.info("TLS certificate reloaded ({reason})", reason=reason)
+        return {"reloaded": True}
+
+    def _watch_tls_files(self) -> None:
+        """Reload the TLS context when its files change (checked every few seconds)."""
+        try:
+            if self._tls_options is not None and self._tls_options.files_changed():
+                self.reload_tls("files changed")
+        except Exception:
+            log.failure("watching the TLS files failed")
 
     @override
     def startService(self) -> None:
@@ -591,6 +526,10 @@ class SbcService(service.MultiService):
         super().startService()
         for factory in self._websocket_factories.values():
             factory.start_keepalive()
+        if self._tls_options is not None:
+            self._tls_watch = LoopingCall(self._watch_tls_files)
+            self._tls_watch.clock = self.reactor
+            self._tls_watch.start(TLS_WATCH_INTERVAL, now=False)
 
     def _sighup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -616,6 +555,9 @@ class SbcService(service.MultiService):
         return done.addCallback(lambda _: self._stop_now())
 
     def _stop_now(self):  # type: ignore[no-untyped-def]
+        if self._tls_watch is not None and self._tls_watch.running:
+            self._tls_watch.stop()
+        self.hep.close()
         self.engine.timer.cancel()
         for factory in self._websocket_factories.values():
             factory.stop_keepalive()
@@ -625,22 +567,6 @@ class SbcService(service.MultiService):
             connection.transport.loseConnection()
         log.info("statistics at stop: {statistics}", statistics=self.commands.stats())
         return super().stopService()
-
-
-def digest_auth(settings: AuthSettings) -> DigestAuth:
-    """Digest authentication from [auth]: credentials read now (bad lines logged by number,
-    never with their content), nonces signed with a random per-process secret."""
-    assert settings.credentials_file is not None
-    with open(settings.credentials_file, encoding="utf-8") as f:
-        credentials, problems = parse_credentials(f.read(), settings.realm)
-    for problem in problems:
-        log.warn("{path}: {problem} (skipped)", path=settings.credentials_file, problem=problem)
-    log.info(
-        "digest authentication for realm {realm}: {count} user(s)",
-        realm=settings.realm,
-        count=len(credentials),
-    )
-    return DigestAuth(settings, credentials, os.urandom(32))
 
 
 def build_service(settings: Settings, reactor) -> SbcService:  # type: ignore[no-untyped-def]

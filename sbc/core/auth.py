@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_auth -*-
 """
-Digest authentication when sbc is the registrar (SEC-03; RFC 3261 §22, RFC 7616, RFC 8760):
+Digest authentication when sbc is the registrar (RFC 3261 §22, RFC 7616, RFC 8760):
 REGISTERs are challenged with 401, initial INVITEs from our users with 407; SHA-256 is
 offered before MD5; nonces carry their birth time and an HMAC (no server state to keep
 them), expire, and each (nonce, nc) is accepted once (replay protection).  A REGISTER for

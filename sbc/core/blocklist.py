@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.core.test_blocklist -*-
 """
-The destination blocklist (K: BL-01..09): next hops that recently failed are skipped
+The destination blocklist (Kamailio core dst_blocklist): next hops that recently failed are skipped
 without delay until their entry expires.
 
 Entries are keyed by (transport, host, port); an entry or a query with transport C{""}
-matches every transport (BL-02).  Re-adding a key ORs its reasons and resets its expiry.
+matches every transport.  Re-adding a key ORs its reasons and resets its expiry.
 Time is C{now}; expired entries are dropped when met and by L{Blocklist.purge}.
 """
 
@@ -29,7 +29,7 @@ __all__ = [
     "method_bits",
 ]
 
-# Reason flags (BL-03).
+# Reason flags (Kamailio's values).
 SEND_FAILED = 0x02
 CONNECT_FAILED = 0x04
 ICMP_ERROR = 0x08
@@ -46,7 +46,7 @@ _REASON_NAMES = {
     ADMIN: "admin",
 }
 
-#: Kamailio's method bitmap for blst_methods_add (BL-06).
+#: Kamailio's method bitmap for tm's blst_methods_add.
 METHOD_BITS = {
     "INVITE": 1,
     "CANCEL": 2,
@@ -77,7 +77,7 @@ class BlocklistSettings:
 
     @ivar dst_blocklist_expire: seconds an entry lives (send failure, timeout).
     @ivar blst_503_def_timeout: seconds for a 503 without Retry-After (0: not blocklisted).
-    @ivar blst_methods_add: bitmap of methods whose timeout blocklists (BL-06; 1 = INVITE).
+    @ivar blst_methods_add: bitmap of methods whose timeout blocklists (1 = INVITE).
     """
 
     use_dst_blocklist: bool = True
@@ -90,7 +90,7 @@ class BlocklistSettings:
 
 
 def retry_after_timeout(retry_after: Optional[int], settings: BlocklistSettings) -> Optional[int]:
-    """How long a 503 blocklists its source (BL-07, TV-22): Retry-After clamped to
+    """How long a 503 blocklists its source (tm blst_503): Retry-After clamped to
     [min, max]; without it the default, where 0 means not at all."""
     if retry_after is None:
         seconds = settings.blst_503_def_timeout
@@ -113,7 +113,7 @@ class Blocklist:
         self, target: Address, reason: int, now: float, seconds: Optional[float] = None
     ) -> bool:
         """Block C{target} for C{seconds} (default: dst_blocklist_expire); False when the
-        blocklist is off or full (BL-09)."""
+        blocklist is off or full."""
         if not self.settings.use_dst_blocklist:
             return False
         key = (target.transport, target.host, target.port)
@@ -140,6 +140,20 @@ class Blocklist:
                     return True
                 del self._entries[key]
         return False
+
+    def lift(self, source: Address) -> bool:
+        """A request came from C{source}: the peer is alive, so its entries (its own
+        transport's and the any-transport one) go, except those an operator added.  True
+        when one was lifted."""
+        if not self._entries:
+            return False
+        lifted = False
+        for key in ((source.transport, source.host, source.port), ("", source.host, source.port)):
+            entry = self._entries.get(key)
+            if entry is not None and not entry[1] & ADMIN:
+                del self._entries[key]
+                lifted = True
+        return lifted
 
     def remove(self, target: Address) -> bool:
         """Unblock C{target} (exact key); False when it was not there."""

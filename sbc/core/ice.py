@@ -5,9 +5,11 @@ The built-in relay as an ICE-lite agent (RFC 8445 §2.5) towards a side that spe
 A lite agent gathers only host candidates and never sends checks: it answers the checks of
 the full agent on the other end (which is then controlling, RFC 8445 §6.1.1).  The relay
 offers one host candidate per component, its own address and port, and credentials of its
-own per call side (L{new_credentials}).  L{answer_check} authenticates a connectivity check
-that reached a relay port and builds the response; the session table latches the side to
-the check's source (RFC 8445 §7.3.1.4: the nominated pair is the one media goes on).
+own per call side (L{new_credentials}; L{IceSides} decides which sides get them: those that
+speak ICE, and one not heard yet when the offer it gets comes from a side that does).
+L{answer_check} authenticates a connectivity check that reached a relay port and builds the
+response; the session table latches the side to the check's source (RFC 8445 §7.3.1.4: the
+nominated pair is the one media goes on).
 
 Pure: randomness comes in as a C{random.Random} (the adapter passes C{SystemRandom}).
 """
@@ -15,15 +17,18 @@ Pure: randomness comes in as a C{random.Random} (the adapter passes C{SystemRand
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from random import Random
-from typing import Optional
+from typing import Optional, Protocol
 
 from sbc.core.address import Address
 from sbc.core.stun import StunError, check_error, check_success, parse_check
 
 __all__ = [
     "IceCredentials",
+    "IceSides",
+    "IceSignals",
     "CheckAnswer",
     "new_credentials",
     "host_priority",
@@ -58,6 +63,66 @@ def new_credentials(rng: Random) -> IceCredentials:
     ufrag = "".join(rng.choice(_ICE_CHARS) for _ in range(UFRAG_LENGTH))
     pwd = "".join(rng.choice(_ICE_CHARS) for _ in range(PWD_LENGTH))
     return IceCredentials(ufrag, pwd)
+
+
+class IceSignals(Protocol):
+    """What L{IceSides.learn} reads of a media stream (L{sbc.core.sdp.MediaStream})."""
+
+    @property
+    def ice(self) -> bool: ...
+    @property
+    def ice_ufrag(self) -> Optional[str]: ...
+    @property
+    def disabled(self) -> bool: ...
+
+
+@dataclass
+class IceSides:
+    """
+    The relay's ICE towards the two sides of a call (0 the first offerer, 1 the other).
+
+    @ivar credentials: per side, the relay's credentials in the SDP sent to it (L{None}:
+        no ICE towards it).
+    @ivar peer_ufrag: per side, the C{a=ice-ufrag} of its last SDP.
+    @ivar described: per side, whether it has sent SDP in this call.
+    """
+
+    credentials: list[Optional[IceCredentials]] = field(default_factory=lambda: [None, None])
+    peer_ufrag: list[Optional[str]] = field(default_factory=lambda: [None, None])
+    described: list[bool] = field(default_factory=lambda: [False, False])
+
+    def learn(self, side: int, streams: Sequence[IceSignals], answering: bool, rng: Random) -> None:
+        """C{side} sent SDP: does it speak ICE (in a stream not disabled)?  The credentials
+        towards it stay for the call, and are new when its ufrag changes in an offer (an
+        ICE restart, RFC 8445 §9); an answer keeps the credentials the offer it answers
+        gave it (its checks carry them)."""
+        self.described[side] = True
+        offered = [s for s in streams if s.ice and not s.disabled]
+        if not offered:
+            self.credentials[side] = self.peer_ufrag[side] = None
+            return
+        ufrag = next((s.ice_ufrag for s in offered if s.ice_ufrag), None)
+        if self.credentials[side] is None or (not answering and ufrag != self.peer_ufrag[side]):
+            self.credentials[side] = new_credentials(rng)
+        self.peer_ufrag[side] = ufrag
+
+    def offer(self, side: int, rng: Random) -> bool:
+        """
+        An offer from C{side} goes on to the other side.  Towards a side that has sent no
+        SDP yet, ICE when the offerer speaks ICE (an answerer without ICE ignores the lines,
+        RFC 4566 §5.13; one with ICE that got none takes the relay for a peer without ICE,
+        and baresip then never starts its media), none otherwise.
+
+        @return: whether that decided the other side's credentials (it had sent no SDP).
+        """
+        other = 1 - side
+        if self.described[other]:
+            return False
+        if self.credentials[side] is None:
+            self.credentials[other] = None
+        elif self.credentials[other] is None:
+            self.credentials[other] = new_credentials(rng)
+        return True
 
 
 def host_priority(component: int) -> int:

@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.core.test_keepalive -*-
 """
-The keepalive engine's core (K: PING-01..14, KA-01..15): who needs a ping at C{now}.
+The keepalive engine's core (Kamailio nathelper and nat_traversal): who needs a ping at C{now}.
 
 One table of endpoints (the NAT bindings sbc may need to reach), each kept while at least
 one condition lives: a registration, a subscription, or a dialog.  Two ways to configure
 it, as Kamailio has two modules:
 
  - nathelper style: registered contacts are pinged every C{natping_interval} with four
-   zero bytes, a SIP request (OPTIONS/NOTIFY, TV-14's message) or CRLF on streams;
+   zero bytes, a SIP request (OPTIONS/NOTIFY without Contact) or CRLF on streams;
    C{ping_nated_only}; C{keepalive_timeout} evicts contacts whose pings go unanswered.
    As Kamailio nathelper's C{sipping_method}, the SIP request is addressed to the
    registered Contact (Request-URI and To) and sent to the NAT address it registered from,
@@ -35,7 +35,7 @@ from random import Random
 from typing import Optional
 
 from sbc.core.address import Address, parse_address
-from sbc.core.message import Response
+from sbc.core.message import Request, Response
 from sbc.core.registrar import Binding
 from sbc.core.uri import SipUri, format_host, parse_uri
 
@@ -124,7 +124,7 @@ class Ping:
 
 
 def endpoint_uri(address: Address) -> str:
-    """KA-01 / PV-04: C{sip:ip:port}, plus C{;transport=} for streams."""
+    """nat_traversal's endpoint key (C{$source_uri}): C{sip:ip:port}, C{;transport=} for streams."""
     uri = f"sip:{format_host(address.host)}:{address.port}"
     return uri if address.transport == "udp" else f"{uri};transport={address.transport}"
 
@@ -180,7 +180,7 @@ class KeepaliveTable:
         natted: bool = False,
         contact: str = "",
     ) -> None:
-        """A registration from C{address} lives until C{until}.  Unlike Kamailio (DISC-11) a
+        """A registration from C{address} lives until C{until}.  Unlike Kamailio's nat_traversal a
         de-registration (C{until <= now}) ends the condition at once.
 
         @param contact: the Contact URI the built-in registrar stored for it (SIP pings go
@@ -192,7 +192,7 @@ class KeepaliveTable:
                 self._drop_if_dead(entry, now)
             return
         entry = self._entry(address, local)
-        # KA-03: a refresh never shortens the condition.
+        # a refresh never shortens the condition.
         entry.registered_until = max(entry.registered_until, until)
         entry.natted = entry.natted or natted
         entry.last_reply = now
@@ -255,7 +255,7 @@ class KeepaliveTable:
 
     # -- statistics -----------------------------------------------------------------------------
     def counts(self, now: float) -> dict[str, int]:
-        """STAT-01 gauges."""
+        """nat_traversal's statistics (keepalive_endpoints etc.)."""
         entries = list(self.endpoints.values())
         return {
             "keepalive_endpoints": len(entries),
@@ -352,7 +352,7 @@ class KeepaliveTable:
         return (text + "Content-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")
 
     def reply(self, response: Response, source: Address, now: float) -> bool:
-        """Consume a reply to one of our pings (KA-05, PING-08): True when it was one.
+        """Consume a reply to one of our pings (consumed, never routed): True when it was one.
         It refreshes the endpoint's last reply time (for keepalive_timeout)."""
         if len(response.vias) != 1 or not response.call_id.startswith(self.call_id_prefix + "-"):
             return False
@@ -364,8 +364,26 @@ class KeepaliveTable:
             entry.last_reply = now
         return True
 
+    def relayed_reply(
+        self,
+        request: Request,
+        response: Response,
+        peer: Address,
+        local: Optional[Address],
+        now: float,
+    ) -> None:
+        """nat_traversal: a 2xx to a REGISTER or SUBSCRIBE sbc relayed keeps its sender
+        (C{peer}, reached from C{local}) alive while the registration or subscription
+        lasts."""
+        if request.method == "REGISTER" and not request.contact_star:
+            seconds = self.register_reply_expiry(list(request.contacts), list(response.contacts))
+            self.registered(peer, local, now + seconds if seconds else 0, now)
+        elif request.method == "SUBSCRIBE":
+            seconds = response.expires or 0
+            self.subscribed(peer, local, now + seconds if seconds else 0, now)
+
     def register_reply_expiry(self, request_contacts: list, reply_contacts: list) -> int:
-        """KA-03: the largest C{;expires=} among the reply's Contacts that match one of the
+        """The largest C{;expires=} among the reply's Contacts that match one of the
         request's (exact URI text with contact_match 0; scheme, user, host, port and
         transport with 1); 0 when none matches."""
 
@@ -410,7 +428,7 @@ def _opt(address: Optional[Address]) -> str:
 
 
 def encode_state(endpoints: Iterable[Endpoint], bindings: Iterable[tuple[str, Binding]]) -> str:
-    """The state file text: endpoints (dialog conditions are not kept, as KA-13) and the
+    """The state file text: endpoints (dialog conditions are not kept, as in nat_traversal) and the
     registrar's bindings, one per line, times in seconds since the epoch."""
     lines = [_HEADER]
     for e in endpoints:

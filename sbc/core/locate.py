@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_locate -*-
 """
-Locating SIP servers (RFC 3263, RFC 2782; K: DNS-01..12), the decisions only: what to ask
+Locating SIP servers (RFC 3263, RFC 2782; Kamailio core DNS), the decisions only: what to ask
 DNS first for a URI, in which order SRV and NAPTR answers are tried (with an injected random
 source), and a cache with TTL clamping and negative entries driven by C{now}.  Fetching the
 records is the adapter's job (the DNS issue wires a twisted.names resolver to this).
@@ -32,7 +32,7 @@ __all__ = [
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 #: SRV owner-name prefix per transport.
 SRV_PREFIX = {"udp": "_sip._udp.", "tcp": "_sip._tcp.", "tls": "_sips._tcp."}
-#: Kamailio's default transport preferences (DNS-06): higher is preferred.
+#: Kamailio's default transport preferences (dns_udp_pref etc.): higher is preferred.
 DEFAULT_PREFERENCES = {"udp": 30, "tcp": 20, "tls": 10}
 
 
@@ -56,7 +56,7 @@ class NaptrRecord:
 
 @dataclass(frozen=True)
 class Direct:
-    """No query needed: the URI names the address itself (DNS-02)."""
+    """No query needed: the URI names the address itself."""
 
     address: Address
 
@@ -79,10 +79,10 @@ def first_step(
     uri: SipUri, try_naptr: bool = True, transports: tuple[str, ...] = ("udp", "tcp", "tls")
 ) -> Union[Direct, Lookup]:
     """
-    RFC 3263 §4 for a URI: numeric host → no query (DNS-02); explicit port → A/AAAA only
-    (DNS-03); transport but no port → SRV of that transport, then A/AAAA (DNS-04); neither
+    RFC 3263 §4 for a URI: numeric host → no query; explicit port → A/AAAA only;
+    transport but no port → SRV of that transport, then A/AAAA; neither
     → NAPTR (with C{try_naptr}), then SRV of every transport sbc serves (the RFC way, not
-    Kamailio's UDP-only shortcut, DISC-13), then A/AAAA over UDP.
+    the UDP-only shortcut of Kamailio without DNS failover), then A/AAAA over UDP.
     """
     host = uri.param("maddr") or uri.host
     explicit = uri.param("transport")
@@ -108,8 +108,8 @@ def first_step(
 
 def order_srv(records: list[SrvRecord], rng: Optional[Random] = None) -> list[SrvRecord]:
     """
-    The order to try SRV records in.  Without C{rng} (C{dns_srv_lb} off, DNS-07): priority
-    ascending, weight descending, answer order for ties.  With C{rng} (DNS-08, RFC 2782):
+    The order to try SRV records in.  Without C{rng} (C{dns_srv_lb} off): priority
+    ascending, weight descending, answer order for ties.  With C{rng} (RFC 2782):
     within each priority group, repeatedly draw r in 1..sum(weights) over the untried
     records and take the first whose running sum reaches r; weight-0 records come last in
     their group unless every weight is 0.
@@ -142,9 +142,9 @@ def order_naptr(
 ) -> list[tuple[NaptrRecord, str]]:
     """
     Usable NAPTR records (flag C{s}, empty regexp, a service sbc serves, transport not
-    disabled by a negative preference) with their transport, in the order to try them
-    (DNS-06): with C{ignore_rfc} (Kamailio's default) the local transport preference wins
-    and order/preference break ties; without it, order then preference (RFC 3403).
+    disabled by a negative preference) with their transport, in the order to try them:
+    with C{ignore_rfc} (Kamailio's dns_naptr_ignore_rfc, on by default) the local transport
+    preference wins and order/preference break ties; without it, order then preference (RFC 3403).
     """
     prefs = preferences or DEFAULT_PREFERENCES
     usable = []
@@ -162,8 +162,8 @@ def order_naptr(
 
 class DnsCache:
     """
-    Answers by (name, type), each kept for its TTL clamped to [min_ttl, max_ttl] (DNS-11);
-    failed lookups kept as negative entries for C{negative_ttl} (DNS-12).  Time is C{now}.
+    Answers by (name, type), each kept for its TTL clamped to [min_ttl, max_ttl];
+    failed lookups kept as negative entries for C{negative_ttl}.  Time is C{now}.
     """
 
     def __init__(
@@ -183,7 +183,7 @@ class DnsCache:
         return len(self._entries)
 
     def _make_room(self, key: tuple[str, str], now: float) -> None:
-        """At the limit (K: DNS-13): drop expired entries, then the oldest ones."""
+        """At the limit (cf. Kamailio dns_cache_mem): drop expired entries, then the oldest ones."""
         if key in self._entries or len(self._entries) < self.limit:
             return
         for old in [k for k, (expires, _) in self._entries.items() if expires <= now]:

@@ -1,37 +1,32 @@
 # -*- test-case-name: tests.core.test_media -*-
 """
-The built-in media relay as a pure model (RTP-02): port pairs, sessions, latching, counters.
+The built-in media relay as a pure model: port pairs, sessions, latching, counters.
 
 Theory of operation.  A call (keyed by Call-ID) has two I{legs}, each named by its SIP tag:
-the offerer's (the From tag of the offer) and the answerer's (learnt with the answer).  The
-semantics are rtpengine's (K: RTP-05, RTP-06, RTP-19): C{offer(call_id, from_tag, to_tag,
-...)} and C{answer(...)} always take the offerer's tag as C{from_tag}, so a re-INVITE from
-the callee is an offer with the callee's tag, and a late offer in a 2xx is
-C{offer(from_tag=callee, to_tag=caller)}.
+the offerer's (the From tag of the offer) and the answerer's.  As in rtpengine's ng
+C{offer}/C{answer}, C{from_tag} is always the offerer's tag: a re-INVITE from the callee
+is an offer with the callee's tag, a late offer in a 2xx C{offer(from_tag=callee, ...)}.
 
 Every media stream (C{m=} line) of a call gets one relay port pair per leg: the pair I{facing}
 that leg, where that leg sends and from where it receives.  The SDP that goes on to the other
 side names the ports facing the other side.  A datagram arriving on leg A's RTP port (or
 RTCP, port + 1) is sent from leg B's port of the same kind to leg B's address.
 
-Addresses come from the SDP first (a private SDP address with a public signalling source is
-replaced by the source host as a first guess), and then from I{latching} (symmetric RTP, K:
-RTP-10): the first datagram that reaches a leg's port fixes that leg's address; a new offer or
-answer from the leg forgets it (re-latching after a re-INVITE).  Once latched, datagrams from
-any other source are dropped and counted (rtpengine's C{strict-source} without
-C{media-handover}); C{strict_source=False} relays them as well.
+Addresses come from the SDP first (a private SDP address behind a public signalling source
+is replaced by the source host), then from I{latching} (symmetric RTP, RFC 4961): the first
+datagram on a leg's port fixes its address until a new offer or answer from the leg.  Once
+latched, other sources are dropped and counted (rtpengine's C{strict-source} without
+C{media-handover}); C{strict_source=False} relays them too.
 
-ICE (RFC 8445): a leg whose SDP carries ICE gets credentials of the relay's own
-(L{SessionTable.ice_towards}, written into the SDP sent to it by L{sbc.core.sdp.anchor_sdp}),
-and STUN on its ports (RFC 7983 §7) is answered as by an ICE-lite agent
-(L{sbc.core.ice.answer_check}); a valid check latches the leg to its source (with
-USE-CANDIDATE, even when it had latched elsewhere).  STUN is never relayed.
+ICE (RFC 8445): a leg whose SDP carries ICE (or, before its SDP, one offered ICE:
+L{sbc.core.ice.IceSides}) gets the relay's own credentials (L{SessionTable.ice_towards},
+written by L{sbc.core.sdp.anchor_sdp}); STUN on its ports (RFC 7983 §7) is answered as by
+an ICE-lite agent, a valid check latches the leg (with USE-CANDIDATE even when latched
+elsewhere).  STUN is never relayed.
 
-The port pool is in L{sbc.core.ports}, a leg's state and counters and the per-datagram
-verdicts in L{sbc.core.leg}; both are re-exported here.
-
-Time only comes in as C{now} arguments; the sockets live in L{sbc.net.relay}, which opens and
-closes them through a L{PortListener} the table calls as ports are taken and given back.
+The port pool is in L{sbc.core.ports}, a leg's state and the per-datagram verdicts in
+L{sbc.core.leg} (both re-exported).  Time comes in as C{now}; the sockets live in
+L{sbc.net.relay}, opened and closed through a L{PortListener} as ports come and go.
 """
 
 from __future__ import annotations
@@ -42,7 +37,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, Optional
 
-from sbc.core.ice import IceCredentials, answer_check, new_credentials
+from sbc.core.ice import IceCredentials, IceSides, answer_check
 from sbc.core.leg import (
     DROP_EMPTY,
     DROP_FOREIGN,
@@ -138,8 +133,7 @@ class MediaSession:
     last_signal: float = 0.0
     last_packet: Optional[float] = None
     sources: list[Optional[str]] = field(default_factory=lambda: [None, None])
-    ice: list[Optional[IceCredentials]] = field(default_factory=lambda: [None, None])
-    ice_peer: list[Optional[str]] = field(default_factory=lambda: [None, None])
+    ice: IceSides = field(default_factory=IceSides)
 
     def side(self, from_tag: str, to_tag: Optional[str]) -> tuple[int, list[Optional[str]]]:
         """
@@ -309,10 +303,12 @@ class SessionTable:
             session = MediaSession(call_id, [from_tag, to_tag], now, last_signal=now)
             ports = self._describe(session, 0, streams, now, source)  # changes nothing on error
             self._sessions[call_id] = session
+            self._offer_ice(session, 0)
             return ports
         side, tags = session.side(from_tag, to_tag)
         ports = self._describe(session, side, streams, now, source)
         session.tags = tags
+        self._offer_ice(session, side)
         return ports
 
     def answer(
@@ -336,7 +332,7 @@ class SessionTable:
         if session is None:
             raise UnknownSessionError(f"no offer for call {call_id}")
         offerer, tags = session.side(from_tag, to_tag)
-        ports = self._describe(session, 1 - offerer, streams, now, source)
+        ports = self._describe(session, 1 - offerer, streams, now, source, answering=True)
         session.tags = tags
         session.established = True
         return ports
@@ -348,6 +344,7 @@ class SessionTable:
         streams: Sequence[MediaStream],
         now: float,
         source: Optional[str],
+        answering: bool = False,
     ) -> list[Optional[int]]:
         """Apply one side's SDP to the call; all pairs are taken before anything changes."""
         have = session.streams
@@ -369,7 +366,7 @@ class SessionTable:
             fresh.append(port)
         session.last_signal = now
         session.sources[side] = source
-        self._learn_ice(session, side, streams)
+        session.ice.learn(side, streams, answering, self.rng)
         ports: list[Optional[int]] = []
         for index, stream in enumerate(streams):
             relay = session.streams[index] if index < len(session.streams) else None
@@ -401,7 +398,7 @@ class SessionTable:
                 leg.sdp_rtcp = (rtcp_host, stream.rtcp_port) if usable else None
             leg.rtcp_mux = stream.rtcp_mux
             leg.forget_latch()
-            leg.ice = session.ice[side]
+            leg.ice = session.ice.credentials[side]
             leg.ice_ufrag = stream.ice_ufrag if leg.ice is not None else None
             leg.hold = stream.held
             relay.held = relay.legs[0].hold or relay.legs[1].hold
@@ -412,25 +409,22 @@ class SessionTable:
         del session.streams[len(streams) :]
         return ports
 
-    def _learn_ice(self, session: MediaSession, side: int, streams: Sequence[MediaStream]) -> None:
-        """Does the side speak ICE?  Its credentials stay for the call, and are new when
-        its ufrag changes (an ICE restart, RFC 8445 §9)."""
-        offered = [s for s in streams if s.ice and not s.disabled]
-        if not offered:
-            session.ice[side] = session.ice_peer[side] = None
-            return
-        ufrag = next((s.ice_ufrag for s in offered if s.ice_ufrag), None)
-        if session.ice[side] is None or ufrag != session.ice_peer[side]:
-            session.ice[side] = new_credentials(self.rng)
-        session.ice_peer[side] = ufrag
+    def _offer_ice(self, session: MediaSession, side: int) -> None:
+        """The offer from C{side} goes on; the other side may be offered ICE before its
+        answer is seen (L{IceSides.offer}), and its legs then answer its checks at once."""
+        if session.ice.offer(side, self.rng):
+            for relay in session.streams:
+                if relay is not None:
+                    relay.legs[1 - side].ice = session.ice.credentials[1 - side]
 
     def ice_towards(self, call_id: str, tag: Optional[str]) -> Optional[IceCredentials]:
         """The relay's ICE credentials towards the leg tagged C{tag} (for the SDP sent to
-        it), or L{None} when that leg's SDP carried no ICE (or is not known yet)."""
+        it; C{tag} L{None}: the answerer not known yet), or L{None} when that leg's SDP
+        carried no ICE (or, before it sent any, the offer it gets carries none)."""
         session = self._sessions.get(call_id)
-        if session is None or tag is None or tag not in session.tags:
+        if session is None or tag not in session.tags:
             return None
-        return session.ice[session.tags.index(tag)]
+        return session.ice.credentials[session.tags.index(tag)]
 
     def _take(self) -> Optional[int]:
         for _ in range(OPEN_TRIES):
@@ -499,6 +493,12 @@ class SessionTable:
         """
         verdict = self.route(port, source, data, now)
         return (verdict.port, verdict.target) if isinstance(verdict, Relayed) else None
+
+    def owner(self, port: int) -> Optional[tuple[str, bool]]:
+        """The Call-ID of the call relay port C{port} serves, and whether it is its RTCP
+        port (for capture: Kamailio siptrace's correlation of RTCP to its call)."""
+        entry = self._ports.get(port)
+        return (entry[0].call_id, entry[4]) if entry is not None else None
 
     def route(self, port: int, source: Peer, data: bytes, now: float) -> Verdict:
         """

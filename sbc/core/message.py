@@ -14,16 +14,28 @@ Theory of operation:
    untouched headers are shared with the old one and keep their original text.
 
 Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round trip.
+Single header fields (names, compact forms, L{Header}, L{CSeq}) live in L{sbc.core.header}
+and are re-exported here.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Union
 
 from sbc.core.errors import ParseError
+from sbc.core.header import (
+    COMPACT_FORMS,
+    CSeq,
+    Header,
+    header_key,
+)
+from sbc.core.header import CRLF as _CRLF
+from sbc.core.header import display_name as _display_name
+from sbc.core.header import make_header as _make_header
+from sbc.core.header import parse_cseq as _parse_cseq
 from sbc.core.uri import (
     NameAddr,
     OpaqueUri,
@@ -48,30 +60,6 @@ __all__ = [
     "COMPACT_FORMS",
 ]
 
-#: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
-COMPACT_FORMS = {
-    "i": "call-id",
-    "m": "contact",
-    "e": "content-encoding",
-    "l": "content-length",
-    "c": "content-type",
-    "f": "from",
-    "s": "subject",
-    "k": "supported",
-    "t": "to",
-    "v": "via",
-    "r": "refer-to",
-    "b": "referred-by",
-    "o": "event",
-    "u": "allow-events",
-    "x": "session-expires",
-    "a": "accept-contact",
-    "j": "reject-contact",
-    "d": "request-disposition",
-    "y": "identity",
-    "n": "identity-info",
-}
-
 #: Headers that may appear once only (RFC 3261 §7.3.1: not defined as comma lists).
 _SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
@@ -79,22 +67,6 @@ _DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
 )
-_CRLF = "\r\n"
-
-
-_KEYS: dict[str, str] = {}
-
-
-def header_key(name: str) -> str:
-    """Return the canonical lower-case full name of header C{name} (compact forms expanded)."""
-    try:
-        return _KEYS[name]
-    except KeyError:
-        lname = name.lower()
-        key = COMPACT_FORMS.get(lname, lname)
-        if len(_KEYS) < 4096:  # peers choose names: keep the memo bounded
-            _KEYS[name] = key
-        return key
 
 
 @dataclass(frozen=True)
@@ -113,65 +85,6 @@ class ParseLimits:
 
 
 DEFAULT_LIMITS = ParseLimits()
-
-
-class Header:
-    """
-    One header field as it appears in a message.
-
-    @ivar name: the name as written (C{v}, C{VIA}, C{Via} ...).
-    @ivar key: the canonical lower-case full name, for lookups.
-    @ivar value: the value with folding joined and outer white space stripped.
-    @ivar raw: the exact text of the field including its line end(s), or L{None} for a field
-        made here (then it is written as C{name: value CRLF}).
-    """
-
-    __slots__ = ("name", "key", "value", "raw")
-
-    def __init__(self, name: str, value: str, raw: Optional[str] = None) -> None:
-        self.name = name
-        self.key = header_key(name)
-        self.value = value
-        self.raw = raw
-
-    def line(self) -> str:
-        """The text of this field on the wire, line end included."""
-        return self.raw if self.raw is not None else f"{self.name}: {self.value}{_CRLF}"
-
-    def __repr__(self) -> str:
-        return f"Header({self.name!r}, {self.value!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Header):
-            return NotImplemented
-        return self.key == other.key and self.value == other.value
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.value))
-
-
-@dataclass(frozen=True)
-class CSeq:
-    """The CSeq header: sequence number and method."""
-
-    number: int
-    method: str
-
-    def __str__(self) -> str:
-        return f"{self.number} {self.method}"
-
-
-_MAX_CSEQ = 2**31
-
-
-def _parse_cseq(value: str) -> CSeq:
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
-        raise ParseError(400, "bad CSeq")
-    number = int(parts[0])
-    if number >= _MAX_CSEQ:
-        raise ParseError(400, "CSeq number out of range")
-    return CSeq(number, parts[1])
 
 
 class Message:
@@ -636,26 +549,6 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     return message
 
 
-def _make_header(group: Sequence[str], max_length: int = 8192) -> Header:
-    first = group[0]
-    if len(group) > 1 and sum(len(line) for line in group) > max_length:
-        raise ParseError(400, "Header Too Long")
-    colon = first.find(":")
-    if colon <= 0:
-        raise ParseError(400, "header line without a colon")
-    name = first[:colon].rstrip(" \t")
-    if not is_token(name):
-        raise ParseError(400, "bad header name")
-    if len(group) == 1:
-        value = first[colon + 1 :]
-        raw = first + "\n"
-    else:
-        value = "".join(line[:-1] if line.endswith("\r") else line for line in group)
-        value = value[colon + 1 :]
-        raw = "\n".join(group) + "\n"
-    return Header(name, value.strip(" \t\r"), raw)
-
-
 def _validate(message: Message) -> None:
     """Check the headers every SIP element relies on; raise L{ParseError} on the first fault."""
     seen: dict[str, int] = {}
@@ -681,10 +574,3 @@ def _validate(message: Message) -> None:
         date = message.get("date") or ""
         if _DATE.match(date) is None:
             raise ParseError(400, "bad Date")
-
-
-_DISPLAY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
-
-
-def _display_name(key: str) -> str:
-    return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))

@@ -3,8 +3,8 @@
 NAT handling as pure functions: they take a message and explicit addresses and return a new
 message or a verdict, never touching a socket.
 
-Here: NAT detection (Kamailio's C{nat_uac_test} and C{client_nat_test}, K: NATD-01..14,
-with the private ranges of DEF-01/DEF-02 configurable), the server-transport rules of
+Here: NAT detection (Kamailio's C{nat_uac_test} and C{client_nat_test} of nathelper
+and nat_traversal, with their private ranges configurable), the server-transport rules of
 RFC 3261 §18.2.1 and RFC 3581 (C{received} and C{rport} on the top Via), and where a
 response goes (RFC 3261 §18.2.2, RFC 3581 §4).
 """
@@ -38,11 +38,11 @@ __all__ = [
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-#: DEF-01/02 base list: RFC 1918, RFC 6598 (CGNAT), RFC 7335 (192.0.0.0/29).
+#: nathelper's and nat_traversal's base list: RFC 1918, RFC 6598 (CGNAT), RFC 7335 (192.0.0.0/29).
 BASE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/29")
 #: Added to nathelper's list when nat_addr_mode = 1 (the default): IETF protocol assignments.
 EXTRA_RANGES = ("192.0.0.0/24",)
-#: Every nat_uac_test bit (NATD-11).
+#: Every nat_uac_test bit.
 NAT_FLAGS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -70,8 +70,8 @@ class PrivateRanges:
         return any(ip.version == net.version and ip in net for net in self.networks)
 
 
-#: sbc's default private ranges: DEF-01's base list plus IPv6 unique local addresses, so
-#: that IPv6 test networks can sit behind NAT too (SPEC §3 [nat] private_ranges).
+#: sbc's default private ranges: nathelper's base list plus IPv6 unique local addresses, so
+#: that IPv6 test networks can sit behind NAT too (the [nat] private_ranges default).
 DEFAULT_PRIVATE_RANGES = BASE_RANGES + ("fc00::/7",)
 
 
@@ -103,7 +103,7 @@ class NatPolicy:
 
 
 def _same_ip(host: str, source: str) -> bool:
-    """NATD-02's comparison: the textual host equals the source address (IPv6 with or
+    """nat_uac_test bit 2's comparison: the textual host equals the source address (IPv6 with or
     without brackets, any case); host names never do (no DNS)."""
     try:
         return ipaddress.ip_address(normalise_host(host)) == ipaddress.ip_address(source)
@@ -143,7 +143,7 @@ def _sdp_private(message: Message, ranges: PrivateRanges) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            return False  # DISC-04: scanning stops at the first non-IPv4 address
+            return False  # as Kamailio's code: scanning stops at the first non-IPv4 address
         if ip.version != 4 or address == "0.0.0.0":
             return False
         if ranges.contains(address):
@@ -160,7 +160,7 @@ def _sdp_differs(message: Message, source: str) -> bool:
 
 
 def _destination_test(message: Message, destination: Optional[SipUri]) -> bool:
-    """NATD-10 (bit 512), for what sbc supports (no WebSocket transports)."""
+    """nat_uac_test bit 512 (destination test), for what sbc supports (no WebSocket transports)."""
     if isinstance(message, Request):
         if destination is None or not isinstance(message.uri, SipUri):
             return False
@@ -232,7 +232,7 @@ def nat_uac_test(
 
 def client_nat_test(message: Message, source: Address, flags: int, ranges: PrivateRanges) -> bool:
     """
-    nat_traversal's C{client_nat_test(type)} (NATD-14): 1 Contact private, 2 Via host or
+    nat_traversal's C{client_nat_test(type)}: 1 Contact private, 2 Via host or
     port differs from the source (ports compared, unlike nathelper's bit 2), 4 Via private.
     """
     if flags & 1:
@@ -246,7 +246,7 @@ def client_nat_test(message: Message, source: Address, flags: int, ranges: Priva
 
 
 def is_rfc1918(host: str, nat_addr_mode: int = 1) -> bool:
-    """Kamailio's C{is_rfc1918()} (NATD-12): IPv4 only, DEF-01 (+ 192.0.0.0/24 in mode 1)."""
+    """Kamailio's C{is_rfc1918()}: IPv4 only, the base list (+ 192.0.0.0/24 in mode 1)."""
     cidrs = BASE_RANGES + (EXTRA_RANGES if nat_addr_mode == 1 else ())
     try:
         ip = ipaddress.ip_address(host)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_natfix -*-
 """
-Fixing messages from clients behind NAT (K: FIX-01..11): Contact aliasing (the RFC-friendly
+Fixing messages from clients behind NAT (Kamailio nathelper): Contact aliasing (the RFC-friendly
 way: C{;alias=ip~port~proto} on the way in, resolved from the Request-URI on the way back),
 Contact rewriting, and the source URI registrars store as C{received}.
 
@@ -32,7 +32,7 @@ __all__ = [
     "AliasError",
 ]
 
-#: Kamailio's transport numbers used in alias values (DEF-05).
+#: Kamailio's transport numbers used in alias values (C{enum sip_protos}).
 PROTO_DIGITS = {"udp": 1, "tcp": 2, "tls": 3, "sctp": 4, "ws": 5, "wss": 6}
 _DIGIT_NAMES = {1: "udp", 2: "tcp", 3: "tls", 4: "sctp", 5: "ws", 6: "wss"}
 
@@ -42,7 +42,7 @@ class AliasError(ValueError):
 
 
 def source_uri(source: Address) -> str:
-    """DEF-03: C{sip:ip:port}, plus C{;transport=} unless UDP (what registrars store)."""
+    """The source URI: C{sip:ip:port}, plus C{;transport=} unless UDP (what registrars store)."""
     uri = f"sip:{format_host(source.host)}:{source.port}"
     if source.transport != "udp":
         uri += f";transport={source.transport}"
@@ -50,7 +50,7 @@ def source_uri(source: Address) -> str:
 
 
 def alias_value(source: Address) -> str:
-    """DEF-05: C{ip~port~digit}, IPv6 in brackets."""
+    """The alias value: C{ip~port~digit}, IPv6 in brackets."""
     return f"{format_host(source.host)}~{source.port}~{PROTO_DIGITS[source.transport]}"
 
 
@@ -68,9 +68,9 @@ def _first_contact(message: Message) -> Optional[NameAddr]:
 
 def add_contact_alias(message: Message, source: Address) -> Message:
     """
-    C{add_contact_alias()} (FIX-05): add C{;alias=<source>} right after host[:port] of the
+    C{add_contact_alias()}: add C{;alias=<source>} right after host[:port] of the
     first Contact URI, unless that URI already names the source exactly (IP, port, and
-    transport, a missing C{;transport=} counting as UDP as SBC-REC advises).  An alias
+    transport, a missing C{;transport=} counting as UDP, unlike Kamailio).  An alias
     already there is removed first, so the function is idempotent.
     """
     contact = _first_contact(message)
@@ -95,7 +95,7 @@ def add_contact_alias(message: Message, source: Address) -> Message:
 
 def add_contact_alias_to(message: Message, host: str, port: str, proto: str) -> Message:
     """
-    C{add_contact_alias(ip, port, proto)} (FIX-06): always add the given alias (no equality
+    C{add_contact_alias(ip, port, proto)}: always add the given alias (no equality
     check), after host[:port] of the first Contact URI.
 
     @raise AliasError: ip not an IP address, port outside 1..65535, unknown proto.
@@ -119,7 +119,7 @@ def add_contact_alias_to(message: Message, host: str, port: str, proto: str) -> 
 
 def set_contact_alias(message: Message, source: Address, trim: bool = False) -> Message:
     """
-    C{set_contact_alias([trim])} (FIX-07): append C{;alias=<source>} at the end of the first
+    C{set_contact_alias([trim])}: append C{;alias=<source>} at the end of the first
     Contact URI, even when the addresses match; with C{trim}, an alias at the end of the URI
     is removed first.
     """
@@ -137,7 +137,7 @@ def set_contact_alias(message: Message, source: Address, trim: bool = False) -> 
 
 def alias_to_uri(message: Message) -> str:
     """
-    C{set_alias_to_pv()} (FIX-09): the alias of the first Contact as a URI,
+    C{set_alias_to_pv()}: the alias of the first Contact as a URI,
     C{sip:ip:port;transport=name} (the transport always written, even udp).
 
     @raise AliasError: no alias, or one that does not decode.
@@ -152,7 +152,7 @@ def alias_to_uri(message: Message) -> str:
 
 def add_rcv_param(message: Message, source: Address, uri_param: bool = False) -> Message:
     """
-    C{add_rcv_param([flag])} (FIX-11), for a REGISTER relayed to another registrar: every
+    C{add_rcv_param([flag])}, for a REGISTER relayed to another registrar: every
     Contact gets C{;received="<source uri>"} as a header parameter, or (C{uri_param}) an
     unquoted URI parameter, which is allowed over UDP only.
 
@@ -173,7 +173,7 @@ def add_rcv_param(message: Message, source: Address, uri_param: bool = False) ->
 
 
 def decode_alias(value: str) -> Address:
-    """Decode C{ip~port~digit} (FIX-08); transports sbc does not speak are refused too.
+    """Decode C{ip~port~digit}; transports sbc does not speak are refused too.
 
     @raise AliasError: malformed value, unknown digit, or a transport sbc lacks."""
     parts = value.split("~")
@@ -192,7 +192,7 @@ def decode_alias(value: str) -> Address:
 
 def handle_ruri_alias(request: Request, last: bool = False) -> tuple[Request, Optional[Address]]:
     """
-    C{handle_ruri_alias([mode])} (FIX-08): take the alias out of the Request-URI and return
+    C{handle_ruri_alias([mode])}: take the alias out of the Request-URI and return
     where the request really goes.  Without an alias: the request unchanged and L{None}.
 
     @raise AliasError: an alias that does not decode (the caller answers 400).
@@ -210,7 +210,7 @@ def handle_ruri_alias(request: Request, last: bool = False) -> tuple[Request, Op
 
 def fix_nated_contact(message: Message, source: Address) -> Message:
     """
-    C{fix_nated_contact()} (FIX-01): host:port of the first Contact URI become the source
+    C{fix_nated_contact()}: host:port of the first Contact URI become the source
     address (port always written, IPv6 bracketed, C{maddr} removed); user, other params
     and display name kept.  Idempotent: a Contact already naming the source is left alone.
     """

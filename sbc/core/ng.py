@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.core.test_ng -*-
 """
-rtpengine's ng control protocol (K: RTP-01..03): C{<cookie> <bencoded dictionary>} per
+rtpengine's ng control protocol: C{<cookie> <bencoded dictionary>} per
 message, replies echo the cookie.  Bencode: C{<len>:<bytes>}, C{i<n>e}, C{l...e},
 C{d...e} with byte-string keys.  Strings decode to C{str} where they are UTF-8 (SDP,
 command names), else stay C{bytes}.  Pure codec: the adapter does the sockets and retries.
 
-The command dictionaries are built as Kamailio's rtpengine module builds them (K: RTP-18,
-RTP-19, TV-24): L{parse_flags} turns a flag string (C{"replace-origin ICE=remove
+The command dictionaries are built as Kamailio's rtpengine module builds them (flags,
+tag orientation): L{parse_flags} turns a flag string (C{"replace-origin ICE=remove
 trust-address"}) into dictionary entries, L{offer_command}, L{answer_command},
 L{delete_command}, L{query_command} and L{ping_command} add the call's identity.
 """
@@ -145,7 +145,7 @@ def decode_message(data: bytes) -> tuple[str, dict]:
 
 def parse_ng_url(url: str) -> tuple[str, int]:
     """
-    One C{rtpengine_sock} URL (K: RTP-15): C{udp:127.0.0.1:2223}, C{udp6:[::1]:2223} (or
+    One Kamailio C{rtpengine_sock} URL: C{udp:127.0.0.1:2223}, C{udp6:[::1]:2223} (or
     C{udp6:::1:2223}); a C{=weight} suffix is ignored.
 
     @return: (host, port), the host bare.
@@ -169,7 +169,7 @@ def parse_ng_url(url: str) -> tuple[str, int]:
     return ip.compressed, int(port_text)
 
 
-#: Flag tokens that pick the transport protocol (K: RTP-18), combined into one value.
+#: Flag tokens that pick the C{transport-protocol}, combined into one value.
 _TRANSPORT_TOKENS = frozenset({"RTP", "SRTP", "AVP", "AVPF", "DTLS"})
 #: C{k=v} flags whose value is an integer.
 _INTEGER_KEYS = frozenset({"TOS", "repacketize", "delete-delay"})
@@ -185,7 +185,7 @@ def _received_from(address: str) -> list[str]:
 
 def parse_flags(flags: str) -> dict[str, Any]:
     """
-    A Kamailio flag string as dictionary entries (K: RTP-18): C{replace-X} → C{replace}
+    A Kamailio flag string as dictionary entries: C{replace-X} → C{replace}
     list, C{direction=X} (twice: sender side then receiver side), C{internal}, C{external} →
     C{direction} list, C{ICE=X} and other C{k=v} → C{k: v}, C{rtcp-mux-X}, C{SDES-X},
     C{T.38=X} → lists, C{codec-X=Y} → C{codec} dictionary, C{RTP SRTP AVP AVPF DTLS} (or an
@@ -346,8 +346,8 @@ def offer_command(
     sip_message_type: Optional[str] = "sip_request",
 ) -> dict[str, Any]:
     """
-    An C{offer} (K: RTP-05): C{from_tag} is the tag of the party that sent the SDP (for a
-    late offer in a reply, the To tag; C{to_tag} then the From tag, K: RTP-19).
+    An ng C{offer}: C{from_tag} is the tag of the party that sent the SDP (for a
+    late offer in a reply, the To tag; C{to_tag} then the From tag, as Kamailio's rtpengine module).
 
     @param received_from: the SIP source address (C{received-from}).
     @param sip_message_type: C{sip_request} or C{sip_reply} (L{None}: not sent; rtpengine
@@ -375,7 +375,7 @@ def answer_command(
     received_from: Optional[str] = None,
     sip_message_type: Optional[str] = "sip_reply",
 ) -> dict[str, Any]:
-    """An C{answer} (K: RTP-06): C{from_tag} is the offerer's tag, C{to_tag} the answerer's."""
+    """An ng C{answer}: C{from_tag} is the offerer's tag, C{to_tag} the answerer's."""
     return _command(
         "answer",
         call_id,
@@ -398,8 +398,8 @@ def delete_command(
     sip_message_type: Optional[str] = "sip_request",
 ) -> dict[str, Any]:
     """
-    A C{delete} (K: RTP-07): the whole call unless the C{to-tag} flag is given, in which case
-    C{to_tag} is sent too (K: RTP-19); C{from_tag} is the From tag of the BYE (or none: the
+    An ng C{delete}: the whole call unless the C{to-tag} flag is given, in which case
+    C{to_tag} is sent too; C{from_tag} is the From tag of the BYE (or none: the
     call by its Call-ID).  C{delete-delay=0} in C{flags} frees it at once.
     """
     return _command(
@@ -416,7 +416,7 @@ def delete_command(
 def query_command(
     call_id: str, from_tag: Optional[str] = None, to_tag: Optional[str] = None
 ) -> dict[str, Any]:
-    """A C{query} (K: RTP-08): totals and tags of a call."""
+    """An ng C{query}: totals and tags of a call."""
     message: dict[str, Any] = {"command": "query", "call-id": call_id}
     if from_tag is not None:
         message["from-tag"] = from_tag

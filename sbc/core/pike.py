@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_pike -*-
 """
-Flood protection like Kamailio's pike module (SEC-04): requests are counted per source IP
+Flood protection like Kamailio's pike module: requests are counted per source IP
 in windows of C{sampling_time_unit} seconds; a source above C{reqs_density_per_unit} in a
 window is limited (answered 503 with Retry-After), one above twice that is dropped without
 an answer.  A source quiet for C{remove_latency} seconds is forgotten; the table is bounded.

@@ -69,8 +69,8 @@ class Binding:
     @ivar source: the transport address the REGISTER came from (for NAT handling and
         connection reuse).
     @ivar local: the socket it arrived on.
-    @ivar received: set when the client is behind NAT (K: FIX-10): requests for it go to this
-        address, from C{local}, instead of to the Contact.
+    @ivar received: set when the client is behind NAT (fix_nated_register): requests for it
+        go to this address, from C{local}, instead of to the Contact.
     """
 
     uri: SipUri
@@ -201,7 +201,7 @@ class Registrar:
         return [b for b in self._bindings.get(aor, []) if b.source == source and b.expires_at > now]
 
     def evict(self, address: Address, now: float) -> int:
-        """Bindings reached through C{address} expire within 10 s (PING-07)."""
+        """Bindings reached through C{address} expire within 10 s (nathelper keepalive_timeout)."""
         count = 0
         for bindings in self._bindings.values():
             for i, b in enumerate(bindings):
@@ -288,7 +288,7 @@ class Registrar:
     ) -> RegisterResult:
         """Apply a REGISTER (RFC 3261 §10.3 steps 5-8) and say what to answer.
 
-        @param received: the NAT address to store with the new bindings (FIX-10)."""
+        @param received: the NAT address to store with the new bindings (fix_nated_register)."""
         aor = aor_of(request.to.uri)
         if aor is None:
             return RegisterResult(400, "Bad To: no user part")

@@ -24,24 +24,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.message import Header, Message, Request, Response
-from sbc.core.nat import NatPolicy, client_nat_test, is_rfc1918, nat_uac_test, stamp_via
-from sbc.core.natfix import (
-    AliasError,
-    add_contact_alias,
-    add_rcv_param,
-    fix_nated_contact,
-    handle_ruri_alias,
-    set_contact_alias,
-    source_uri,
-)
-from sbc.core.routing import RouteOutcome, loose_route, with_routes
+from sbc.core.message import Header, Request, Response
+from sbc.core.nat import stamp_via
+from sbc.core.natfix import AliasError, handle_ruri_alias, source_uri
+from sbc.core.routing import Hop, RouteOutcome, loose_route, with_routes
 from sbc.core.scriptaccess import AccessFunctions, Result
-from sbc.core.sdp import SdpError, fix_nated_sdp
+from sbc.core.scriptmessage import MessageContext, ScriptExit, script_uri
 from sbc.core.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sbc.core.proxy import Proxy, _Forwarding
+    from sbc.core.forwarding import ResponseContext
+    from sbc.core.scripthost import ScriptHost
     from sbc.core.transaction import ServerTransaction
 
 __all__ = [
@@ -53,147 +46,7 @@ __all__ = [
 ]
 
 
-class ScriptExit(Exception):  # noqa: N818 - Kamailio's exit, not an error
-    """Raised by L{RequestContext.exit}: stop the route here (Kamailio's C{exit})."""
-
-
-def _uri(value: Union[str, SipUri]) -> SipUri:
-    uri = parse_uri(value) if isinstance(value, str) else value
-    if not isinstance(uri, SipUri):
-        raise ValueError(f"not a SIP URI: {value!r}")
-    return uri
-
-
-class _MessageContext:
-    """What request and reply contexts share: source pseudo-variables, NAT tests and
-    fixes, header edits."""
-
-    def __init__(self, proxy: Proxy, message: Message, source: Address) -> None:
-        self._proxy = proxy
-        self.message = message
-        self._source = source
-
-    # -- pseudo-variables ------------------------------------------------------------------
-    @property
-    def si(self) -> str:
-        """$si: the source IP address."""
-        return self._source.host
-
-    @property
-    def sp(self) -> int:
-        """$sp: the source port."""
-        return self._source.port
-
-    @property
-    def pr(self) -> str:
-        """$pr: the transport it came over (udp, tcp, tls)."""
-        return self._source.transport
-
-    @property
-    def source_uri(self) -> str:
-        """$source_uri (nat_traversal): sip:ip:port[;transport=x] of the source."""
-        return source_uri(self._source)
-
-    @property
-    def nat_policy(self) -> NatPolicy:
-        """The [nat] policy in force (read-only)."""
-        return self._proxy.settings.nat
-
-    @property
-    def rr_count(self) -> int:
-        """$rr_count: Record-Route entries in the message."""
-        return len(self.message.record_routes)
-
-    @property
-    def rr_top_count(self) -> int:
-        """$rr_top_count (K: PV-02): 2 when the topmost Record-Route URI has a non-empty
-        C{r2} parameter (one proxy's double Record-Route), 1 otherwise, 0 without any."""
-        routes = self.message.record_routes
-        if not routes:
-            return 0
-        uri = routes[0].uri
-        return 2 if isinstance(uri, SipUri) and uri.param("r2") else 1
-
-    @property
-    def has_body(self) -> bool:
-        return bool(self.message.body)
-
-    def get_header(self, name: str) -> Optional[str]:
-        """$hdr(name): the first value of header C{name} (None if absent)."""
-        return self.message.get(name)
-
-    # -- NAT tests (K: NATD) -------------------------------------------------------------
-    def nat_uac_test(self, flags: Union[int, str]) -> bool:
-        """nathelper's nat_uac_test(flags)."""
-        return nat_uac_test(self.message, self._source, int(flags), self.nat_policy.ranges)
-
-    def client_nat_test(self, flags: Union[int, str]) -> bool:
-        """nat_traversal's client_nat_test(flags)."""
-        return client_nat_test(self.message, self._source, int(flags), self.nat_policy.ranges)
-
-    @staticmethod
-    def is_rfc1918(address: str) -> bool:
-        """nathelper's is_rfc1918(ip): a private address (RFC 1918, RFC 6598, ...)."""
-        return is_rfc1918(address)
-
-    # -- fixes (K: FIX) -------------------------------------------------------------------
-    def fix_nated_contact(self) -> bool:
-        """Rewrite the first Contact's host and port to the source address."""
-        self.message = fix_nated_contact(self.message, self._source)
-        return True
-
-    def fix_contact(self) -> bool:
-        """nat_traversal's fix_contact(): the same rewrite as fix_nated_contact."""
-        return self.fix_nated_contact()
-
-    def add_contact_alias(self) -> bool:
-        """Add C{;alias=ip~port~proto} of the source to the first Contact."""
-        self.message = add_contact_alias(self.message, self._source)
-        return True
-
-    def set_contact_alias(self, trim: bool = False) -> bool:
-        """The alias inside the Contact URI (nathelper's set_contact_alias)."""
-        self.message = set_contact_alias(self.message, self._source, trim)
-        return True
-
-    def fix_nated_sdp(self, flags: Union[int, str], ip: Optional[str] = None) -> bool:
-        """nathelper's fix_nated_sdp(flags[, ip]): False when the body is not SDP sbc can
-        change."""
-        if not self.message.body:
-            return False
-        try:
-            body, changed = fix_nated_sdp(self.message.body, int(flags), ip or self._source.host)
-        except SdpError:
-            return False
-        self.message = self.message.with_body(body)
-        return changed
-
-    def add_rcv_param(self, uri_param: bool = False) -> bool:
-        """Add C{;received="sip:ip:port"} to each Contact (or inside the URI)."""
-        self.message = add_rcv_param(self.message, self._source, uri_param)
-        return True
-
-    # -- headers ---------------------------------------------------------------------------
-    def append_hf(self, text: str) -> bool:
-        """Append a header line C{Name: value} (a trailing CRLF is allowed)."""
-        name, colon, value = text.strip().partition(":")
-        if not colon or not name.strip():
-            raise ValueError(f"append_hf: expected 'Name: value', got {text!r}")
-        self.message = self.message.with_header_appended(name.strip(), value.strip())
-        return True
-
-    def remove_hf(self, name: str) -> int:
-        """Remove every header C{name}; how many there were."""
-        count = len(self.message.get_all(name))
-        if count:
-            self.message = self.message.without(name)
-        return count
-
-    def is_present_hf(self, name: str) -> bool:
-        return self.message.has(name)
-
-
-class RequestContext(_MessageContext, AccessFunctions):
+class RequestContext(MessageContext, AccessFunctions):
     """
     C{msg} in C{request_route}: the request, where it came from, and the decisions the
     script makes about it.  L{t_relay} and L{sl_send_reply} end its handling.  Who may
@@ -202,7 +55,7 @@ class RequestContext(_MessageContext, AccessFunctions):
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: ScriptHost,
         request: Request,
         server: ServerTransaction,
         source: Address,
@@ -219,7 +72,7 @@ class RequestContext(_MessageContext, AccessFunctions):
         self.done = False
         self._du: Optional[SipUri] = None
         self._du_address: Optional[Address] = None
-        self._branches: list[tuple[Request, Any, Optional[Address]]] = []
+        self._branches: list[Hop] = []
         self._lookup_base: Optional[Request] = None
         #: After lookup(): the user has (or had) bindings; 480 rather than 404.
         self.known_user = False
@@ -235,6 +88,9 @@ class RequestContext(_MessageContext, AccessFunctions):
         self.failure_route: Optional[Callable[[FailureContext], None]] = None
         self.keepalive = False
         self.authenticated: Optional[str] = None
+        #: The socket every branch leaves from (force_send_socket, or the one a double
+        #: Record-Route names); None: chosen per destination.
+        self.send_socket: Optional[Address] = None
 
     @property
     def request(self) -> Request:
@@ -290,7 +146,7 @@ class RequestContext(_MessageContext, AccessFunctions):
 
     @ru.setter
     def ru(self, value: Union[str, SipUri]) -> None:
-        new = self.request.with_uri(_uri(value))
+        new = self.request.with_uri(script_uri(value))
         self.message = new
 
     @property
@@ -303,7 +159,7 @@ class RequestContext(_MessageContext, AccessFunctions):
     @du.setter
     def du(self, value: Union[str, SipUri, None]) -> None:
         self._du_address = None
-        self._du = None if value is None or value == "" else _uri(value)
+        self._du = None if value is None or value == "" else script_uri(value)
 
     def is_myself(self, uri: Union[str, SipUri, None] = None) -> bool:
         """Does C{uri} (default: the Request-URI) name sbc?"""
@@ -320,7 +176,7 @@ class RequestContext(_MessageContext, AccessFunctions):
             return None
         address = self._source
         if uri is not None:
-            parsed = _uri(uri)
+            parsed = script_uri(uri)
             address = Address(parsed.transport, parsed.host, parsed.port or 5060)
         entry = table.endpoints.get(address)
         return str(entry.local) if entry is not None and entry.local else None
@@ -358,7 +214,7 @@ class RequestContext(_MessageContext, AccessFunctions):
         self.keepalive = True
         return True
 
-    # -- Record-Route and Route (K: RR) ------------------------------------------------------
+    # -- Record-Route and Route (Kamailio rr) ------------------------------------------------
     def record_route(self, params: str = "") -> bool:
         """Stay in the path: add our Record-Route (double when the sockets differ)."""
         self._record_route = True
@@ -388,9 +244,28 @@ class RequestContext(_MessageContext, AccessFunctions):
             return Result(-2)
         self.message = routed.request
         self._consumed = routed.consumed
+        if len(routed.consumed) >= 2:
+            # Our double Record-Route: the second entry names the socket towards the
+            # next hop (Kamailio rr sets the send socket from it).
+            uri = routed.consumed[1].uri
+            if isinstance(uri, SipUri):
+                transport = uri.transport if uri.transport in ("udp", "tcp", "tls") else "udp"
+                port = uri.port or (5061 if transport == "tls" else 5060)
+                socket = self._proxy.own_socket(f"{transport}:{uri.host}:{port}")
+                if socket is not None:
+                    self.send_socket = socket
         if routed.next_hop is not None:
             self.du = routed.next_hop
         return Result(int(routed.outcome))
+
+    def force_send_socket(self, socket: str) -> bool:
+        """Kamailio's force_send_socket(proto:ip:port): every branch leaves from this one
+        of our sockets (False, and no change, when it is not one of ours)."""
+        address = self._proxy.own_socket(socket)
+        if address is None:
+            return False
+        self.send_socket = address
+        return True
 
     def check_route_param(self, regex: str) -> bool:
         """Does a Route entry loose_route consumed carry parameters matching C{regex}?"""
@@ -428,7 +303,7 @@ class RequestContext(_MessageContext, AccessFunctions):
         self._path = received
         return True
 
-    # -- location (K: registrar) ----------------------------------------------------------
+    # -- location (Kamailio registrar) ----------------------------------------------------
     def save(self, table: str = "location") -> Result:
         """Store the REGISTER's bindings and answer it (200, 423, 400, ...).  With [auth]
         on, a REGISTER the script did not authenticate is challenged instead."""
@@ -449,9 +324,9 @@ class RequestContext(_MessageContext, AccessFunctions):
         self._lookup_base = self.request
         return Result(1)
 
-    # -- media (K: RTP) -------------------------------------------------------------------
+    # -- media (Kamailio rtpengine) --------------------------------------------------------
     def rtp_offer(self) -> bool:
-        """Anchor this call's media (K: rtpengine_offer) when [rtp] rtp_policy says so
+        """Anchor this call's media (Kamailio's rtpengine_offer) when [rtp] rtp_policy says so
         (C{always}; C{nated}: the caller is L{natted} or a callee has a private contact):
         the SDP of this request and of every later offer and answer in the call goes
         through the relay, and the session ends with the call."""
@@ -511,18 +386,18 @@ class RequestContext(_MessageContext, AccessFunctions):
         raise ScriptExit()
 
     # -- for the proxy -----------------------------------------------------------------------
-    def hops(self) -> list[tuple[Request, Any, Optional[Address]]]:
+    def hops(self) -> list[Hop]:
         """Where t_relay sends: the lookup branches, or one hop to $du / the R-URI (an
         address, a URI needing DNS, or None when unusable)."""
         if self._branches:
             if self.request is self._lookup_base:  # nothing changed since lookup()
                 return self._branches
-            return [(self._with_changes(r), t, s) for r, t, s in self._branches]
+            return [hop._replace(request=self._with_changes(hop.request)) for hop in self._branches]
         if self._du_address is not None:
-            return [(self.request, self._du_address, None)]
+            return [Hop(self.request, self._du_address, None)]
         uri = self._du if self._du is not None else self.request.uri
         target = self._proxy.hop_target(uri) if isinstance(uri, SipUri) else None
-        return [(self.request, target, None)]
+        return [Hop(self.request, target, None)]  # type: ignore[arg-type]
 
     def _with_changes(self, branch: Request) -> Request:
         """A lookup branch keeps the script's later header and body changes."""
@@ -546,10 +421,10 @@ class RequestContext(_MessageContext, AccessFunctions):
         return self._natted_register
 
 
-class ReplyContext(_MessageContext):
+class ReplyContext(MessageContext):
     """C{msg} in C{reply_route}: a response from a next hop, before it is relayed."""
 
-    def __init__(self, proxy: Proxy, response: Response, sent: Request, source: Address):
+    def __init__(self, proxy: ScriptHost, response: Response, sent: Request, source: Address):
         super().__init__(proxy, response, source)
         self.sent = sent
 
@@ -581,7 +456,7 @@ class FailureContext:
     destinations (serial forking) or answer; otherwise the best reply goes upstream.
     """
 
-    def __init__(self, proxy: Proxy, forwarding: _Forwarding, best: Response, now: float):
+    def __init__(self, proxy: ScriptHost, forwarding: ResponseContext, best: Response, now: float):
         self._proxy = proxy
         self._forwarding = forwarding
         self.best = best
@@ -611,7 +486,7 @@ class FailureContext:
 
     def t_branch_timeout(self) -> bool:
         """Did a branch end by timeout (a local 408)?"""
-        return self._proxy.any_timeout(self._forwarding)
+        return self._forwarding.timed_out()
 
     @property
     def ru(self) -> str:
@@ -619,7 +494,7 @@ class FailureContext:
 
     @ru.setter
     def ru(self, value: Union[str, SipUri]) -> None:
-        self.request = self.request.with_uri(_uri(value))
+        self.request = self.request.with_uri(script_uri(value))
 
     @property
     def du(self) -> Optional[str]:
@@ -627,7 +502,7 @@ class FailureContext:
 
     @du.setter
     def du(self, value: Union[str, SipUri, None]) -> None:
-        self._du = None if value is None or value == "" else _uri(value)
+        self._du = None if value is None or value == "" else script_uri(value)
 
     def t_relay(self) -> bool:
         """A new branch to $du or the Request-URI."""

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.core.test_routing -*-
 """
-Record-Route and loose routing (RFC 3261 §16.6, §16.12; Kamailio rr module, K: RR-01..07),
+Record-Route and loose routing (RFC 3261 §16.6, §16.12; Kamailio rr module),
 and turning a next-hop URI into a transport address.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, TRANSPORTS, Address, normalise_host
 from sbc.core.identity import LocalIdentity
@@ -16,6 +16,7 @@ from sbc.core.message import Request
 from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
+    "Hop",
     "record_route_value",
     "RouteOutcome",
     "LooseRoute",
@@ -23,6 +24,22 @@ __all__ = [
     "uri_target",
     "with_routes",
 ]
+
+
+class Hop(NamedTuple):
+    """
+    One branch to create: the request for it, the next hop (an address, or a URI whose host
+    needs DNS), and the socket to send from (None: any socket that fits the next hop).
+
+    @ivar binding: the next hop comes from a location binding (its NAT address, alias or
+        connection): a timeout there means the binding went stale, which is the
+        registrar's business, so it does not blocklist the address.
+    """
+
+    request: Request
+    target: Union[Address, SipUri]
+    preferred: Optional[Address]
+    binding: bool = False
 
 
 def record_route_value(
@@ -34,7 +51,7 @@ def record_route_value(
     params: str = "",
 ) -> str:
     """
-    The Record-Route value for one of our sockets (RR-01): C{<sip:host[:port][;transport=x]
+    The Record-Route value for one of our sockets (record_route()): C{<sip:host[:port][;transport=x]
     [;r2=on];lr[;ftag=tag]>}, the port written only when it is not 5060, the transport only
     when it is not UDP.
     """
@@ -94,7 +111,7 @@ def _is_mine(entry: NameAddr, identity: LocalIdentity) -> bool:
 
 
 def loose_route(request: Request, identity: LocalIdentity) -> LooseRoute:
-    """Process the Route header as Kamailio's C{loose_route()} does (RR-06)."""
+    """Process the Route header as Kamailio's C{loose_route()} does."""
     routes = list(request.routes)
     if not routes:
         return LooseRoute(request, RouteOutcome.NO_ROUTE)

@@ -5,9 +5,9 @@ line sbc does not touch kept byte for byte.
 
 An SDP body is a session part (up to the first C{m=}) and media sections.  The NAT code
 reads C{c=}/C{o=} addresses (L{session_connection}, L{media_connections}) and rewrites
-them with L{fix_nated_sdp} (Kamailio nathelper's function of that name, K: FIX-04).
+them with L{fix_nated_sdp} (Kamailio nathelper's function of that name).
 
-Media anchoring (RTP-01) reads every stream with L{media_streams} and points it at a relay
+Media anchoring (RFC 3264) reads every stream with L{media_streams} and points it at a relay
 with L{anchor_sdp}: C{m=} ports, C{c=} and C{a=rtcp} (RFC 3605) rewritten, the peer's ICE
 (RFC 8839) removed, or replaced by the relay as an ICE-lite agent towards a side that
 speaks ICE, the C{o=} version bumped when anything changed (RFC 3264 §8).
@@ -129,7 +129,7 @@ def fix_nated_sdp(
     append_oldmediaip: bool = True,
 ) -> tuple[bytes, bool]:
     """
-    Kamailio's C{fix_nated_sdp(flags, address)} (FIX-04).
+    Kamailio nathelper's C{fix_nated_sdp(flags, address)}.
 
     0x01 adds C{a=direction:active} to every media section; 0x02 rewrites every C{c=}
     address; 0x04 appends C{nortpproxy_str}; 0x08 rewrites every C{o=} address; with 0x02
@@ -192,10 +192,10 @@ def fix_nated_sdp(
     return new.serialise(), bool(old_lines)
 
 
-# -- media anchoring (RTP-01) -------------------------------------------------------------------
+# -- media anchoring (RFC 3264) -----------------------------------------------------------------
 
 #: The ICE attributes (RFC 8839 §5) removed when media is anchored: the relay is the only
-#: candidate, as rtpengine's C{ICE: remove} (K: RTP-09).
+#: candidate, as rtpengine's C{ICE: remove}.
 ICE_ATTRIBUTES = frozenset(
     {
         "candidate",
@@ -382,7 +382,7 @@ def anchor_sdp(
     ice: Optional[IceCredentials] = None,
 ) -> bytes:
     """
-    Point every stream of C{body} at a relay (RTP-01).
+    Point every stream of C{body} at a relay.
 
     Stream C{i} gets C{ports[i]} in its C{m=} line and C{address} in its C{c=} lines (the
     session one included; C{IN IP4} or C{IN IP6} after the address); C{a=rtcp} becomes

@@ -58,7 +58,7 @@ class Timers:
     @ivar fr_timer: Timer B/F: a branch with no reply at all times out after this.
     @ivar fr_inv_timer: an INVITE branch that got a provisional reply times out after this.
     @ivar restart_fr_on_each_reply: every 1xx restarts C{fr_inv_timer} (else only the first
-        one and those with a higher code, TM-03).
+        one and those with a higher code, as Kamailio tm).
     """
 
     t1: float = 0.5
@@ -181,6 +181,13 @@ CLIENT_NON_INVITE: dict[tuple[State, str], tuple[State, str]] = {
     (S.COMPLETED, "K"): (S.TERMINATED, "absorb"),
 }
 
+# The transaction user gives up on a transaction (a request dropped by the script, a send
+# that failed): every state that is not over yet ends at once (RFC 3261 §17.1.4 for the
+# transport error of a client transaction).
+for _table in (SERVER_INVITE, SERVER_NON_INVITE, CLIENT_INVITE, CLIENT_NON_INVITE):
+    for _state in {state for state, _ in _table}:
+        _table[(_state, "abandon")] = (S.TERMINATED, "absorb")
+
 #: Inputs a peer causes: a missing row means "absorb" (never an exception from the network).
 _PEER_INPUTS = frozenset({"request", "ack"})
 
@@ -248,6 +255,11 @@ class _Machine:
         return effects
 
     _is_client = False
+
+    def abandon(self, now: float) -> None:
+        """The transaction user gives up: the transaction ends now, sending nothing."""
+        if self.state is not State.TERMINATED:
+            self._step("abandon", now)
 
     def handle_timer(self, now: float) -> list[Effect]:
         """Fire every timer due at C{now}, earliest first."""

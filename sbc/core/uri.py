@@ -5,6 +5,8 @@ SIP URIs, name-addr values and Via values (RFC 3261 §19.1, §20, §25).
 Every value object keeps the text it was parsed from and serialises to exactly that text until
 one of its parts is replaced (the C{evolve}/C{with_*} methods return new objects whose text is
 rebuilt).  Malformed input raises L{ParseError}, which carries the status a server answers with.
+The shared pieces of syntax (tokens, hosts, parameter lists, comma lists) live in
+L{sbc.core.syntax} and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,25 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from sbc.core.errors import ParseError
+from sbc.core.syntax import WS as _WS
+from sbc.core.syntax import (
+    Params,
+    escape_param,
+    format_host,
+    is_ip_literal,
+    is_token,
+    split_commas,
+    unescape_param,
+)
+from sbc.core.syntax import format_params as _format_params
+from sbc.core.syntax import has_param as _has_param
+from sbc.core.syntax import param_value as _param_value
+from sbc.core.syntax import parse_header_params as _parse_header_params
+from sbc.core.syntax import parse_port as _parse_port
+from sbc.core.syntax import scan_quoted as _scan_quoted
+from sbc.core.syntax import set_param as _set_param
+from sbc.core.syntax import split_hostport as _split_hostport
+from sbc.core.syntax import without_param as _without_param
 
 __all__ = [
     "Params",
@@ -32,124 +53,8 @@ __all__ = [
     "is_ip_literal",
 ]
 
-#: RFC 3261 token characters (alphanum and -.!%*_+`'~).
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_HOST = re.compile(r"[A-Za-z0-9\-.]+\Z")
-_IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
-_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
 #: Characters that may never appear unescaped inside a URI (white space, quotes, angle brackets).
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
-_WS = " \t\r\n"
-
-Params = tuple[tuple[str, Optional[str]], ...]
-
-
-_PARAM_UNSAFE = {c: f"%{ord(c):02X}" for c in ';=?&,<>"% '}
-
-
-def escape_param(value: str) -> str:
-    """%-escape what may not stand in a URI parameter value (C{;} C{=} C{%} ...)."""
-    return "".join(_PARAM_UNSAFE.get(c, c) for c in value)
-
-
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
-
-
-def unescape_param(value: str) -> str:
-    """Undo %-escaping (RFC 3261 §19.1.4); malformed escapes are kept as they are."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
-
-
-def is_token(text: str) -> bool:
-    """Say whether C{text} is a non-empty RFC 3261 token."""
-    return _TOKEN.match(text) is not None
-
-
-def is_ip_literal(host: str) -> bool:
-    """Say whether C{host} is an IPv4 address or an IPv6 reference (with or without brackets)."""
-    if host.startswith("["):
-        return host.endswith("]") and ":" in host
-    if ":" in host:
-        return _IPV6_CHARS.match(host) is not None
-    m = _IPV4.match(host)
-    return m is not None and all(int(g) <= 255 for g in m.groups())
-
-
-def format_host(host: str) -> str:
-    """Return C{host} as it is written in a URI or Via: IPv6 in brackets."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
-
-
-def _check_host(host: str, what: str) -> None:
-    if host.startswith("["):
-        if not host.endswith("]") or _IPV6_CHARS.match(host[1:-1]) is None or ":" not in host:
-            raise ParseError(400, f"bad IPv6 reference in {what}")
-        return
-    if not host or _HOST.match(host) is None:
-        raise ParseError(400, f"bad host in {what}")
-
-
-def _parse_port(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise ParseError(400, f"bad port in {what}")
-    return int(text)
-
-
-def _split_hostport(text: str, what: str) -> tuple[str, Optional[int]]:
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ParseError(400, f"bad IPv6 reference in {what}")
-        host, rest = text[: end + 1], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ParseError(400, f"bad host in {what}")
-        port_text = rest[1:] if rest else None
-    else:
-        host, sep, port_text = text.partition(":")
-        if not sep:
-            port_text = None
-    _check_host(host, what)
-    return host, (None if port_text is None else _parse_port(port_text, what))
-
-
-def _format_params(params: Params) -> str:
-    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
-
-
-def _param_value(params: Params, name: str) -> Optional[str]:
-    lname = name.lower()
-    for key, value in params:
-        if key.lower() == lname:
-            return "" if value is None else value
-    return None
-
-
-def _has_param(params: Params, name: str) -> bool:
-    lname = name.lower()
-    return any(key.lower() == lname for key, _ in params)
-
-
-def _set_param(params: Params, name: str, value: Optional[str]) -> Params:
-    lname = name.lower()
-    out = []
-    done = False
-    for key, old in params:
-        if key.lower() == lname:
-            if not done:
-                out.append((key, value))
-                done = True
-            continue
-        out.append((key, old))
-    if not done:
-        out.append((name, value))
-    return tuple(out)
-
-
-def _without_param(params: Params, name: str) -> Params:
-    lname = name.lower()
-    return tuple((k, v) for k, v in params if k.lower() != lname)
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,111 +224,6 @@ def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
                 raise ParseError(400, "bad URI header")
             headers.append((name, value))
     return SipUri(scheme, user, password, host, port, tuple(params), tuple(headers), raw=text)
-
-
-def split_commas(value: str) -> list[str]:
-    """
-    Split a header value at the commas that separate list elements, ignoring commas inside
-    quoted strings and inside C{<...>}.  Elements are stripped; empty elements are kept so
-    that the caller can reject them.
-    """
-    if "," not in value:
-        return [value.strip()]
-    parts = []
-    start = 0
-    in_quote = False
-    in_angle = False
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif c == '"':
-            in_quote = True
-        elif c == "<":
-            in_angle = True
-        elif c == ">":
-            in_angle = False
-        elif c == "," and not in_angle:
-            parts.append(value[start:i].strip())
-            start = i + 1
-        i += 1
-    parts.append(value[start:].strip())
-    return parts
-
-
-def _scan_quoted(text: str, pos: int) -> int:
-    """Return the index just past the quoted string starting at C{text[pos] == '"'}."""
-    i = pos + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    raise ParseError(400, "unterminated quoted string")
-
-
-def _parse_header_params(text: str, what: str) -> Params:
-    """
-    Parse C{*( SEMI generic-param )} where C{text} starts at the first C{;} (or is empty).
-    LWS is allowed around C{;} and C{=}; values are tokens, hosts or quoted strings.
-    """
-    params = []
-    i = 0
-    n = len(text)
-    while i < n:
-        while i < n and text[i] in _WS:
-            i += 1
-        if i >= n:
-            break
-        if text[i] != ";":
-            raise ParseError(400, f"junk after {what}")
-        i += 1
-        while i < n and text[i] in _WS:
-            i += 1
-        j = i
-        while j < n and text[j] not in ";=" + _WS:
-            j += 1
-        name = text[i:j]
-        if not is_token(name):
-            raise ParseError(400, f"bad parameter in {what}")
-        while j < n and text[j] in _WS:
-            j += 1
-        value: Optional[str] = None
-        if j < n and text[j] == "=":
-            j += 1
-            while j < n and text[j] in _WS:
-                j += 1
-            if j < n and text[j] == '"':
-                end = _scan_quoted(text, j)
-                value = text[j:end]
-                j = end
-            else:
-                k = j
-                while k < n and text[k] not in ";" + _WS:
-                    k += 1
-                value = text[j:k]
-                if not value or not (is_token(value) or _is_gen_value(value)):
-                    raise ParseError(400, f"bad parameter value in {what}")
-                j = k
-        params.append((name, value))
-        i = j
-    return tuple(params)
-
-
-_GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+\Z")
-
-
-def _is_gen_value(value: str) -> bool:
-    return _GEN_VALUE.match(value) is not None
 
 
 @dataclass(frozen=True)

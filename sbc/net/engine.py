@@ -19,16 +19,26 @@ from twisted.python.failure import Failure
 from sbc import __version__
 from sbc.core.address import Address
 from sbc.core.dialog import DialogCreated, DialogEvent, DialogTerminated
+from sbc.core.effects import (
+    Anchor,
+    Effect,
+    OperatorEvent,
+    RelayRefused,
+    ReleaseMedia,
+    Resolve,
+    ScriptFailed,
+)
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.message import Message, ParseLimits, Request, parse
 from sbc.core.nat import stamp_via
 from sbc.core.pike import Pike, PikeSettings, Verdict
-from sbc.core.proxy import Anchor, Effect, Notice, Proxy, ReleaseMedia, Resolve
+from sbc.core.proxy import Proxy
 from sbc.core.reply import error_response, make_response
 from sbc.core.stats import Statistics
 from sbc.core.stun import StunError, binding_response, parse_request
 from sbc.core.transaction import Send
 from sbc.core.uri import SipUri, is_ip_literal
+from sbc.core.wire import RECEIVED, SENT, Wire, looks_like_sip, raw_call_id
 from sbc.net.flow import Flow
 from sbc.net.log import logger
 from sbc.net.media import MediaBackend
@@ -39,18 +49,26 @@ __all__ = ["SipEngine"]
 
 log = logger(__name__)
 
-#: Notices of requests the relay policy refused (403 Relaying Forbidden, 404 Not Here).
-_REFUSALS = frozenset({"relay_forbidden", "not_here"})
+#: Events about registrations, not calls (no Call-ID added to their lines).
+_NOT_CALLS = frozenset({"registered", "unregistered"})
+
 #: Seconds between two log lines about refused requests of one kind.
 REFUSAL_LOG_INTERVAL = 10.0
 
 
-#: The limits of SEC-01, each counted when a peer hits it.
+#: The limits on bad or oversized input, each counted when a peer hits it.
 _LIMIT_COUNTERS = {
     "Message Too Large": "limit_message_size",
     "Too Many Headers": "limit_headers",
     "Header Too Long": "limit_header_length",
 }
+
+
+class WireTap(Protocol):
+    """An observer of every SIP message the engine receives or sends (metrics, HEP
+    capture, call records).  It must be quick; what it raises is logged, never passed on."""
+
+    def wire(self, record: Wire) -> None: ...
 
 
 class Resolver(Protocol):
@@ -94,8 +112,10 @@ class SipEngine:
         set by the wiring.
     @ivar dialog_listeners: callables told of every dialog event.
     @ivar resolver: looks up next hops named by host name (None: they get 478).
-    @ivar probe: finds unreachable UDP destinations fast (DNS-05); None: off.
+    @ivar probe: finds unreachable UDP destinations fast (ICMP unreachable); None: off.
     @ivar media: the media relay (built in or rtpengine) that rewrites SDP; None: off.
+    @ivar taps: told of every SIP message received and sent (L{Wire}).
+    @ivar lookup_listeners: told how many seconds each DNS resolution took.
     """
 
     def __init__(
@@ -131,6 +151,15 @@ class SipEngine:
         #: UDP next hops found by DNS: the only ones probed for ICMP errors (a registered
         #: phone's NAT binding would answer a probe from another port with an ICMP error).
         self.dns_targets: set[Address] = set()
+        self.taps: list[WireTap] = []
+        #: Our end of the connection held with a stream peer, when there is one (for the
+        #: source address of what the taps see); set by the wiring.
+        self.stream_local: Optional[Callable[[Address], Optional[tuple[str, int]]]] = None
+        #: The Call-ID of the message or callback being handled: every log line about a
+        #: call names it, so grep on one Call-ID shows the call's whole life.
+        self._call_id: Optional[str] = None
+        self._token_calls: dict[int, Optional[str]] = {}
+        self.lookup_listeners: list[Callable[[float], None]] = []
 
     @property
     def identity(self):  # type: ignore[no-untyped-def]
@@ -146,6 +175,8 @@ class SipEngine:
         except RemoteProtocolError as error:
             self._malformed(data, flow, error)
             return
+        if self.taps:
+            self._tap(RECEIVED, flow.transport, flow.remote, flow.local, data, message)
         try:
             self._dispatch(message, flow)
         except RemoteProtocolError as error:
@@ -153,7 +184,13 @@ class SipEngine:
             self._malformed(data, flow, error)
         except Exception:
             self.stats.incr("internal_errors")
-            log.failure("error handling a message from {remote}", remote=flow.remote)
+            log.failure(
+                "error handling a message from {remote} call_id={call_id}",
+                remote=flow.remote,
+                call_id=raw_call_id(data),
+            )
+        finally:
+            self._call_id = None
         self.timer.rearm(self.proxy.next_deadline())
 
     def receive_stun(self, data: bytes, flow: Flow) -> None:
@@ -177,6 +214,7 @@ class SipEngine:
         self.stats.incr("stun_responses")
 
     def _dispatch(self, message: Message, flow: Flow) -> None:
+        self._call_id = message.get("call-id")
         now = self.clock.seconds()
         source = Address(flow.transport, flow.remote[0], flow.remote[1])
         if self.probe is not None and not flow.reliable:
@@ -195,14 +233,14 @@ class SipEngine:
         self.execute(effects)
 
     def count_limit(self, error: RemoteProtocolError) -> None:
-        """Count a SEC-01 limit a peer hit (message size, headers, header length)."""
+        """Count an input limit a peer hit (message size, headers, header length)."""
         limit = _LIMIT_COUNTERS.get(error.reason)
         if limit is not None:
             self.stats.incr(limit)
 
     def _flooded(self, request: Request, flow: Flow, verdict: Verdict) -> None:
-        """SEC-04: a source above its request density gets 503 with Retry-After; above
-        twice the density, nothing (answering a flood feeds it)."""
+        """Flood protection (as Kamailio's pike): a source above its request density gets 503
+        with Retry-After; above twice the density, nothing (answering a flood feeds it)."""
         if verdict is Verdict.DROP:
             self.stats.incr("pike_dropped")
             return
@@ -214,15 +252,18 @@ class SipEngine:
         response = make_response(
             stamped, 503, "Too Many Requests", headers=[("Retry-After", retry)]
         )
-        flow.send(response.to_bytes())
+        data = response.to_bytes()
+        flow.send(data)
         self.stats.incr("rpl_generated")
+        if self.taps:
+            self._tap(SENT, flow.transport, flow.local, flow.remote, data, response)
 
     def _malformed(self, data: bytes, flow: Flow, error: RemoteProtocolError) -> None:
         self.stats.incr("bad_msg_hdr")
         self.count_limit(error)
         self.stats.incr(f"{flow.transport}_malformed")
         reply = error_response(data, error)
-        self._log_bad_input(self._malformed_log, "message", flow, error)
+        self._log_bad_input(self._malformed_log, "message", flow, error, raw_call_id(data))
         if reply is None:
             self.stats.incr("drop_requests" if not data.startswith(b"SIP/") else "drop_replies")
             return
@@ -230,10 +271,16 @@ class SipEngine:
         self.stats.incr("rpl_generated")
         # The Via of a broken request is not trusted: the answer goes back where it came from.
         flow.send(reply)
+        if self.taps:
+            self._tap(SENT, flow.transport, flow.local, flow.remote, reply, None)
 
     @staticmethod
     def _log_bad_input(
-        limiter: _RateLimitedLog, what: str, flow: Flow, error: RemoteProtocolError
+        limiter: _RateLimitedLog,
+        what: str,
+        flow: Flow,
+        error: RemoteProtocolError,
+        call_id: Optional[str] = None,
     ) -> None:
         """One log line per bad input, at most a burst a second (a flood is summarised)."""
         allowed, suppressed = limiter.allow()
@@ -246,7 +293,8 @@ class SipEngine:
                 port=flow.remote[1],
                 status=error.status,
                 reason=error.reason,
-                more=f" ({suppressed} more not logged)" if suppressed else "",
+                more=(f" call_id={call_id}" if call_id else "")
+                + (f" ({suppressed} more not logged)" if suppressed else ""),
             )
 
     def transport_failed(self, peer: Address, reason: str, block: bool = True) -> None:
@@ -280,7 +328,7 @@ class SipEngine:
             )
 
     def unreachable(self, peer: Address, why: str) -> None:
-        """An ICMP error says C{peer} cannot be reached (DNS-05): fail its branches now."""
+        """An ICMP error says C{peer} cannot be reached: fail its branches now."""
         log.info("{peer} is unreachable ({why})", peer=str(peer), why=why)
         self.stats.incr("icmp_unreachable")
         self.transport_failed(peer, why)
@@ -291,7 +339,11 @@ class SipEngine:
         if self.resolver is None:
             self._resolved(effect.token, [])
             return
+        if len(self._token_calls) > 10_000:  # bounded: only log lines lose their Call-ID
+            self._token_calls.clear()
+        self._token_calls[effect.token] = self._call_id
         self.stats.incr("dns_lookups")
+        started = self.clock.seconds()
         try:
             pending = self.resolver.resolve(effect.uri)
         except Exception:
@@ -303,10 +355,21 @@ class SipEngine:
             log.failure("resolver failed for {uri}", failure, uri=str(effect.uri))
             return []
 
+        def timed(targets: list[Address]) -> list[Address]:
+            took = self.clock.seconds() - started
+            for listener in self.lookup_listeners:
+                try:
+                    listener(took)
+                except Exception:
+                    log.failure("DNS timing listener failed")
+            return targets
+
         pending.addErrback(failed)
+        pending.addCallback(timed)
         pending.addCallback(lambda targets: self._resolved(effect.token, targets, effect.uri))
 
     def _resolved(self, token: int, targets: list[Address], uri: Optional[SipUri] = None) -> None:
+        self._call_id = self._token_calls.pop(token, self._call_id)
         if not targets:
             self.stats.incr("dns_unresolvable")
         if len(self.dns_targets) > 10_000:  # bounded: learnt again at the next lookup
@@ -327,7 +390,9 @@ class SipEngine:
             self.execute(self.proxy.resolved(token, targets, self.clock.seconds()))
         except Exception:
             self.stats.incr("internal_errors")
-            log.failure("error forwarding after DNS")
+            log.failure("error forwarding after DNS call_id={call_id}", call_id=self._call_id)
+        finally:
+            self._call_id = None
         self.timer.rearm(self.proxy.next_deadline())
 
     def _anchor(self, effect: Anchor) -> None:
@@ -371,11 +436,17 @@ class SipEngine:
             elif isinstance(result, bytes):
                 body = result
                 self.stats.incr("rtp_anchored")
+            self._call_id = effect.call_id
             try:
                 self.execute(self.proxy.anchored(effect.token, body, self.clock.seconds()))
             except Exception:
                 self.stats.incr("internal_errors")
-                log.failure("error forwarding after media anchoring")
+                log.failure(
+                    "error forwarding after media anchoring call_id={call_id}",
+                    call_id=effect.call_id,
+                )
+            finally:
+                self._call_id = None
             self.timer.rearm(self.proxy.next_deadline())
 
         pending.addBoth(done)
@@ -420,20 +491,13 @@ class SipEngine:
                 self._anchor(effect)
             elif isinstance(effect, ReleaseMedia):
                 self._release_media(effect)
-            elif isinstance(effect, Notice) and effect.event == "script_error":
+            elif isinstance(effect, ScriptFailed):
                 self.stats.incr("script_errors")
-                log.error(
-                    "routing script error: {details}",
-                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
-                )
-            elif isinstance(effect, Notice) and effect.event in _REFUSALS:
+                log.error("routing script error: {details}", details=self._details(effect))
+            elif isinstance(effect, RelayRefused):
                 self._refused(effect)
-            elif isinstance(effect, Notice):
-                log.info(
-                    "{event}: {details}",
-                    event=effect.event,
-                    details=" ".join(f"{k}={v}" for k, v in effect.fields),
-                )
+            elif isinstance(effect, OperatorEvent):
+                log.info("{event}: {details}", event=effect.event, details=self._details(effect))
             else:
                 if isinstance(effect, DialogCreated):
                     self.stats.incr("dialogs_created")
@@ -443,9 +507,21 @@ class SipEngine:
                     try:
                         listener(effect)
                     except Exception:
-                        log.failure("dialog listener failed")
+                        log.failure(
+                            "dialog listener failed call_id={call_id}",
+                            call_id=effect.dialog.call_id,
+                        )
 
-    def _refused(self, notice: Notice) -> None:
+    def _details(self, notice: OperatorEvent) -> str:
+        """A notice's fields as C{key=value}, with the Call-ID of the message or callback
+        being handled when the notice does not name one (and it is about a call)."""
+        fields = list(notice.fields)
+        if self._call_id is not None and notice.event not in _NOT_CALLS:
+            if not any(key == "call_id" for key, _ in fields):
+                fields.append(("call_id", self._call_id))
+        return " ".join(f"{k}={v}" for k, v in fields)
+
+    def _refused(self, notice: RelayRefused) -> None:
         """A request the relay policy refused: counted; logged at most once per
         L{REFUSAL_LOG_INTERVAL} seconds per kind, with how many went unlogged (an attacker
         probing for an open relay must not flood the log)."""
@@ -459,32 +535,68 @@ class SipEngine:
         log.warn(
             "{event}: {details}{more}",
             event=notice.event,
-            details=" ".join(f"{k}={v}" for k, v in notice.fields),
+            details=self._details(notice),
             more=f" ({suppressed} more since the last line)" if suppressed else "",
         )
 
     def _datagram_socket(
         self, local: Optional[Address], peer: Address
-    ) -> Optional[Callable[[bytes, tuple[str, int]], None]]:
-        """The UDP socket to send from: C{local} when we have it, else one of the peer's
-        address family."""
+    ) -> tuple[Optional[Address], Optional[Callable[[bytes, tuple[str, int]], None]]]:
+        """The UDP socket to send from and its address: C{local} when we have it, else
+        one of the peer's address family."""
         socket = self.datagram_sockets.get(local) if local else None
-        if socket is None:
-            socket = next(
-                (s for a, s in self.datagram_sockets.items() if a.family == peer.family), None
-            )
-        return socket
+        if socket is not None:
+            return local, socket
+        return next(
+            ((a, s) for a, s in self.datagram_sockets.items() if a.family == peer.family),
+            (None, None),
+        )
+
+    def _local_end(self, peer: Address) -> tuple[str, int]:
+        """Our (host, port) on the connection to stream peer C{peer}; C{("", 0)} while it
+        is still being set up."""
+        if self.stream_local is not None:
+            try:
+                found = self.stream_local(peer)
+            except Exception:
+                found = None
+            if found is not None:
+                return found
+        return ("", 0)
+
+    def _tap(
+        self,
+        direction: str,
+        transport: str,
+        source: tuple[str, int],
+        destination: tuple[str, int],
+        data: bytes,
+        message: Optional[Message],
+    ) -> None:
+        """Tell every tap about one message on the wire; a failing tap is logged."""
+        record = Wire(
+            direction, transport, source, destination, data, self.clock.seconds(), message
+        )
+        for tap in self.taps:
+            try:
+                tap.wire(record)
+            except Exception:
+                log.failure("wire tap {tap!r} failed", tap=tap)
 
     def send_raw(self, data: bytes, peer: Address, local: Optional[Address]) -> None:
         """Send bytes that are not a parsed message (keepalives): UDP from C{local} (or
         any socket of the family), streams only over a connection we already hold."""
+        source: Optional[Address] = local
         if peer.transport == "udp":
-            socket = self._datagram_socket(local, peer)
-            if socket is not None:
-                socket(data, (peer.host, peer.port))
+            source, socket = self._datagram_socket(local, peer)
+            if socket is None:
+                return
+            socket(data, (peer.host, peer.port))
+        elif self.send_stream_existing is None or not self.send_stream_existing(peer, data):
             return
-        if self.send_stream_existing is not None:
-            self.send_stream_existing(peer, data)
+        if self.taps and looks_like_sip(data):
+            here = (source.host, source.port) if source is not None else self._local_end(peer)
+            self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, None)
 
     def transmit(self, send: Send) -> None:
         """Send one message: UDP from the chosen socket, streams over a held connection or a
@@ -493,12 +605,19 @@ class SipEngine:
         peer = send.peer
         self.stats.incr("fwd_requests" if isinstance(send.message, Request) else "rpl_sent")
         if peer.transport == "udp":
-            socket = self._datagram_socket(send.local, peer)
+            source, socket = self._datagram_socket(send.local, peer)
             if socket is None:
                 self.stats.incr("udp_send_errors")
-                log.warn("no UDP socket for {peer}", peer=str(peer))
+                log.warn(
+                    "no UDP socket for {peer} call_id={call_id}",
+                    peer=str(peer),
+                    call_id=send.message.get("call-id"),
+                )
                 return
             socket(data, (peer.host, peer.port))
+            if self.taps and source is not None:
+                here = (source.host, source.port)
+                self._tap(SENT, "udp", here, (peer.host, peer.port), data, send.message)
             message = send.message
             if (
                 self.probe is not None
@@ -510,3 +629,7 @@ class SipEngine:
             return
         if self.send_stream is None or not self.send_stream(peer, data):
             self.stats.incr(f"{peer.transport}_send_errors")
+            return
+        if self.taps:
+            here = self._local_end(peer)
+            self._tap(SENT, peer.transport, here, (peer.host, peer.port), data, send.message)

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.net.test_relay -*-
 """
-What the SIP side asks of a media backend (RTP-02, RTP-03): the built-in relay
+What the SIP side asks of a media backend: the built-in relay
 (L{sbc.net.relay.RtpRelay}) and the rtpengine client (L{sbc.net.rtpengine.RtpengineClient})
 both provide L{MediaBackend}, so the engine does not care which one anchors the media.
 
-Tags follow rtpengine (K: RTP-19): C{from_tag} is always the tag of the party that made the
+Tags follow rtpengine's ng protocol: C{from_tag} is always the tag of the party that made the
 offer.  Both backends are Twisted services: C{stopService} ends every session and closes
 every socket.
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.net.test_probe -*-
 """
-Fast failover for UDP (DNS-05): find out within milliseconds that a UDP destination is
-unreachable, instead of waiting for fr_timer.
+Fast failover for UDP: find out within milliseconds (ICMP port/host unreachable) that a UDP
+destination is unreachable, instead of waiting for fr_timer.
 
 sbc's listening UDP sockets are unconnected, and Linux does not report ICMP errors on those
 (and an error there would disconnect the whole listener in Twisted's epoll reactor).  So

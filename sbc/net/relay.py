@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.net.test_relay -*-
 """
-The built-in RTP relay (RTP-02): UDP sockets for the port pairs of L{sbc.core.media}.
+The built-in RTP relay: UDP sockets for the port pairs of L{sbc.core.media}.
 
 Each pair a call takes gets two sockets (RTP, RTCP) bound to C{bind_host}; a datagram on one
 is handed to the session table, which says from which of our ports and to where it goes.  A
@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 from random import SystemRandom
 from typing import Any, Optional
 
@@ -37,6 +38,7 @@ from sbc.core.media import (
     SessionTable,
 )
 from sbc.core.nat import DEFAULT_PRIVATE_RANGES, PrivateRanges
+from sbc.core.rtcp import is_rtcp
 from sbc.core.sdp import MediaStream, SdpError, anchor_sdp, media_streams, sdp_is_dtls
 from sbc.core.stats import Statistics
 from sbc.net.log import logger
@@ -48,6 +50,9 @@ __all__ = ["RtpRelay"]
 MAX_STREAMS = 8
 
 log = logger(__name__)
+
+#: (Call-ID, RTCP datagram, its source, the relay address it reached, time)
+RtcpListener = Callable[[str, bytes, tuple[str, int], tuple[str, int], float], None]
 
 #: Send errors that mean "this datagram is lost", not "the socket is broken".
 _TRANSIENT = frozenset(
@@ -95,7 +100,7 @@ class RtpRelay(service.Service):
         media_timeout: float,
         *,
         bind_host: Optional[str] = None,
-        reactor: Any = None,
+        reactor: Any,
         stats: Optional[Statistics] = None,
         on_timeout: Optional[TimeoutCallback] = None,
         check_interval: float = 1.0,
@@ -106,10 +111,6 @@ class RtpRelay(service.Service):
         replace_origin: bool = False,
         private: PrivateRanges = PrivateRanges.of(DEFAULT_PRIVATE_RANGES),
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.reactor = reactor
         self.media_address = media_address
         self.ipv6 = ":" in media_address
@@ -134,6 +135,10 @@ class RtpRelay(service.Service):
         self._sockets: dict[int, _RelaySocket] = {}
         self._closing: list[Deferred[Any]] = []
         self._loop: Optional[LoopingCall] = None
+        #: told of every RTCP packet relayed: (Call-ID, data, source, relay address, time)
+        self.rtcp_listeners: list[
+            Callable[[str, bytes, tuple[str, int], tuple[str, int], float], None]
+        ] = []
         ipaddress.ip_address(media_address)  # ValueError early, not at the first call
 
     # -- sockets (the table's PortListener) ------------------------------------------------------
@@ -211,15 +216,32 @@ class RtpRelay(service.Service):
         except OSError as error:
             stats.incr("rtp_send_errors")
             if error.errno not in _TRANSIENT:
+                owner = self.table.owner(port)
                 log.warn(
-                    "RTP send from {port} to {destination} failed: {error}",
+                    "RTP send from {port} to {destination} failed: {error} call_id={call_id}",
                     port=out,
                     destination=destination,
                     error=error,
+                    call_id=owner[0] if owner else None,
                 )
             return
         stats.incr("rtp_relayed_packets")
         stats.incr("rtp_relayed_bytes", len(data))
+        if self.rtcp_listeners:
+            self._rtcp_seen(port, data, (addr[0], addr[1]))
+
+    def _rtcp_seen(self, port: int, data: bytes, source: tuple[str, int]) -> None:
+        """Tell the RTCP listeners (HEP capture) of an RTCP packet relayed on C{port}:
+        on the RTCP port of a pair, or multiplexed on the RTP port (RFC 5761 §4)."""
+        owner = self.table.owner(port)
+        if owner is None or not is_rtcp(data):
+            return
+        now = self.reactor.seconds()
+        for listener in self.rtcp_listeners:
+            try:
+                listener(owner[0], data, source, (self.media_address, port), now)
+            except Exception:
+                log.failure("RTCP listener failed")
 
     def _reply(self, port: int, data: bytes, destination: tuple[str, int]) -> None:
         """Send C{data} back from relay port C{port} (a STUN response to an ICE check)."""

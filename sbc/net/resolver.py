@@ -1,13 +1,14 @@
 # -*- test-case-name: tests.net.test_resolver -*-
 """
-Locating SIP servers over twisted.names (RFC 3263, RFC 2782; K: DNS-01..14): the adapter
+Locating SIP servers over twisted.names (RFC 3263, RFC 2782; Kamailio core DNS): the adapter
 that fetches NAPTR, SRV, A and AAAA records and lets L{sbc.core.locate} decide what to ask
 and in which order to try the answers.
 
 A URI becomes the whole ordered list of transport addresses to try: every IP of an SRV
-target before the next target (TV-19), every SRV record of a NAPTR record before the next
+target before the next target, every SRV record of a NAPTR record before the next
 NAPTR record.  Raw records are cached, never orders: each L{SipResolver.resolve} draws its
-own SRV order, and the failover cursor over the list belongs to the caller (DNS-10).
+own SRV order, and the failover cursor over the list belongs to the caller (as in Kamailio
+tm with use_dns_failover).
 
 DNS answers are untrusted input: records of the wrong type, for another name, malformed or
 pointing nowhere are skipped, and DNS trouble of any kind ends in an empty list rather
@@ -53,30 +54,31 @@ log = logger(__name__)
 Record = Union[str, SrvRecord, NaptrRecord]
 #: The twisted.names type code of each record type sbc asks for.
 _TYPE_CODES = {"NAPTR": dns.NAPTR, "SRV": dns.SRV, "A": dns.A, "AAAA": dns.AAAA}
-#: Bounds on what one zone can make sbc do for one request (K: DNS-08 caps NAPTR at 32 and
-#: SRV groups at 32): records considered, addresses per SRV target, addresses in all.
+#: Bounds on what one zone can make sbc do for one request (Kamailio's resolver, too, looks
+#: at no more than 32 NAPTR records and 32 SRV records of a priority): records considered,
+#: addresses per SRV target, addresses in all.
 MAX_NAPTR = 32
 MAX_SRV = 16
 MAX_IPS_PER_TARGET = 4
 MAX_TARGETS = 16
 #: Entries the cache holds at most (expired ones are dropped first, then the oldest).
 CACHE_LIMIT = 20_000
-#: CNAME chains inside one answer are followed this far (DNS-11).
+#: CNAME chains inside one answer are followed this far.
 _MAX_CNAMES = 10
 
 
 @dataclass(frozen=True)
 class ResolverSettings:
     """
-    Kamailio's DNS options (K: DNS-05..15) plus where to find the name servers.
+    Kamailio's core DNS parameters (same names) plus where to find the name servers.
 
     @ivar use_dns_cache: keep answers for their TTL; off: no cache, and A/AAAA go through
-        the system resolver (C{getaddrinfo}, which honours /etc/hosts, DNS-14).
-    @ivar dns_srv_lb: RFC 2782 weighted choice within a priority (DNS-08); off: priority
-        ascending, weight descending (DNS-07).
-    @ivar dns_try_naptr: ask NAPTR first for a URI with neither port nor transport (DNS-05).
-    @ivar dns_try_ipv6: ask AAAA when A gave nothing (DNS-09).
-    @ivar dns_naptr_ignore_rfc: local transport preference before NAPTR order (DNS-06).
+        the system resolver (C{getaddrinfo}, which honours /etc/hosts).
+    @ivar dns_srv_lb: RFC 2782 weighted choice within a priority; off: priority
+        ascending, weight descending.
+    @ivar dns_try_naptr: ask NAPTR first for a URI with neither port nor transport.
+    @ivar dns_try_ipv6: ask AAAA when A gave nothing.
+    @ivar dns_naptr_ignore_rfc: local transport preference before NAPTR order.
     @ivar dns_cache_min_ttl: TTLs are raised to at least this (s).
     @ivar dns_cache_max_ttl: TTLs are cut to at most this (s).
     @ivar dns_cache_negative_ttl: how long a name that does not exist is remembered (s).
@@ -113,7 +115,7 @@ class SipResolver:
 
     @ivar settings: the L{ResolverSettings}.
     @ivar transports: the transports sbc serves, in Kamailio's preference order (udp, tcp,
-        tls: the order SRV is asked in without NAPTR, DNS-05/06) whatever order they were
+        tls: the order SRV is asked in without NAPTR) whatever order they were
         given in; NAPTR and SRV answers for other transports are skipped.
     """
 
@@ -122,22 +124,18 @@ class SipResolver:
         settings: ResolverSettings,
         transports: tuple[str, ...],
         *,
-        reactor: Any = None,
+        reactor: Any,
         rng: Optional[Random] = None,
         stats: Optional[Statistics] = None,
         resolver: Any = None,
     ) -> None:
         """
-        @param reactor: the reactor for time, sockets and the thread pool (default: the
-            global one).
+        @param reactor: the reactor for time, sockets and the thread pool (required: only
+            sbc.app picks the global one).
         @param rng: the random source for RFC 2782 weighted choice (default: a fresh one).
         @param resolver: any C{IResolver} to fetch records from instead of a
             C{twisted.names.client.Resolver} built from the settings.
         """
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.settings = settings
         # WebSocket listeners take connections only: never a transport found in DNS.
         served = dict.fromkeys(t.lower() for t in transports if t.lower() not in WEBSOCKET)
@@ -215,9 +213,9 @@ class SipResolver:
         return _unique(found)
 
     async def _naptr(self, name: str, secure: bool) -> list[Address]:
-        """Every usable NAPTR record's SRV expansion, NAPTR records in DNS-06 order."""
+        """Every usable NAPTR record's SRV expansion, NAPTR records in their order."""
         records = [r for r in await self._records(name, "NAPTR") if isinstance(r, NaptrRecord)]
-        records = records[:MAX_NAPTR]  # K: DNS-08, at most 32 NAPTR records
+        records = records[:MAX_NAPTR]  # at most 32 NAPTR records, as Kamailio
         found: list[Address] = []
         seen: set[tuple[str, str]] = set()
         for record, transport in order_naptr(records, self.settings.dns_naptr_ignore_rfc):
@@ -253,7 +251,7 @@ class SipResolver:
         return found[:MAX_TARGETS], declined
 
     async def _ips(self, name: str) -> list[str]:
-        """A, then AAAA when A gave nothing and IPv6 is on (DNS-09)."""
+        """A, then AAAA when A gave nothing and IPv6 is on (dns_try_ipv6)."""
         found = await self._records(name, "A")
         if not found and self.settings.dns_try_ipv6:
             found = await self._records(name, "AAAA")
@@ -367,8 +365,8 @@ class SipResolver:
 
     def _keep_glue(self, name: str, records: list[Record], additional: Any, now: float) -> None:
         """
-        Cache the A/AAAA records an SRV answer carried for its targets (DNS-11), only for
-        targets under the SRV name's own domain (C{_sip._udp.example.com} vouches for
+        Cache the A/AAAA records an SRV answer carried for its targets (additional section), only
+        for targets under the SRV name's own domain (C{_sip._udp.example.com} vouches for
         C{*.example.com}, nothing else), and never over a live entry.
         """
         assert self._cache is not None
@@ -519,7 +517,7 @@ def _network_resolver(settings: ResolverSettings, reactor: Any) -> client.Resolv
 class _HostsFile:
     """
     A hosts(5) file, parsed again whenever it changes.  A name listed in it is answered
-    from it alone, for both A and AAAA (the static table wins over DNS, DNS-14).
+    from it alone, for both A and AAAA (the static table wins over DNS, as in Kamailio).
     """
 
     def __init__(self, path: str) -> None:

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.net.test_rtpengine -*-
 """
-The rtpengine backend (RTP-03): an ng protocol client over UDP.
+The rtpengine backend: a client of rtpengine's ng control protocol over UDP.
 
-Each command gets a unique cookie (C{<random>_<sequence>}, K: RTP-01) and is sent up to
+Each command gets a unique cookie (C{<random>_<sequence>}) and is sent up to
 C{tries} times, C{timeout} seconds apart; the reply with the same cookie from the daemon's
 address fires the command's L{Deferred} (a duplicate reply to a retransmission is ignored).
 After the last try, or on C{result: error} / C{load limit}, the Deferred fails with
@@ -49,7 +49,7 @@ __all__ = ["RtpengineClient", "RtpengineError", "RtpengineTimeoutError", "DEFAUL
 
 log = logger(__name__)
 
-#: What sbc asks of rtpengine for every offer and answer (K: RTP-12, RTP-09); C{ICE=remove}
+#: What sbc asks of rtpengine for every offer and answer (ng C{replace} list, C{ICE}); C{ICE=remove}
 #: becomes C{ICE=force} towards a side whose SDP carried ICE (L{ice_flags}).
 DEFAULT_FLAGS = "replace-origin replace-session-connection ICE=remove"
 
@@ -99,7 +99,7 @@ class RtpengineClient(service.Service):
         self,
         sock: str = "udp:127.0.0.1:2223",
         *,
-        reactor: Any = None,
+        reactor: Any,
         timeout: float = 1.0,
         tries: int = 3,
         flags: str = DEFAULT_FLAGS,
@@ -108,10 +108,6 @@ class RtpengineClient(service.Service):
         cookie_prefix: Optional[str] = None,
         on_timeout: Optional[TimeoutCallback] = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         if tries < 1 or timeout <= 0:
             raise ValueError("rtpengine: tries >= 1 and timeout > 0 expected")
         self.reactor = reactor
@@ -310,10 +306,14 @@ class RtpengineClient(service.Service):
     def _ice_towards(
         self, call_id: str, sender: str, sdp: bytes, recipient: Optional[str]
     ) -> Optional[bool]:
-        """Note whether C{sender}'s SDP carries ICE; whether C{recipient}'s last one did."""
+        """Note whether C{sender}'s SDP carries ICE; whether C{recipient}'s last one did,
+        or, for a recipient that has sent no SDP yet, whether the sender's does (rtpengine's
+        own default: an answerer without ICE ignores the lines, one with ICE that got none
+        would take the call for one without ICE and, like baresip, send no media)."""
         sides = self._ice.setdefault(call_id, {})
         sides[sender] = sdp_has_ice(sdp)
-        return sides.get(recipient) if recipient is not None else None
+        known = sides.get(recipient) if recipient is not None else None
+        return known if known is not None else sides[sender]
 
     def _sdp_options(
         self, source: Optional[Address], towards_ice: Optional[bool]

@@ -229,7 +229,7 @@ class SipStreamFactory(Factory):
         return []
 
     def admit(self, host: str) -> bool:
-        """SEC-01: may another connection from C{host} be accepted?"""
+        """May another connection from C{host} be accepted (per-source connection limit)?"""
         if len(self.table) >= self.max_connections:
             return False
         same = sum(1 for c in self.table if c.remote[0] == host)

@@ -6,6 +6,7 @@ private key, minimum version (never below TLS 1.2), optional client-certificate 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,7 +16,13 @@ from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.ssl import TLSVersion
 
-__all__ = ["TlsSettings", "TLS_METHODS", "server_options", "read_pem_certificates"]
+__all__ = [
+    "TlsSettings",
+    "TLS_METHODS",
+    "server_options",
+    "read_pem_certificates",
+    "ReloadableServerOptions",
+]
 
 #: C{tls_method} values accepted: minimum version, and maximum when pinned to one version.
 TLS_METHODS: dict[str, tuple[TLSVersion, Optional[TLSVersion]]] = {
@@ -88,3 +95,86 @@ def server_options(settings: TlsSettings, alpn: tuple[bytes, ...] = ()) -> ssl.C
     # instead of failing the first handshake.
     context_factory.getContext()
     return context_factory
+
+
+def _fingerprint(path: Optional[str]) -> Optional[tuple[int, int, int]]:
+    """What tells a changed file: (mtime in ns, size, inode); None when it cannot be read."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class ReloadableServerOptions:
+    """
+    The TLS server context of every listener, replaceable while they run (Kamailio's
+    C{tls.reload}): Twisted asks C{getContext()} for each new connection, so a new
+    certificate serves the next handshake while established connections keep theirs.
+    A certificate that does not load keeps the old context.
+
+    @ivar settings: the C{[tls]} settings of the context in use.
+    """
+
+    def __init__(self, settings: TlsSettings) -> None:
+        self.settings = settings
+        self._current = server_options(settings)
+        self._seen = self._files(settings)
+        #: The same certificate agreeing to ALPN protocols (built when first asked for).
+        self._alpn: dict[tuple[bytes, ...], ssl.CertificateOptions] = {}
+
+    def for_alpn(self, alpn: tuple[bytes, ...]) -> _AlpnServerOptions:
+        """The context for listeners that agree to C{alpn} (RFC 7301), reloaded with
+        this one."""
+        return _AlpnServerOptions(self, alpn)
+
+    def context_for(self, alpn: tuple[bytes, ...]):  # type: ignore[no-untyped-def]
+        """A new connection's context with C{alpn}."""
+        options = self._alpn.get(alpn)
+        if options is None:
+            options = self._alpn[alpn] = server_options(self.settings, alpn)
+        return options.getContext()
+
+    @staticmethod
+    def _files(settings: TlsSettings) -> tuple[object, ...]:
+        return tuple(
+            _fingerprint(p) for p in (settings.certificate, settings.private_key, settings.ca_list)
+        )
+
+    def getContext(self):  # type: ignore[no-untyped-def]  # noqa: N802 - Twisted's name
+        """The context for one new connection."""
+        return self._current.getContext()
+
+    def reload(self, settings: Optional[TlsSettings] = None) -> Optional[str]:
+        """Build a context from C{settings} (default: the same files, read again) and use
+        it for new handshakes.
+
+        @return: None when it took effect, else why not (the old context stays)."""
+        settings = settings if settings is not None else self.settings
+        seen = self._files(settings)
+        try:
+            options = server_options(settings)
+        except Exception as error:  # ValueError, OSError or OpenSSL.SSL.Error
+            self._seen = seen  # do not retry a broken file until it changes again
+            text = str(error) or type(error).__name__
+            return text.splitlines()[0][:200]
+        self._current, self.settings, self._seen = options, settings, seen
+        self._alpn = {}  # rebuilt from the new files when next asked for
+        return None
+
+    def files_changed(self) -> bool:
+        """Have the certificate, key or CA files changed since they were last read?"""
+        return self._files(self.settings) != self._seen
+
+
+class _AlpnServerOptions:
+    """A view of L{ReloadableServerOptions} agreeing to ALPN protocols (WSS listeners)."""
+
+    def __init__(self, parent: ReloadableServerOptions, alpn: tuple[bytes, ...]) -> None:
+        self.parent = parent
+        self.alpn = alpn
+
+    def getContext(self):  # type: ignore[no-untyped-def]  # noqa: N802 - Twisted's name
+        return self.parent.context_for(self.alpn)

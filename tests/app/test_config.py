@@ -10,7 +10,7 @@ import pytest
 from sbc.app.config import ConfigError, defaults, load
 from sbc.app.devcert import make_certificates
 from sbc.core.address import Address
-from tests.helpers import ROOT
+from tests.exampleconfig import example_copy
 
 
 def write(tmp_path, text: str) -> str:  # type: ignore[no-untyped-def]
@@ -32,13 +32,13 @@ def test_dns_blocklist_rtp_values(tmp_path) -> None:  # type: ignore[no-untyped-
     settings = load(
         write(
             tmp_path,
-            "[tm]\nfailover_reply_codes = code=403;class=6\n"
+            "[tm]\nfailover_reply_codes = code=403;class=5\n"
             "[dns]\nnameservers = 127.0.0.1:5353 [::1]\n"
             "[blocklist]\nblst_methods_add = INVITE REGISTER\n"
             "[rtp]\nengine = rtpengine\nrtpengine_sock = udp:127.0.0.1:2224\n",
         )
     )
-    assert settings.tm.failover_reply_codes == frozenset({403, *range(600, 700)})
+    assert settings.tm.failover_reply_codes == frozenset({403, *range(500, 600)})
     assert settings.dns.nameservers == (("127.0.0.1", 5353), ("::1", 53))
     assert settings.blocklist.blst_methods_add == 33
     assert settings.rtp.rtpengine_sock == Address("udp", "127.0.0.1", 2224)
@@ -59,10 +59,11 @@ def test_registrar_defaults_are_bounded(tmp_path) -> None:  # type: ignore[no-un
     assert (settings.registrar.max_expires, settings.registrar.max_contacts) == (0, 0)
 
 
-def test_example_config_loads() -> None:
-    """etc/sbc.ini is valid (with the throw-away certificate in place)."""
-    make_certificates(os.path.join(ROOT, "var", "tls"))
-    settings = load(os.path.join(ROOT, "etc", "sbc.ini"))
+def test_example_config_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """etc/sbc.ini is valid (copied, with throw-away certificates beside it in tmp_path)."""
+    path, certs = example_copy(tmp_path)
+    settings = load(path)
+    assert os.path.samefile(settings.tls.certificate, certs["certificate"])
     assert "sbc.test" in settings.core.alias
     assert {a.transport for a in settings.core.listen} == {"udp", "tcp", "tls", "ws", "wss"}
     # A safe edge: authentication on, one trusted trunk, the relay closed.
@@ -152,8 +153,8 @@ def test_kamailio_spellings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         (
             "[rtpengine]\nx = 1\n",
             "sbc.ini:1: [rtpengine]: expected a section among core, tls, tm, dns, rtp, blocklist, "
-            "rr, permissions, registrar, nat, nathelper, nat_traversal, manhole, auth, pike, "
-            "websocket, stun",
+            "rr, permissions, dialog, registrar, nat, nathelper, nat_traversal, manhole, auth, "
+            "pike, siptrace, acc, websocket, stun",
         ),
         (
             "[permissions]\ntrusted = udp:10.0.0.1 carrier.example\n",

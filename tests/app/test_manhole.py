@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from sbc.app.config import ConfigError, defaults, endpoint_is_loopback, load
-from sbc.app.manhole import AdminCommands, AdminError, load_or_create_host_key, prometheus_text
+from sbc.app.manhole import AdminCommands, AdminError, load_or_create_host_key
 from sbc.app.service import build_service
 
 
@@ -31,13 +31,6 @@ def test_run_parses_the_scriptable_forms() -> None:
     json.dumps(c.run("settings"))
 
 
-def test_prometheus_text() -> None:
-    """sbc_ prefix, safe names, one TYPE line each."""
-    text = prometheus_text({"rcv_requests": 3, "udp:odd-name": 1}).decode()
-    assert "# TYPE sbc_rcv_requests gauge\nsbc_rcv_requests 3\n" in text
-    assert "sbc_udp_odd_name 1" in text
-
-
 @pytest.mark.parametrize(
     "description, loopback",
     [
@@ -49,12 +42,12 @@ def test_prometheus_text() -> None:
     ],
 )
 def test_loopback_detection(description: str, loopback: bool) -> None:
-    """What counts as loopback for SEC-05."""
+    """What counts as loopback for the manhole's listen address."""
     assert endpoint_is_loopback(description) is loopback
 
 
 def test_public_manhole_without_keys_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """SEC-05: a non-loopback manhole needs authorized_keys."""
+    """A non-loopback manhole needs authorized_keys."""
     path = tmp_path / "sbc.ini"
     path.write_text("[manhole]\nlisten = tcp:2222:interface=0.0.0.0\n")
     with pytest.raises(ConfigError, match=r"sbc.ini:2: \[manhole\] listen: expected a loopback"):
@@ -90,7 +83,7 @@ def test_json_log_observer() -> None:
 
 
 def test_blocklist_commands() -> None:
-    """blocklist_add / blocklist_view / blocklist_delete_all (K: RPC-09, TV-22)."""
+    """blocklist_add / blocklist_view / blocklist_delete_all (Kamailio dst_blocklist.add/view)."""
     c = commands()
     assert c.run("blocklist_add 192.0.2.9 5060 0") == {"blocked": "any:192.0.2.9:5060"}
     [entry] = c.run("blocklist_view")

@@ -62,7 +62,7 @@ def test_reload_swaps_a_good_script_and_keeps_the_old_one_when_broken(tmp_path) 
     assert first is not routes_default
     script.write_text(GOOD.replace("403", "404"))
     result = service.reload()
-    assert result["reloaded"] and "route_script" in result["changed"]
+    assert result["reloaded"] and "[core] route_script" in result["changed"]
     second = service.proxy.router
     assert second is not first
     script.write_text("def request_route(msg):\n    return (\n")

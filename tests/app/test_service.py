@@ -28,7 +28,7 @@ class MakeServiceTests(SynchronousTestCase):
         names = sorted(child.name for child in listeners)
         self.assertEqual(names, ["tcp:127.0.0.1:5060", "udp:127.0.0.1:5060"])
         self.assertEqual(
-            sorted(child.name for child in service if child not in listeners), ["rtp-relay"]
+            sorted(child.name for child in service if child not in listeners), ["acc", "rtp-relay"]
         )
 
     def test_tcp_listener_binds_on_privileged_start(self) -> None:
@@ -131,7 +131,8 @@ class WiringTests(SynchronousTestCase):
 
 
 def test_reload_applies_policies_live_and_names_what_needs_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """[blocklist] and rtp_policy apply at once; DNS and the media engine need a restart."""
+    """[blocklist], rtp_policy and [dns] apply at once; the relay's ports need a restart
+    and keep their running value."""
     path = tmp_path / "sbc.ini"
     path.write_text("[core]\nlisten = udp:127.0.0.1:5060\n")
     service = build_service(load(str(path)), MemoryReactorClock())
@@ -141,9 +142,15 @@ def test_reload_applies_policies_live_and_names_what_needs_a_restart(tmp_path) -
         "[dns]\ndns_srv_lb = no\n"
     )
     result = service.reload()
-    assert result["reloaded"] and {"blocklist", "rtp_policy"} <= set(result["changed"])
-    assert "dns" in result["needs_restart"]
-    assert "rtp engine, ports or addresses" in result["needs_restart"]
+    assert result["reloaded"]
+    assert set(result["changed"]) == {
+        "[blocklist] blst_503",
+        "[rtp] rtp_policy",
+        "[dns] dns_srv_lb",
+    }
+    assert result["needs_restart"] == ["[rtp] port_min"]
+    assert service.resolver.settings.dns_srv_lb is False
+    assert service.settings.rtp.port_min == 30000
     assert service.proxy.blocklist.settings.blst_503
     assert service.proxy.settings.rtp_policy == "always"
 
@@ -168,6 +175,6 @@ def test_websocket_listeners_and_origin_reload(tmp_path) -> None:  # type: ignor
     factory = service.websocket_factory("ws")
     assert factory.settings.origin_allowed("https://a.example")
     path.write_text(head + "[websocket]\nallowed_origins = https://b.example\n")
-    assert "websocket" in service.reload()["changed"]
+    assert "[websocket] allowed_origins" in service.reload()["changed"]
     assert factory.settings.origin_allowed("https://b.example")
     assert not service.websocket_factory("wss").settings.origin_allowed("https://a.example")

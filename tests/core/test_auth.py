@@ -116,8 +116,7 @@ def test_wrong_password_replay_stale_and_hijack_are_refused() -> None:
 def test_proxy_challenges_register_and_invite_from_our_users() -> None:
     """End to end in the proxy core: 401, then 200; an INVITE from alice gets 407."""
     sbc = Address("udp", "127.0.0.1", 5060)
-    p = make_proxy([sbc], trusted=None)
-    p.auth = auth()
+    p = make_proxy([sbc], trusted=None, auth=auth())
     source = Address("udp", "192.0.2.5", 5060)
 
     def send(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Tests for L{sbc.core.blocklist} (K: BL-02..09, TV-22)."""
+"""Tests for L{sbc.core.blocklist} (Kamailio dst_blocklist, tm blst_503)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_entries_expire_and_reasons_accumulate() -> None:
 
 
 def test_wildcard_transport_matches_every_transport() -> None:
-    """TV-22: an entry with transport 0 (any) blocks every transport."""
+    """An entry with transport 0 (any) blocks every transport."""
     blocklist = Blocklist()
     blocklist.add(Address("", "192.0.2.9", 5060), ADMIN, 0.0)
     assert blocklist.blocked(UDP, 1.0) and blocklist.blocked(TCP, 1.0)

@@ -1,5 +1,6 @@
-"""Tests for DNS failover and the blocklist in L{sbc.core.proxy} (K: TM-09, TM-12..14,
-BL-05..07; TV-21, TV-22), driven with resolved address lists and float time."""
+"""Tests for DNS failover and the blocklist in L{sbc.core.proxy} (Kamailio tm with
+use_dns_failover and failover_reply_codes, blst_503, dst_blocklist), driven with resolved
+address lists and float time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from sbc.core.message import Request, Response
 from sbc.core.proxy import Proxy, ProxySettings, Resolve, failover_codes
 from sbc.core.reply import make_response
 from sbc.core.transaction import Send
-from tests.core.test_proxy import SBC, TIMERS, answer, invite, send_request, sent, statuses
+from tests.core.proxyhelpers import (
+    SBC,
+    SBC_TCP,
+    TIMERS,
+    answer,
+    invite,
+    send_request,
+    sent,
+    statuses,
+)
 from tests.helpers import make_proxy, request_bytes
 
 FIRST = Address("udp", "192.0.2.31", 5060)
@@ -21,9 +31,7 @@ TRUNK = "sip:x@svc.example.test"
 
 
 def dns_proxy(**kw) -> Proxy:  # type: ignore[no-untyped-def]
-    p = make_proxy([SBC], ProxySettings(timers=TIMERS, **kw))
-    p.resolves_names = True
-    return p
+    return make_proxy([SBC], ProxySettings(timers=TIMERS, **kw), resolves_names=True)
 
 
 def start_call(p: Proxy, targets: list[Address], now: float = 0.0, **kw) -> list:  # type: ignore[no-untyped-def]
@@ -61,7 +69,7 @@ def test_nothing_resolved_is_478() -> None:
 
 
 def test_timeout_without_any_reply_fails_over_and_blocklists() -> None:
-    """TV-21: an INVITE with no reply for fr_timer → blocklisted, next target tried."""
+    """An INVITE with no reply for fr_timer → blocklisted, next target tried."""
     p = dns_proxy()
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     effects = p.handle_timer(TIMERS.fr_timer + 0.1)
@@ -77,7 +85,7 @@ def test_timeout_without_any_reply_fails_over_and_blocklists() -> None:
 
 
 def test_timeout_after_a_provisional_does_not_fail_over() -> None:
-    """Only a branch that never got any reply fails over (TM-09)."""
+    """Only a branch that never got any reply fails over."""
     p = dns_proxy()
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     answer(p, out, 180, FIRST, 1.0)
@@ -87,7 +95,7 @@ def test_timeout_after_a_provisional_does_not_fail_over() -> None:
 
 
 def test_503_fails_over_and_blocklists_for_the_clamped_retry_after() -> None:
-    """TV-22 through the proxy: blst_503 on, Retry-After 30 clamped up to min 60."""
+    """Through the proxy: blst_503 on, Retry-After 30 clamped up to min 60."""
     p = dns_proxy(
         blocklist=BlocklistSettings(
             blst_503=True, blst_503_min_timeout=60, blst_503_max_timeout=3600
@@ -114,7 +122,7 @@ def test_503_without_blst_503_fails_over_without_blocklisting() -> None:
     [(403, True), (500, True), (599, True), (503, True), (404, False), (486, False)],
 )
 def test_failover_reply_codes(status: int, fails_over: bool) -> None:
-    """TV-21: failover_reply_codes=code=403;class=5."""
+    """failover_reply_codes=code=403;class=5."""
     p = dns_proxy(failover_reply_codes=failover_codes("code=403;class=5"))
     out = request_to(start_call(p, [FIRST, SECOND]), FIRST)
     effects = answer(p, out, status, FIRST, 1.0)
@@ -125,7 +133,7 @@ def test_failover_reply_codes(status: int, fails_over: bool) -> None:
 
 def test_failover_codes_syntax() -> None:
     assert failover_codes("") == frozenset()
-    assert failover_codes("code=488; class=6") == frozenset({488, *range(600, 700)})
+    assert failover_codes("code=488; class=5") == frozenset({488, *range(500, 600)})
     for bad in ("code=200", "class=2", "cod=403", "code=abc"):
         with pytest.raises(ValueError):
             failover_codes(bad)
@@ -163,7 +171,7 @@ def test_failover_is_off_when_disabled() -> None:
 
 
 def test_no_failover_after_the_lifetime_cap() -> None:
-    """TM-04: no DNS failover branch is added after max_inv_lifetime."""
+    """No DNS failover branch is added after max_inv_lifetime."""
     p = dns_proxy(max_inv_lifetime=10.0)
     out = request_to(start_call(p, [FIRST, SECOND, THIRD]), FIRST)
     effects = answer(p, out, 503, FIRST, 11.0)
@@ -218,3 +226,102 @@ def test_a_late_dns_answer_after_the_lifetime_leaves_nothing_pending() -> None:
     effects = start_call(p, [SECOND], 7.0, call_id="c2", branch="z9hG4bKc2")
     out = request_to(effects, SECOND)
     assert statuses(answer(p, out, 486, SECOND, 8.0)) == [486]
+
+
+# -- location bindings and the blocklist -----------------------------------------------------------
+
+PHONE_NAT = Address("udp", "198.51.100.20", 40123)  # the public side of a phone's NAT binding
+PHONE_TCP = Address("tcp", "198.51.100.21", 50123)  # a registration's TCP connection
+
+
+def register_from(p: Proxy, source: Address, cseq: int, now: float) -> list:
+    """alice registers from behind NAT (private Contact) from C{source}."""
+    transport = source.transport.upper()
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        cseq=cseq,
+        call_id="reg-alice",
+        via=f"SIP/2.0/{transport} 10.0.0.10:5070;branch=z9hG4bKreg{cseq};rport",
+        headers=[("Contact", "<sip:alice@10.0.0.10:5070>"), ("Expires", "300")],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    local = SBC_TCP if source.reliable else SBC
+    effects = send_request(p, data, now, source=source, local=local)
+    assert statuses(effects, source) == [200]
+    return effects
+
+
+def call_alice(p: Proxy, n: int, now: float) -> list:
+    data = invite("sip:alice@sbc.test", call_id=f"a{n}", branch=f"z9hG4bKa{n}")
+    return send_request(p, data, now)
+
+
+@pytest.mark.parametrize("phone", [PHONE_NAT, PHONE_TCP])
+def test_timeout_to_a_binding_does_not_blocklist_it(phone: Address) -> None:
+    """A call to a dead NAT binding (or registration flow) times out with 408, but the
+    address is not blocklisted: the next call still goes there."""
+    p = make_proxy([SBC, SBC_TCP], ProxySettings(timers=TIMERS))
+    register_from(p, phone, 1, 0.0)
+    request_to(call_alice(p, 1, 1.0), phone)
+    effects = p.handle_timer(1.0 + TIMERS.fr_timer + 0.1)
+    assert statuses(effects) == [408]
+    assert not p.blocklist.blocked(phone, 40.0) and len(p.blocklist) == 0
+    assert request_to(call_alice(p, 2, 40.0), phone).method == "INVITE"
+
+
+def test_timeout_to_a_binding_alias_does_not_blocklist_it() -> None:
+    """A binding whose Contact carries C{;alias=} is reached at the alias (taken out of the
+    Request-URI), and its timeout does not blocklist the alias address either."""
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+    data = request_bytes(
+        "REGISTER",
+        "sip:sbc.test",
+        call_id="reg-alias",
+        via="SIP/2.0/UDP 198.51.100.20:40123;branch=z9hG4bKreg1;rport",
+        headers=[
+            ("Contact", "<sip:alice@192.0.2.77:5070;alias=198.51.100.20~40123~1>"),
+            ("Expires", "300"),
+        ],
+    )
+    data = data.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@sbc.test>")
+    assert statuses(send_request(p, data, source=PHONE_NAT), PHONE_NAT) == [200]
+    out = request_to(call_alice(p, 1, 1.0), PHONE_NAT)
+    assert str(out.uri) == "sip:alice@192.0.2.77:5070"
+    assert statuses(p.handle_timer(1.0 + TIMERS.fr_timer + 0.1)) == [408]
+    assert len(p.blocklist) == 0
+
+
+def test_register_lifts_the_blocklist_entry_of_its_source() -> None:
+    """A send failure blocklists the binding; the phone registers again from the very same
+    address and the next call reaches it at once (no 503 'no usable next hop')."""
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+    register_from(p, PHONE_NAT, 1, 0.0)
+    request_to(call_alice(p, 1, 1.0), PHONE_NAT)
+    effects = p.transport_failed(PHONE_NAT, 1.05)
+    assert statuses(effects) == [503] and p.blocklist.blocked(PHONE_NAT, 2.0)
+    # Blocked: the next call is refused without a try (what the phone's user saw).
+    effects = call_alice(p, 2, 2.0)
+    assert statuses(effects) == [100, 503] and not sent(effects, PHONE_NAT)
+    effects = register_from(p, PHONE_NAT, 2, 3.0)
+    assert not p.blocklist.blocked(PHONE_NAT, 3.0)
+    assert any(getattr(e, "event", None) == "blocklist_lifted" for e in effects)
+    assert request_to(call_alice(p, 3, 5.0), PHONE_NAT).method == "INVITE"
+
+
+def test_any_request_lifts_the_entry_but_not_an_operators() -> None:
+    """An OPTIONS from a blocklisted trunk lifts its entry (the wildcard-transport one too);
+    an entry the operator added (blocklist_add) stays."""
+    p = dns_proxy()
+    p.blocklist.add(FIRST, 0x10, 0.0)
+    p.blocklist.add(Address("", FIRST.host, FIRST.port), 0x02, 0.0)
+    p.blocklist.add(SECOND, 0x40, 0.0)  # ADMIN
+    send_request(p, request_bytes("OPTIONS", "sip:sbc.test"), 1.0, source=FIRST)
+    send_request(
+        p,
+        request_bytes("OPTIONS", "sip:sbc.test", via="SIP/2.0/UDP x;branch=z9hG4bKo2"),
+        1.0,
+        source=SECOND,
+    )
+    assert not p.blocklist.blocked(FIRST, 1.0) and len(p.blocklist) == 1
+    assert p.blocklist.blocked(SECOND, 1.0)

@@ -146,6 +146,53 @@ def test_credentials_only_towards_the_side_that_speaks_ice() -> None:
     assert table.ice_towards("c1", "A") is None
 
 
+def test_an_ice_offer_offers_ice_lite_to_the_answerer_not_known_yet() -> None:
+    """Alice (ICE) calls Bob, whose SDP the relay has not seen: the offer he gets makes the
+    relay his ICE-lite peer too (baresip with ICE takes an offer without ICE for a peer
+    without it, and then never starts its media).  Bob answers with ICE of his own: the
+    credentials he was offered stay (his checks carry them), and his checks are answered,
+    also one that beats his answer to the relay."""
+    table = SessionTable(PortPool(30000, 30099), rng=Random(1))
+    [to_bob] = table.offer("c1", "A", None, [stream("192.168.1.10", 4000, ufrag="alic")], 0.0)
+    assert to_bob is not None
+    offered = table.ice_towards("c1", None)
+    assert offered is not None and offered != table.ice_towards("c1", "A")
+    early = check_request(TXID, f"{offered.ufrag}:bobu", offered.pwd)
+    verdict = table.route(to_bob, ("198.51.100.8", 62000), early, 0.5)
+    assert isinstance(verdict, Answered) and not verdict.refused
+    [to_alice] = table.answer("c1", "A", "B", [stream("10.0.1.10", 6000, ufrag="bobu")], 1.0)
+    assert to_alice is not None and table.ice_towards("c1", "B") == offered
+    bob_nat = ("198.51.100.8", 62000)
+    nominate = check_request(TXID, f"{offered.ufrag}:bobu", offered.pwd, use_candidate=True)
+    verdict = table.route(to_bob, bob_nat, nominate, 1.5)
+    assert isinstance(verdict, Answered) and not verdict.refused
+    assert parse_check_success(verdict.reply, TXID, offered.pwd) == Address("udp", *bob_nat)
+    assert table.route(to_alice, ("192.168.1.10", 4000), rtp(1), 2.0) == Relayed(to_bob, bob_nat)
+    # Another fork answering with ICE got the same offer: the same credentials.
+    table.answer("c1", "A", "B2", [stream("10.0.1.11", 6000, ufrag="bob2")], 3.0)
+    assert table.ice_towards("c1", "B2") == offered
+    # A later offer from Bob with a new ufrag is an ICE restart: new credentials.
+    table.offer("c1", "B2", "A", [stream("10.0.1.11", 6000, ufrag="bob3")], 4.0)
+    restarted = table.ice_towards("c1", "B2")
+    assert restarted is not None and restarted != offered
+
+
+def test_no_ice_towards_the_unknown_answerer_of_an_offer_without_ice() -> None:
+    """An offer without ICE gets none on (the answerer's ICE-ness is unknown), and an
+    answerer that answers an ICE offer without ICE gets none in later offers; the late
+    offer of a side that speaks ICE (in a 2xx) makes the relay the caller's ICE-lite peer."""
+    table = SessionTable(PortPool(30000, 30099), rng=Random(1))
+    table.offer("c1", "A", None, [stream("192.168.1.10", 4000)], 0.0)
+    assert table.ice_towards("c1", None) is None
+    other = SessionTable(PortPool(30000, 30099), rng=Random(1))
+    ice_call(other)
+    other.offer("c1", "A", "B", [stream("192.168.1.10", 4000, ufrag="alic")], 1.0)
+    assert other.ice_towards("c1", "B") is None
+    late = SessionTable(PortPool(30000, 30099), rng=Random(1))
+    late.offer("c2", "B", "A", [stream("192.0.2.20", 6000, ufrag="bobu")], 0.0)
+    assert late.ice_towards("c2", "A") is not None
+
+
 def test_a_valid_check_latches_and_is_never_relayed() -> None:
     """Alice's check is answered (not relayed) and latches her leg to its source, so Bob's
     RTP goes there and RTP from anywhere else is dropped."""

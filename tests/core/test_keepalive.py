@@ -1,4 +1,5 @@
-"""Tests for L{sbc.core.keepalive}: TV-14, TV-15, spreading, conditions, the state file."""
+"""Tests for L{sbc.core.keepalive}: nathelper's SIP ping, nat_traversal's REGISTER lifecycle,
+spreading, conditions, the state file."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def pings_over(t: KeepaliveTable, start: float, seconds: int) -> list:
 
 
 def test_tv14_nathelper_sip_ping() -> None:
-    """TV-14: OPTIONS to the NAT address, one Via with a 7-digit branch, From tag, no Contact."""
+    """nathelper SIP ping: OPTIONS to the NAT address, one Via with a 7-digit branch, From
+    tag, no Contact."""
     t = table(
         style="nathelper", interval=30, method="OPTIONS", from_uri="sip:pinger@sbc.example.net"
     )
@@ -85,7 +87,7 @@ def test_tv14_keepalive_timeout_evicts_silent_contacts() -> None:
 
 
 def test_tv15_nat_traversal_register_lifecycle() -> None:
-    """TV-15: expiry only moves forward; sbc ends it on de-registration (DISC-11)."""
+    """Expiry only moves forward; sbc, unlike nat_traversal, ends it on de-registration."""
     t = table(style="nat_traversal", interval=60, method="NOTIFY")
     t.registered(NAT, SOCK, 1600.0, 1000.0)
     assert t.counts(1000.0) == {
@@ -215,8 +217,7 @@ def test_proxy_save_location_gives_the_contact_to_the_table() -> None:
     destination the NAT address."""
     from tests.helpers import make_proxy, request_bytes
 
-    proxy = make_proxy([SOCK])
-    proxy.keepalive = table(style="nathelper", interval=30, method="OPTIONS")
+    proxy = make_proxy([SOCK], keepalive=table(style="nathelper", interval=30, method="OPTIONS"))
     data = request_bytes(
         "REGISTER",
         "sip:sbc.test",

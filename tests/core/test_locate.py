@@ -1,4 +1,4 @@
-"""Tests for L{sbc.core.locate}: TV-18 (what to ask), TV-19 (SRV order), TV-20 (cache)."""
+"""Tests for L{sbc.core.locate}: what to ask (RFC 3263), SRV order (RFC 2782), the cache."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_tv20_cache_ttl_clamping_and_negative_entries() -> None:
 
 
 def test_cache_is_bounded_expired_entries_first_then_the_oldest() -> None:
-    """DNS-13: a flood of names cannot grow the cache past its limit."""
+    """A flood of names cannot grow the cache past its limit."""
     cache = DnsCache(limit=3)
     cache.put("a.test", "A", ["192.0.2.1"], 10, 0.0)
     cache.put("b.test", "A", ["192.0.2.2"], 100, 0.0)

@@ -1,4 +1,4 @@
-"""Tests for media anchoring's lifecycle in L{sbc.core.proxy} (K: RTP-04): when the proxy
+"""Tests for media anchoring's lifecycle in L{sbc.core.proxy}: when the proxy
 asks the relay to rewrite SDP (offer, answer, late offer), what it sends meanwhile, and when
 it releases the media session."""
 
@@ -10,7 +10,16 @@ from sbc.core.address import Address
 from sbc.core.message import Request, Response, parse
 from sbc.core.proxy import Anchor, Proxy, ProxySettings, ReleaseMedia
 from sbc.core.reply import make_response
-from tests.core.test_proxy import BOB1, CALLER, SBC, TIMERS, register, send_request, sent, statuses
+from tests.core.proxyhelpers import (
+    BOB1,
+    CALLER,
+    SBC,
+    TIMERS,
+    register,
+    send_request,
+    sent,
+    statuses,
+)
 from tests.helpers import make_proxy, request_bytes
 
 SDP = (
@@ -22,9 +31,7 @@ PRIVATE_BOB = Address("udp", "10.0.1.10", 5070)
 
 
 def media_proxy(policy: str = "always", on: bool = True) -> Proxy:
-    p = make_proxy([SBC], ProxySettings(timers=TIMERS, rtp_policy=policy))
-    p.anchors_media = on
-    return p
+    return make_proxy([SBC], ProxySettings(timers=TIMERS, rtp_policy=policy), anchors_media=on)
 
 
 def invite(body: bytes = SDP, call_id: str = "m1") -> bytes:

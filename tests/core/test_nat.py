@@ -92,7 +92,7 @@ def test_response_target(via: str, target: tuple[str, int]) -> None:
     assert response_target(parse_via(via)) == target
 
 
-# -- detection: TV-01 .. TV-04 -----------------------------------------------------------------
+# -- detection: nat_uac_test, client_nat_test, is_rfc1918 ----------------------------------------
 
 from sbc.core.address import Address  # noqa: E402
 from sbc.core.nat import (  # noqa: E402
@@ -139,7 +139,7 @@ def with_contact_and_sdp(via: str, contact: str, sdp: bytes = b"") -> Request:
     ],
 )
 def test_tv01_register_behind_nat(bit: int, expected: bool) -> None:
-    """TV-01: every bit as the vector says."""
+    """A REGISTER from behind NAT: every nat_uac_test bit as expected."""
     m = with_contact_and_sdp(
         "SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKx;rport", "<sip:alice@192.168.1.10:5060>"
     )
@@ -164,7 +164,7 @@ SDP_PUBLIC = (
 
 
 def test_tv02_public_ua() -> None:
-    """TV-02: nothing says NAT."""
+    """A public UA: nothing says NAT."""
     m = with_contact_and_sdp(
         "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:bob@203.0.113.5>", SDP_PUBLIC
     )
@@ -174,7 +174,7 @@ def test_tv02_public_ua() -> None:
 
 
 def test_tv03_rport_only_nat() -> None:
-    """TV-03: port differs only: bit 2 false, 16 and 128 true, client_nat_test 2 true."""
+    """Only the source port differs: bit 2 false, 16 and 128 true, client_nat_test 2 true."""
     m = with_contact_and_sdp(
         "SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKx", "<sip:bob@203.0.113.5>", SDP_PUBLIC
     )
@@ -202,7 +202,7 @@ def test_tv03_rport_only_nat() -> None:
     ],
 )
 def test_tv04_private_range_edges(host: str, mode: int, expected: bool) -> None:
-    """TV-04: is_rfc1918 edges in both nat_addr_modes."""
+    """is_rfc1918 at the range edges in both nat_addr_modes."""
     assert is_rfc1918(host, mode) is expected
 
 

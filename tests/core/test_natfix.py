@@ -1,4 +1,5 @@
-"""Tests for L{sbc.core.natfix}: TV-05, TV-08, TV-10, TV-12."""
+"""Tests for L{sbc.core.natfix}: add_contact_alias, handle_ruri_alias,
+fix_nated_register's source URI, fix_nated_contact and the rest of nathelper's fixes."""
 
 from __future__ import annotations
 

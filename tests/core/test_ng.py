@@ -1,4 +1,4 @@
-"""Tests for L{sbc.core.ng}: bencode, the ng message framing, TV-23 and the TV-24 commands."""
+"""Tests for L{sbc.core.ng}: bencode, the ng message framing, and the commands."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_arbitrary_bytes(data: bytes) -> None:
         pass
 
 
-# -- TV-23, TV-24: commands as Kamailio builds them ----------------------------------------------
+# -- commands as Kamailio's rtpengine module builds them -----------------------------------------
 
 SDP = (
     "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
@@ -202,7 +202,7 @@ def test_query_and_round_trip_of_a_command() -> None:
     ],
 )  # fmt: skip
 def test_parse_flags(flags: str, expected: dict) -> None:
-    """Kamailio's flag string, token by token (K: RTP-18)."""
+    """Kamailio's flag string, token by token."""
     assert parse_flags(flags) == expected
 
 
@@ -236,7 +236,7 @@ def test_flag_overrides() -> None:
     ],
 )
 def test_parse_ng_url(url: str, expected: tuple[str, int]) -> None:
-    """rtpengine_sock URLs (K: RTP-15)."""
+    """Kamailio rtpengine_sock URLs."""
     assert parse_ng_url(url) == expected
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,96 +9,25 @@ from hypothesis import strategies as st
 from sbc.core.address import Address
 from sbc.core.dialog import DialogConfirmed, DialogCreated, DialogTerminated
 from sbc.core.errors import ParseError
-from sbc.core.message import Message, Request, Response, parse
-from sbc.core.nat import stamp_via
-from sbc.core.proxy import Proxy, ProxySettings, priority
+from sbc.core.message import Request, Response, parse
+from sbc.core.proxy import Proxy, priority
 from sbc.core.reply import make_response
-from sbc.core.transaction import Send, Timers
-from tests.helpers import make_proxy, request_bytes, rfc4475, sig
-
-SBC = Address("udp", "127.0.0.1", 5060)
-SBC_TCP = Address("tcp", "127.0.0.1", 5060)
-CALLER = Address("udp", "192.0.2.10", 5070)
-BOB1 = Address("udp", "192.0.2.21", 5081)
-BOB2 = Address("udp", "192.0.2.22", 5082)
-TIMERS = Timers(fr_timer=30.0, fr_inv_timer=60.0)
-
-
-def proxy(**kw) -> Proxy:  # type: ignore[no-untyped-def]
-    return make_proxy([SBC, SBC_TCP], ProxySettings(timers=TIMERS, **kw))
-
-
-def to_request(data: bytes, source: Address = CALLER) -> Request:
-    m = parse(data)
-    assert isinstance(m, Request)
-    return stamp_via(m, source.host, source.port)
-
-
-def send_request(
-    p: Proxy, data: bytes, now: float = 0.0, source: Address = CALLER, local: Address = SBC
-) -> list:
-    return p.receive_request(to_request(data, source), source, local, now)
-
-
-def sent(effects: list, peer: Optional[Address] = None) -> list[Message]:
-    return [e.message for e in effects if isinstance(e, Send) and (peer is None or e.peer == peer)]
-
-
-def statuses(effects: list, peer: Address = CALLER) -> list[int]:
-    return [m.status for m in sent(effects, peer) if isinstance(m, Response)]
-
-
-def invite(
-    uri: str = "sip:bob@sbc.test",
-    *,
-    branch: str = "z9hG4bKc1",
-    call_id: str = "c1",
-    headers: tuple = (),
-) -> bytes:
-    return request_bytes(
-        "INVITE",
-        uri,
-        via=f"SIP/2.0/UDP 192.0.2.10:5070;branch={branch};rport",
-        call_id=call_id,
-        headers=headers,
-    )
-
-
-def register(
-    p: Proxy,
-    contact: Address,
-    user: str = "bob",
-    cseq: int = 1,
-    expires: int = 300,
-    call_id: Optional[str] = None,
-) -> list:
-    data = request_bytes(
-        "REGISTER",
-        "sip:sbc.test",
-        cseq=cseq,
-        call_id=call_id or f"reg-{contact.port}",
-        via=f"SIP/2.0/UDP {contact.host}:{contact.port};branch=z9hG4bKr{contact.port}{cseq}",
-        headers=[
-            ("Contact", f"<sip:{user}@{contact.host}:{contact.port}>"),
-            ("Expires", str(expires)),
-        ],
-    )
-    data = data.replace(b"To: <sip:bob@example.com>", f"To: <sip:{user}@sbc.test>".encode())
-    return send_request(p, data, source=contact)
-
-
-def answer(
-    p: Proxy, request: Message, status: int, source: Address, now: float, to_tag: str = "callee"
-) -> list:
-    """The next hop answers the request it got from us."""
-    assert isinstance(request, Request)
-    response = make_response(request, status)
-    if status > 100:
-        response = response.with_header("To", f"{request.get('to')};tag={to_tag}")
-    again = parse(response.to_bytes())
-    assert isinstance(again, Response)
-    return p.receive_response(again, source, now)
-
+from sbc.core.transaction import Send
+from tests.core.proxyhelpers import (
+    BOB1,
+    BOB2,
+    CALLER,
+    SBC,
+    answer,
+    invite,
+    proxy,
+    register,
+    send_request,
+    sent,
+    statuses,
+    to_request,
+)
+from tests.helpers import request_bytes, rfc4475, sig
 
 # -- local answers -------------------------------------------------------------------------------
 
@@ -230,7 +157,7 @@ def test_forking_best_response_and_cancel_of_the_rest() -> None:
     [((404, 486), 404), ((486, 401), 401), ((603, 401), 603), ((503,), 500), ((500, 503), 500)],
 )
 def test_best_final_response(codes: tuple[int, ...], winner: int) -> None:
-    """TV-21: the lowest priority wins; a lone 503 becomes 500 (remap_503_500)."""
+    """As Kamailio tm: the lowest priority wins; a lone 503 becomes 500 (remap_503_500)."""
     p = proxy()
     contacts = [BOB1, BOB2][: len(codes)]
     for i, c in enumerate(contacts):
@@ -348,7 +275,7 @@ def test_loop_is_detected_but_a_spiral_is_not() -> None:
 
 
 def test_double_record_route_when_sockets_differ() -> None:
-    """UDP in, TCP out: two r2 Record-Routes, outgoing socket on top (RR-02)."""
+    """UDP in, TCP out: two r2 Record-Routes, outgoing socket on top (enable_double_rr)."""
     p = proxy()
     effects = send_request(p, invite("sip:carol@192.0.2.30;transport=tcp"))
     [out] = sent(effects, Address("tcp", "192.0.2.30", 5060))
@@ -393,7 +320,7 @@ def test_stray_2xx_retransmission_is_relayed_along_the_vias() -> None:
 
 
 def test_priority_table() -> None:
-    """TV-21 priorities."""
+    """Kamailio tm's reply priorities."""
     assert priority(404) < priority(408) < priority(486)
     assert priority(401) < priority(500) and priority(603) < priority(401)
 
@@ -475,7 +402,7 @@ def register_natted(p: Proxy, source: Address = NAT) -> list:
 
 
 def test_register_behind_nat_stores_received_and_calls_reach_the_binding() -> None:
-    """TV-10: 200 lists received=; an INVITE goes to the NAT address, R-URI = Contact."""
+    """fix_nated_register: 200 lists received=; INVITE goes to the NAT address, R-URI = Contact."""
     p = proxy()
     [ok] = sent(register_natted(p), NAT)
     assert (
@@ -546,7 +473,7 @@ def test_reply_from_a_natted_callee_gets_its_contact_aliased() -> None:
 
 
 def test_rewrite_mode() -> None:
-    """contact_fix = rewrite: the Contact names the NAT address itself (TV-12 style)."""
+    """contact_fix = rewrite: the Contact names the NAT address itself (fix_nated_contact)."""
     p = proxy(nat=NatPolicy(contact_fix="rewrite"))
     data = request_bytes(
         "INVITE",
@@ -579,7 +506,7 @@ CORE = Address("udp", "192.0.2.50", 5060)
 
 def test_register_relayed_to_the_core_with_path_and_received() -> None:
     """registrar_uri: the REGISTER goes there with Path (NAT address as ;received=) and the
-    Contact marked received= (TV-11)."""
+    Contact marked received= (add_rcv_param)."""
     from sbc.core.uri import SipUri, parse_uri
 
     uri = parse_uri("sip:192.0.2.50")
@@ -665,8 +592,9 @@ def test_reply_through_a_record_routing_proxy_is_not_aliased_again() -> None:
 
 
 def test_in_dialog_request_of_a_nat_marked_dialog_is_fixed() -> None:
-    """RR-10: a request through our nat=yes Route gets its Contact fixed even when the
-    tests alone would not say NAT (here: a re-INVITE whose Via matches the source)."""
+    """Kamailio's nat=yes Record-Route recipe: a request through our nat=yes Route gets its Contact
+    fixed even when the tests alone would not say NAT (here: a re-INVITE whose Via matches the
+    source)."""
     p = proxy(nat=NatPolicy(nat_uac_test=1))
     reinvite = request_bytes(
         "INVITE",

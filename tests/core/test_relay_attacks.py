@@ -16,8 +16,9 @@ from sbc.app.routescript import load_script
 from sbc.core import routes_default
 from sbc.core.address import Address
 from sbc.core.auth import digest_response
+from sbc.core.effects import OperatorEvent
 from sbc.core.message import Request, Response, parse
-from sbc.core.proxy import Notice, Proxy, ProxySettings
+from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.relaypolicy import RouteSigner, TrustedPeers, parse_trusted
 from sbc.core.transaction import Send, Timers
 from sbc.core.uri import SipUri, parse_uri
@@ -43,9 +44,8 @@ def p(request) -> Proxy:  # type: ignore[no-untyped-def]
         outbound_proxy=trunk,
         trusted=TrustedPeers(parse_trusted("udp:198.51.100.7:5060")),
     )
-    proxy = make_proxy([SBC], settings, trusted=None)
+    proxy = make_proxy([SBC], settings, trusted=None, auth=auth())
     proxy.router = ROUTERS[request.param]()
-    proxy.auth = auth()
     return proxy
 
 
@@ -272,7 +272,7 @@ def test_refusals_are_reported_for_counting() -> None:
     effects += receive(
         proxy, message("BYE", "sip:x@trunk.example", to_tag="t", call_id="c2"), ATTACKER
     )
-    events = [e.event for e in effects if isinstance(e, Notice)]
+    events = [e.event for e in effects if isinstance(e, OperatorEvent)]
     assert events == ["relay_forbidden", "not_here"]
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sbc.core.address import Address
+from sbc.core.effects import OperatorEvent
 from sbc.core.message import Request, Response, parse
-from sbc.core.proxy import Notice, Proxy, ProxySettings
+from sbc.core.proxy import Proxy, ProxySettings
 from sbc.core.reply import make_response
 from sbc.core.routescript import Result
-from tests.core.test_proxy import (
+from tests.core.proxyhelpers import (
     BOB1,
     BOB2,
     CALLER,
@@ -25,14 +26,14 @@ from tests.core.test_proxy import (
 from tests.helpers import make_proxy, request_bytes, sig
 
 
-def scripted(request_route, **routes) -> Proxy:  # type: ignore[no-untyped-def]
-    p = make_proxy([SBC], ProxySettings(timers=TIMERS))
+def scripted(request_route, keepalive=None, **routes) -> Proxy:  # type: ignore[no-untyped-def]
+    p = make_proxy([SBC], ProxySettings(timers=TIMERS), keepalive=keepalive)
     p.router = SimpleNamespace(request_route=request_route, **routes)
     return p
 
 
-def notices(effects: list, event: str) -> list[Notice]:
-    return [e for e in effects if isinstance(e, Notice) and e.event == event]
+def notices(effects: list, event: str) -> list[OperatorEvent]:
+    return [e for e in effects if isinstance(e, OperatorEvent) and e.event == event]
 
 
 def answer(p: Proxy, out: Request, status: int, source: Address, now: float = 1.0) -> list:
@@ -93,7 +94,7 @@ def test_du_headers_and_record_route() -> None:
     p = scripted(route)
     [out] = sent(send_request(p, invite()), BOB2)
     assert isinstance(out, Request) and str(out.uri) == "sip:bob@sbc.test"
-    assert out.get("X-Tenant") == "blue" and out.max_forwards == 69
+    assert out.get("X-Tenant") == "blue" and out.max_forwards == 70  # added (§16.6 step 3)
     assert (
         out.get("Record-Route") == f"<sip:127.0.0.1;lr;ftag=from1;nat=yes{sig(p, 'c1', 'from1')}>"
     )
@@ -305,8 +306,7 @@ def test_contact_fixes_and_keepalive_socket() -> None:
         msg.du = "sip:192.0.2.22:5082"
         msg.t_relay()
 
-    p = scripted(route)
-    p.keepalive = KeepaliveTable(KeepaliveSettings(style="nathelper", interval=30))
+    p = scripted(route, KeepaliveTable(KeepaliveSettings(style="nathelper", interval=30)))
     data = request_bytes(
         "REGISTER",
         "sip:sbc.test",

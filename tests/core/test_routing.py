@@ -1,4 +1,4 @@
-"""Tests for L{sbc.core.routing}: Record-Route (TV-16), loose_route (TV-17), targets."""
+"""Tests for L{sbc.core.routing}: Record-Route, loose_route (Kamailio rr), targets."""
 
 from __future__ import annotations
 

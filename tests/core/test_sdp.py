@@ -1,4 +1,4 @@
-"""Tests for L{sbc.core.sdp}: fix_nated_sdp as TV-13 says; media_streams and anchor_sdp (RTP-01)."""
+"""Tests for L{sbc.core.sdp}: fix_nated_sdp (nathelper); media_streams and anchor_sdp."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_connections() -> None:
         parse_sdp(b"hello")
 
 
-# -- media_streams / anchor_sdp (RTP-01) ---------------------------------------------------------
+# -- media_streams / anchor_sdp (RFC 3264) -------------------------------------------------------
 
 RELAY = "203.0.113.1"
 AUDIO = (

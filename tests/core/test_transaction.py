@@ -223,7 +223,7 @@ def test_fr_inv_timer_after_provisional() -> None:
 
 
 def test_restart_fr_only_on_higher_provisional() -> None:
-    """restart_fr_on_each_reply off: a repeated 180 does not extend ringing (TM-03)."""
+    """restart_fr_on_each_reply off: a repeated 180 does not extend ringing."""
     machine = ClientTransaction(
         req(), UDP, None, Timers(fr_inv_timer=60.0, restart_fr_on_each_reply=False)
     )

@@ -1,5 +1,5 @@
 """
-Fuzzing every parser a peer can reach (SEC-01): SIP messages, URIs, the stream framer, SDP,
+Fuzzing every parser a peer can reach: SIP messages, URIs, the stream framer, SDP,
 STUN.  Each must either work or raise its own error type, and never hold more memory than
 its bound.  CI runs a bounded number of examples; a long run is one command:
 

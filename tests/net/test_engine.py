@@ -215,6 +215,33 @@ class EngineScriptErrorTests(_EngineCase):
         self.assertEqual(response.status, 500)
         self.assertEqual(self.engine.stats.get("script_errors"), 1)
 
+    def test_log_lines_about_a_call_name_its_call_id(self) -> None:
+        """The script error's line names the Call-ID of the request that caused it (the
+        notice itself does not carry one), so grep on a Call-ID finds it."""
+        from types import SimpleNamespace
+
+        from twisted.logger import globalLogPublisher
+
+        def route(msg) -> None:  # type: ignore[no-untyped-def]
+            raise KeyError("no such tenant")
+
+        lines: list[str] = []
+
+        def observer(event: dict) -> None:  # type: ignore[type-arg]
+            from twisted.logger import formatEvent
+
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        try:
+            self.proxy.router = SimpleNamespace(request_route=route)
+            self.deliver(request_bytes(call_id="grep-me@192.0.2.10"), CALLER)
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        errors = [line for line in lines if "routing script error" in line]
+        self.assertEqual(len(errors), 1, lines)
+        self.assertIn("call_id=grep-me@192.0.2.10", errors[0])
+
 
 class EngineProbeTests(_EngineCase):
     """Only next hops found by DNS are probed for ICMP errors: a registered phone's NAT

@@ -40,12 +40,11 @@ class KeepaliveServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_000_000)
-        self.proxy = make_proxy([SBC])
+        settings = KeepaliveSettings(style="nat_traversal", interval=10, method="NOTIFY")
+        self.proxy = make_proxy([SBC], keepalive=KeepaliveTable(settings, Random(3)))
         self.engine = SipEngine(self.proxy, self.clock)
         self.wire: list[tuple[bytes, tuple[str, int]]] = []
         self.engine.datagram_sockets[SBC] = lambda data, addr: self.wire.append((data, addr))
-        settings = KeepaliveSettings(style="nat_traversal", interval=10, method="NOTIFY")
-        self.proxy.keepalive = KeepaliveTable(settings, Random(3))
         folder = tempfile.mkdtemp(prefix="sbc-ka-")
         self.state = os.path.join(folder, "state")
         self.service = KeepaliveService(

@@ -1,6 +1,7 @@
 """
 Tests for L{sbc.net.resolver} against a real DNS server (L{tests.dnsserver}) on loopback:
-RFC 3263 expansion (TV-18), SRV order and weights (TV-19), the cache (TV-20), hosts file,
+RFC 3263 expansion, SRV order and weights (RFC 2782), the cache (TTL clamping, negative
+entries), hosts file,
 a silent name server and odd records.  The TTL clock tests use an in-memory resolver and a
 L{Clock}.
 """
@@ -58,7 +59,7 @@ zone = [
     SRV("_sips._tcp.naptr.sip.test", 10, 0, 5081, "edge.naptr.sip.test"),
     A("edge.naptr.sip.test", "192.0.2.30"),
 
-    # TV-18: NAPTR choice with and without dns_naptr_ignore_rfc
+    # NAPTR choice with and without dns_naptr_ignore_rfc
     NAPTR("choice.sip.test", 10, 10, "s", "SIPS+D2T", "", "_sips._tcp.choice.sip.test"),
     NAPTR("choice.sip.test", 20, 10, "s", "SIP+D2U", "", "_sip._udp.choice.sip.test"),
     SRV("_sips._tcp.choice.sip.test", 10, 0, 5061, "tls.choice.sip.test"),
@@ -79,7 +80,7 @@ zone = [
     A("a.prio.sip.test", "192.0.2.62"),
     A("b.prio.sip.test", "192.0.2.63"),
 
-    # TV-19
+    # SRV order and weights: A(10, 60), B(10, 20), C(10, 20), D(20, 0)
     SRV("_sip._udp.tv19.sip.test", 10, 60, 5060, "a.tv19.sip.test"),
     SRV("_sip._udp.tv19.sip.test", 10, 20, 5060, "b.tv19.sip.test"),
     SRV("_sip._udp.tv19.sip.test", 10, 20, 5060, "c.tv19.sip.test"),
@@ -180,10 +181,10 @@ def tcp(host: str, port: int = 5060) -> Address:
     return Address("tcp", host, port)
 
 
-# -- what is asked, and what comes out (TV-18) --------------------------------------------------
+# -- what is asked, and what comes out (RFC 3263) -----------------------------------------------
 @pytest_twisted.ensureDeferred
 async def test_ip_literal_needs_no_query(server: DnsServer) -> None:
-    """A numeric host is its own address: nothing is asked (DNS-02)."""
+    """A numeric host is its own address: nothing is asked."""
     resolver, stats = make(server)
     assert await asked(server, resolver, "sip:192.0.2.7;transport=tcp") == (
         [tcp("192.0.2.7")],
@@ -198,7 +199,7 @@ async def test_ip_literal_needs_no_query(server: DnsServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_explicit_port_asks_for_the_address_only(server: DnsServer) -> None:
-    """With a port, neither NAPTR nor SRV is asked, though the name has SRV records (DNS-03)."""
+    """With a port, neither NAPTR nor SRV is asked, though the name has SRV records."""
     resolver, _ = make(server)
     found, queries = await asked(server, resolver, "sip:tcp.sip.test:5070")
     assert found == [udp("192.0.2.20", 5070)]
@@ -207,7 +208,7 @@ async def test_explicit_port_asks_for_the_address_only(server: DnsServer) -> Non
 
 @pytest_twisted.ensureDeferred
 async def test_transport_param_asks_that_transports_srv(bare: DnsServer) -> None:
-    """;transport=tcp asks _sip._tcp SRV, then the target's address (DNS-04)."""
+    """;transport=tcp asks _sip._tcp SRV, then the target's address."""
     resolver, _ = make(bare)
     found, queries = await asked(bare, resolver, "sip:tcp.sip.test;transport=tcp")
     assert found == [tcp("192.0.2.21", 5090)]
@@ -216,7 +217,7 @@ async def test_transport_param_asks_that_transports_srv(bare: DnsServer) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_srv_glue_saves_the_target_query(server: DnsServer) -> None:
-    """The target's address in the SRV answer's additional section is used (DNS-11)."""
+    """The target's address in the SRV answer's additional section is used."""
     resolver, _ = make(server)
     found, queries = await asked(server, resolver, "sip:tcp.sip.test;transport=tcp")
     assert found == [tcp("192.0.2.21", 5090)]
@@ -235,7 +236,7 @@ async def test_glue_for_a_target_in_another_domain_is_not_trusted(server: DnsSer
 @pytest_twisted.ensureDeferred
 async def test_naptr_srv_a_chain_takes_the_transport_from_the_naptr(bare: DnsServer) -> None:
     """NAPTR SIP+D2T -> _sip._tcp SRV -> A gives TCP; the SIPS+D2T record is skipped
-    because this sbc serves no TLS (DNS-05)."""
+    because this sbc serves no TLS."""
     resolver, _ = make(bare, transports=("udp", "tcp"))
     found, queries = await asked(bare, resolver, "sip:naptr.sip.test")
     assert found == [tcp("192.0.2.30", 5080)]
@@ -248,7 +249,7 @@ async def test_naptr_srv_a_chain_takes_the_transport_from_the_naptr(bare: DnsSer
 
 @pytest_twisted.ensureDeferred
 async def test_naptr_choice_follows_dns_naptr_ignore_rfc(server: DnsServer) -> None:
-    """TV-18: (10, SIPS+D2T) and (20, SIP+D2U): UDP first by local preference, TLS first by
+    """NAPTR (10, SIPS+D2T) and (20, SIP+D2U): UDP first by local preference, TLS first by
     NAPTR order; both records' targets are in the list."""
     all_three = ("udp", "tcp", "tls")
     local, _ = make(server, transports=all_three)
@@ -302,7 +303,7 @@ async def test_address_fallback_uses_udp_5060(server: DnsServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_aaaa_only_when_a_gives_nothing_and_ipv6_is_on(server: DnsServer) -> None:
-    """DNS-09: A first; AAAA only after an empty A, and never with dns_try_ipv6 off."""
+    """A first; AAAA only after an empty A, and never with dns_try_ipv6 off."""
     resolver, _ = make(server)
     found, queries = await asked(server, resolver, "sip:v6only.sip.test:5070")
     assert found == [udp("2001:db8::10", 5070)]
@@ -320,7 +321,7 @@ async def test_cname_is_followed(server: DnsServer) -> None:
     assert await resolve(resolver, "sip:alias.sip.test:5060") == [udp("192.0.2.10")]
 
 
-# -- SRV order (TV-19) --------------------------------------------------------------------------
+# -- SRV order (RFC 2782) -----------------------------------------------------------------------
 @pytest_twisted.ensureDeferred
 async def test_every_ip_of_a_target_before_the_next_target(server: DnsServer) -> None:
     """Priority 10 (two addresses), then 20; the repeated priority-30 record adds nothing."""
@@ -355,7 +356,7 @@ async def test_weights_split_80_20_and_each_resolution_draws_anew(server: DnsSer
     assert stats.get("dns_queries") == 1
 
 
-# -- the cache (TV-20) --------------------------------------------------------------------------
+# -- the cache ----------------------------------------------------------------------------------
 @pytest_twisted.ensureDeferred
 async def test_second_resolution_is_answered_by_the_cache(server: DnsServer) -> None:
     resolver, stats = make(server)
@@ -387,7 +388,7 @@ async def test_ttl_is_the_smallest_of_the_answer_clamped(server: DnsServer) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_nxdomain_is_cached_negatively(server: DnsServer) -> None:
-    """TV-20: a name that does not exist is asked once; the next lookup within 60 s is
+    """A name that does not exist is asked once; the next lookup within 60 s is
     answered by the negative entry, and dns_view says so."""
     resolver, stats = make(server)
     found, queries = await asked(server, resolver, "sip:nowhere.sip.test:5060")
@@ -519,8 +520,8 @@ def result_of(deferred: Deferred[Any]) -> Any:
 
 
 def test_ttl_clamping_and_negative_expiry_on_a_clock() -> None:
-    """TV-20: TTL 5 with min 30 lives 30 s; TTL 86400 with max 3600 lives 3600 s; a name
-    that does not exist is remembered 60 s."""
+    """dns_cache_min_ttl/max_ttl: TTL 5 with min 30 lives 30 s; TTL 86400 with max 3600
+    lives 3600 s; a name that does not exist is remembered 60 s."""
     memory = _Memory(
         {
             (b"short.test", dns.A): ([rr("short.test", dns.Record_A("192.0.2.1"), 5)], [], []),

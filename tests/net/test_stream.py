@@ -134,7 +134,7 @@ class SipStreamProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_connections_per_source_are_limited(self) -> None:
-        """SEC-01: one connection too many from a source is aborted and counted."""
+        """One connection too many from a source is aborted and counted."""
         factory = make_factory(Clock())
         factory.max_connections_per_source = 2
         first, _ = connect(factory, 40001)

@@ -130,7 +130,7 @@ class StunOnSipPortTests(SynchronousTestCase):
 
 
 class LimitCounterTests(SynchronousTestCase):
-    """Each SEC-01 limit is counted when a peer hits it."""
+    """Each input limit (message size, headers, header length) is counted when a peer hits it."""
 
     def test_limits_are_counted(self) -> None:
         """Oversized message, too many headers, an overlong header: one counter each."""

@@ -27,6 +27,7 @@ class MiniUas:
     """
     @ivar invites: Call-IDs of the INVITEs received (each counted once).
     @ivar requests: (method, Call-ID) of every request received.
+    @ivar received: every request received, as parsed from the datagram.
     @ivar status: the answer to INVITE (200, or e.g. 503 with C{retry_after}).
     """
 
@@ -42,6 +43,8 @@ class MiniUas:
         self.invites: set[str] = set()
         #: (method, Call-ID) of every request received, in order.
         self.requests: list[tuple[str, str]] = []
+        #: every request received, parsed from the bytes on the wire, in order.
+        self.received: list[Request] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -60,6 +63,7 @@ class MiniUas:
                 continue
             if isinstance(message, Request):
                 self.requests.append((message.method, message.call_id))
+                self.received.append(message)
             if not isinstance(message, Request) or message.method == "ACK":
                 continue
             if message.method == "INVITE":

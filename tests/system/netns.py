@@ -99,7 +99,7 @@ class NatLab:
 
     @staticmethod
     def check() -> None:
-        """Skip the calling test, saying why, when namespaces cannot be made here."""
+        """Skip the calling test, saying why, when namespaces cannot be made (CI=true: fail)."""
         if os.geteuid() != 0:
             pytest.skip("real-NAT tests need root (network namespaces, iptables)")
         for tool in ("ip", "iptables", "sipp"):

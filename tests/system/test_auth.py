@@ -1,5 +1,5 @@
 """
-System test for digest authentication (SEC-03) against the running sbc over a real socket:
+System test for digest authentication (RFC 7616/8760) against the running sbc over a real socket:
 the right password registers (SHA-256 and MD5), a wrong one and a replayed nonce are
 refused, and alice cannot register with bob's credentials.
 """

@@ -1,5 +1,5 @@
 """
-System tests for DNS (issue #7, K: TM-13, DNS-01..12, BL-05..07): sbc runs against a real
+System tests for DNS (RFC 3263, tm DNS failover, the dst blocklist): sbc runs against a real
 authoritative DNS server (twisted.names, started by the fixture on loopback) serving NAPTR,
 SRV and A records for a test zone, and calls go through it to SIPp-free counting UASes:
 

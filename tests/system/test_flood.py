@@ -1,6 +1,6 @@
 """
-System test for flood protection (SEC-04): one source floods sbc with 20 000 requests while
-another places calls; the calls complete (under 1 % failures) and the flood sees 503s.
+System test for flood protection (like Kamailio pike): one source floods sbc with 20 000 requests
+while another places calls; the calls complete (under 1 % failures) and the flood sees 503s.
 """
 
 from __future__ import annotations

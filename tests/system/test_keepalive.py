@@ -1,10 +1,10 @@
 """
-System tests for the keepalive engine through a real NAT whose UDP bindings expire after
-a few seconds (KA-06): a phone registered from behind the NAT stays reachable for an
-inbound call after idling several timeouts long, with 4-byte, OPTIONS and NOTIFY pings;
-without keepalives the same call fails (control); and after a restart of sbc the saved
-state brings both the registration and the keepalives back.  On loopback, a UDP socket
-registers and receives the OPTIONS ping addressed to the contact it registered.
+System tests for the keepalive engine through a real NAT whose UDP bindings expire after a few
+seconds (a short conntrack UDP timeout): a phone registered from behind the NAT stays reachable for
+an inbound call after idling several timeouts long, with 4-byte, OPTIONS and NOTIFY pings; without
+keepalives the same call fails (control); and after a restart of sbc the saved state brings both the
+registration and the keepalives back.  On loopback, a UDP socket registers and receives the OPTIONS
+ping addressed to the contact it registered.
 """
 
 from __future__ import annotations

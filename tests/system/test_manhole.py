@@ -13,10 +13,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import free_port, request_bytes
 from tests.system.harness import SCENARIOS, SbcProcess, require_sipp
@@ -188,13 +190,16 @@ def test_admin_commands_over_ssh(sbc, tmp_path) -> None:  # type: ignore[no-unty
 
 
 def test_metrics_endpoint_carries_the_counters(sbc) -> None:  # type: ignore[no-untyped-def]
-    """The Prometheus text has the same counters as stats."""
+    """The Prometheus text has the same counters as stats, typed."""
     register(sbc.ports[0], "bob", 5999)
     body = urllib.request.urlopen(f"http://127.0.0.1:{sbc.ports[2]}/metrics", timeout=10).read()
-    text = body.decode()
-    assert "sbc_rcv_requests 1" in text and "sbc_registrations 1" in text
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert families["sbc_rcv_requests"].type == "counter"
+    assert families["sbc_rcv_requests"].samples[0].value == 1
+    assert families["sbc_registrations"].type == "gauge"
+    assert families["sbc_registrations"].samples[0].value == 1
     stats = admin_json(sbc, "stats")
-    assert f"sbc_rpl_sent {stats['rpl_sent']}" in text
+    assert families["sbc_rpl_sent"].samples[0].value == stats["rpl_sent"]
 
 
 def test_sighup_applies_a_new_keepalive_interval(sbc) -> None:  # type: ignore[no-untyped-def]
@@ -203,6 +208,42 @@ def test_sighup_applies_a_new_keepalive_interval(sbc) -> None:  # type: ignore[n
     path = sbc.config_path
     path.write_text(path.read_text().replace("natping_interval = 5", "natping_interval = 9"))
     sbc.process.send_signal(signal.SIGHUP)
-    sbc.wait_for("reloaded .*: nathelper")
+    sbc.wait_for(r"reloaded .*: \[nathelper\] natping_interval")
     assert admin_json(sbc, "settings")["keepalive"]["interval"] == 9
     assert sbc.alive
+
+
+def sbcctl(sbc, *args: str) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    script = os.path.join(os.path.dirname(sys.executable), "sbcctl")
+    return subprocess.run(
+        [script, "-p", str(sbc.ports[1]), "-i", sbc.key, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SBCCTL_INSECURE": "1"},
+    )
+
+
+def test_sbcctl_runs_commands_and_kamailio_aliases(sbc) -> None:  # type: ignore[no-untyped-def]
+    """sbcctl stats / ul.dump / --table registrations / dlg.list / reload / tls.reload over
+    the SSH manhole; an unknown command exits 1 with the error."""
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "sbcctl")):
+        pytest.skip("sbcctl is not installed in this virtualenv (make venv)")
+    register(sbc.ports[0], "carol", 5998)
+    stats = sbcctl(sbc, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["rcv_requests"] >= 1
+    every = json.loads(sbcctl(sbc, "stats.get_statistics", "all").stdout)
+    assert set(json.loads(stats.stdout)) <= set(every)  # the same counters (values move)
+    dump = json.loads(sbcctl(sbc, "ul.dump").stdout)
+    assert [r["aor"] for r in dump] == ["carol"]
+    table = sbcctl(sbc, "--table", "registrations")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split()[:3] == ["aor", "contact", "expires"]
+    assert "carol" in table.stdout.splitlines()[1]
+    assert json.loads(sbcctl(sbc, "dlg.list").stdout) == []
+    reload = json.loads(sbcctl(sbc, "reload").stdout)
+    assert reload["reloaded"] is True and reload["changed"] == []
+    assert json.loads(sbcctl(sbc, "tls.reload").stdout)["reloaded"] is False
+    wrong = sbcctl(sbc, "ul.rm", "carol")
+    assert wrong.returncode == 1 and "unknown command" in wrong.stderr

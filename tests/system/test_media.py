@@ -1,5 +1,5 @@
 """
-System tests for media anchoring (issue #6, RTP-05): two phones behind two different NATs
+System tests for media anchoring (RTP both ways through sbc): two phones behind two different NATs
 (network namespaces, iptables MASQUERADE, cone and symmetric) register with sbc and one
 calls the other; each sends RTP to the address in the SDP it received and counts what
 arrives.  With the built-in relay both hear each other and both SDPs point at sbc's public
@@ -110,11 +110,15 @@ def test_two_phones_behind_two_nats_hear_each_other(lab2, tmp_path, engine: str)
 
 
 def test_control_without_anchoring_media_does_not_flow(lab2, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """engine = off: each phone gets the other's private address and hears nothing."""
+    """engine = off: each phone gets the other's private address, and neither hears the
+    other (the caller nothing from the callee, the callee nothing from the caller)."""
     caller, callee, _ = call_between_nats(lab2, tmp_path, "off")
     assert caller["remote_media"] == f"{PRIVATE_UA2_IP}:7000", caller
     assert callee["remote_media"] == f"{PRIVATE_UA_IP}:6000", callee
-    assert caller["rtp_received"] == 0 or callee["rtp_received"] == 0, (caller, callee)
+    # Both sent, and there is silence both ways: one-way audio would be a failure too.
+    assert caller["rtp_sent"] > 0 and callee["rtp_sent"] > 0, (caller, callee)
+    assert caller["rtp_received"] == 0, (caller, callee)
+    assert callee["rtp_received"] == 0, (caller, callee)
 
 
 # -- no leaks on loopback: BYE, CANCEL, media timeout -------------------------------------------

@@ -1,5 +1,5 @@
 """
-System tests through a real NAT (NAT-06): SIPp phones in a private namespace behind an
+System tests through a real NAT: SIPp phones in a private namespace behind an
 iptables MASQUERADE router (cone, and symmetric with --random-fully), sbc and a public
 SIPp UA on the public side.  A phone behind NAT registers its private Contact (UDP and TCP)
 and is called; it hangs up or is hung up on; it calls a public UA that hangs up on it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,8 +31,8 @@ from tests.system.netns import (
 pytestmark = pytest.mark.system
 
 
-#: The routing script with Kamailio's classic NAT recipes (issue #10): every test but the
-#: control runs with sbc's own policy and with that script, unchanged.
+#: The routing script (Python, KEMI style) with Kamailio's classic NAT recipes: every test
+#: but the control runs with sbc's own policy and with that script, unchanged.
 RECIPES = os.path.join(ROOT, "etc", "routes_nat_recipes.py")
 
 
@@ -221,3 +222,48 @@ def test_edge_proxy_registers_upstream_with_path(lab, tmp_path, policy) -> None:
         assert code == 0, out
         edge.assert_clean_stop()
         core.assert_clean_stop()
+
+
+def _peer(lab: NatLab, namespace: str, role: str, local: str, stdin: bool = False):  # type: ignore[no-untyped-def]
+    """tests/system/stale_phone.py in C{namespace}: the phone or a one-shot caller."""
+    command = [*lab.prefix(namespace), sys.executable, "-m", "tests.system.stale_phone", role]
+    command += ["--local", local, "--proxy", SBC]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_registering_again_after_a_dead_binding_is_reachable_at_once(lab, tmp_path, policy) -> None:  # type: ignore[no-untyped-def]
+    """The phone's binding dies (it stops answering): a call to it times out (fr_timer 3 s,
+    408) and its NAT address is not blocklisted (blocklist on, blst_methods_add INVITE).
+    The phone registers again from the very same address; a call placed right after the
+    200 OK reaches it within 1 s (it used to get 503 'no usable next hop' at once)."""
+    with start_sbc(lab, tmp_path, policy=policy) as sbc:
+        sbc.wait_for("listening on ", count=2)
+        ua = _peer(lab, lab.priv, "phone", f"{PRIVATE_UA_IP}:5070", stdin=True)
+        try:
+            assert ua.stdin is not None and ua.stdout is not None
+            assert ua.stdout.readline().strip() == "registered"
+            first = _peer(lab, lab.pub, "call", f"{PUBLIC_UA_IP}:5090")
+            code, out = finish(first, 20)
+            assert out.split()[:2] == ["final", "408"], out + "\n".join(sbc.lines[-20:])
+            assert not [line for line in sbc.lines if "blocklisted" in line], sbc.lines[-20:]
+            ua.stdin.write("register\n")
+            ua.stdin.flush()
+            assert ua.stdout.readline().strip() == "registered"
+            second = _peer(lab, lab.pub, "call", f"{PUBLIC_UA_IP}:5091")
+            code, out = finish(second, 20)
+            assert out.split()[:2] == ["final", "486"], out + "\n".join(sbc.lines[-20:])
+            reached = ua.stdout.readline().split()
+            assert reached[0] == "invite" and int(reached[1]) < 1000, reached
+            print(f"INVITE reached the phone {reached[1]} ms after its 200 OK")
+        finally:
+            if ua.poll() is None:
+                ua.kill()
+            ua.wait(5)
+        sbc.assert_clean_stop()

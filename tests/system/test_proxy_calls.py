@@ -16,8 +16,10 @@ from typing import Optional
 import pytest
 
 from sbc.core.message import Response, parse
+from sbc.core.uri import SipUri
 from tests.helpers import free_port, request_bytes
 from tests.system.harness import SCENARIOS, SbcProcess, require_sipp, run_sipp, sipp_summary
+from tests.system.mini_uas import MiniUas
 
 pytestmark = pytest.mark.system
 
@@ -142,11 +144,36 @@ def test_full_call_through_sbc(sbc, users, tmp_path, user: str) -> None:  # type
     call(sbc, tmp_path, "uas_answer.xml", "uac_call.xml", user, users[user])
 
 
-def test_tcp_caller_udp_callee_gets_double_record_route(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A caller on TCP and a callee on UDP: the call completes over both transports."""
-    call(
-        sbc, tmp_path, "uas_answer.xml", "uac_call.xml", "alice", users["alice"], uac_transport="t1"
+def test_tcp_caller_udp_callee_gets_double_record_route(sbc, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A caller on TCP and a callee on UDP: the INVITE the callee receives carries two
+    Record-Route entries (RFC 5658 §4, Kamailio rr enable_double_rr), the outgoing UDP socket
+    first and the incoming TCP socket (transport=tcp) second, both with r2=on; the call,
+    ACK and BYE included, completes over both transports."""
+    with MiniUas() as uas:
+        register(sbc, tmp_path, "frank", uas.port)
+        result = run_sipp(
+            "uac_call.xml",
+            f"127.0.0.1:{sbc.port}",
+            "t1",
+            local_ip="127.0.0.1",
+            cwd=str(tmp_path),
+            extra=("-s", "frank"),
+        )
+        assert result.returncode == 0, sipp_summary(result) + "\n".join(sbc.lines[-30:])
+        invites = [r for r in uas.received if r.method == "INVITE"]
+        methods = [r.method for r in uas.received]
+    assert invites and "ACK" in methods and "BYE" in methods, methods
+    routes = invites[0].record_routes
+    assert len(routes) == 2, invites[0].get_all("Record-Route")
+    outgoing, incoming = (route.uri for route in routes)
+    assert isinstance(outgoing, SipUri) and isinstance(incoming, SipUri)
+    assert (
+        (outgoing.host, outgoing.port) == (incoming.host, incoming.port) == ("127.0.0.1", sbc.port)
     )
+    assert outgoing.param("transport") in (None, "udp")
+    assert incoming.param("transport") == "tcp"
+    for uri in (outgoing, incoming):
+        assert uri.param("r2") == "on" and uri.has_param("lr"), str(uri)
 
 
 def test_cancel_while_ringing(sbc, users, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -296,3 +323,80 @@ def test_expired_registration_gives_480_and_unknown_user_404(client) -> None:  #
         via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKinv2",
     )
     assert client.send(unknown).status == 404
+
+
+def test_callee_of_a_timed_out_forked_call_gets_its_cancel(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A call forked to two contacts of one user: one rings at once, the other only after
+    the call reached max_inv_lifetime (its 180 comes 4 s in, the cap is 2.5 s).  The caller
+    gets 408; both callees get a CANCEL, the late one when its 180 arrives (RFC 3261 §9.1:
+    a CANCEL is owed to every branch with a provisional), and both end with 487/ACK."""
+    sipp = require_sipp()
+    port = free_port()
+    config = tmp_path / "sbc.ini"
+    config.write_text(
+        f"[core]\nlisten = udp:127.0.0.1:{port}\nalias = sbc.test\n"
+        "[tm]\nmax_inv_lifetime = 2500\nfr_inv_timer = 20000\nfr_timer = 8000\n"
+        "[permissions]\ntrusted = any:127.0.0.0/8\n"
+    )
+    with SbcProcess(str(config)) as sbc:
+        sbc.wait_for(r"listening on ")
+        sbc.port = port  # type: ignore[attr-defined]
+        ringing, late = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        register(sbc, tmp_path, "bob", ringing)
+        register(sbc, tmp_path, "bob", late)
+        callees = []
+        try:
+            for scenario, contact_port in (
+                ("uas_ring_cancelled.xml", ringing),
+                ("uas_late_ring_cancelled.xml", late),
+            ):
+                folder = tmp_path / f"uas-{contact_port}"
+                folder.mkdir()
+                callees.append(
+                    subprocess.Popen(
+                        [
+                            sipp,
+                            "-sf",
+                            f"{SCENARIOS}/{scenario}",
+                            "-s",
+                            "bob",
+                            "-i",
+                            "127.0.0.1",
+                            "-p",
+                            str(contact_port),
+                            "-m",
+                            "1",
+                            "-nostdin",
+                            "-trace_err",
+                            "-timeout",
+                            "30s",
+                            "-timeout_error",
+                        ],
+                        cwd=str(folder),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                )
+            time.sleep(0.5)
+            started = time.monotonic()
+            result = run_sipp(
+                "uac_timeout.xml",
+                f"127.0.0.1:{port}",
+                "u1",
+                local_ip="127.0.0.1",
+                cwd=str(tmp_path),
+                extra=("-s", "bob"),
+            )
+            assert result.returncode == 0, sipp_summary(result)
+            assert 2.0 <= time.monotonic() - started < 8.0
+            for callee in callees:
+                out, _ = callee.communicate(timeout=40)
+                # Each callee's scenario ends only after CANCEL, 200, 487 and the ACK.
+                assert callee.returncode == 0, out[-3000:]
+        finally:
+            for callee in callees:
+                if callee.poll() is None:
+                    callee.kill()
+                    callee.wait(5)
+        sbc.assert_clean_stop()

@@ -1,7 +1,7 @@
 """
-System tests for STUN on the SIP port (NAT-07): Debian's stun client, run on a phone behind
-a real NAT (cone and symmetric), learns the NAT's public address and port from sbc's SIP
-port, while SIP keeps flowing on the same socket.
+System tests for STUN on the SIP port (RFC 5389, like Kamailio's stun module): Debian's stun client,
+run on a phone behind a real NAT (cone and symmetric), learns the NAT's public address and port from
+sbc's SIP port, while SIP keeps flowing on the same socket.
 """
 
 from __future__ import annotations

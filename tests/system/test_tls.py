@@ -1,6 +1,6 @@
 """
-System tests for TLS done right (SEC-02): client certificates verified against ca_list
-when required; outgoing TLS verifies the next hop's identity and fails closed with 503.
+System tests for TLS done right (RFC 5922 domain certificates): client certificates verified against
+ca_list when required; outgoing TLS verifies the next hop's identity and fails closed with 503.
 """
 
 from __future__ import annotations

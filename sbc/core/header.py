@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.core.test_message -*-
+"""
+SIP header fields one at a time (RFC 3261 §7.3, §20, §25.1): their names, compact forms and
+the text of one field as it arrived.
+
+L{sbc.core.message} builds messages out of these and re-exports every public name here, so
+C{from sbc.core.message import Header} keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from sbc.core.errors import ParseError
+from sbc.core.syntax import is_token
+
+__all__ = [
+    "COMPACT_FORMS",
+    "CRLF",
+    "CSeq",
+    "Header",
+    "display_name",
+    "header_key",
+    "make_header",
+    "parse_cseq",
+]
+
+CRLF = "\r\n"
+
+#: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
+COMPACT_FORMS = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "r": "refer-to",
+    "b": "referred-by",
+    "o": "event",
+    "u": "allow-events",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+_KEYS: dict[str, str] = {}
+
+
+def header_key(name: str) -> str:
+    """Return the canonical lower-case full name of header C{name} (compact forms expanded)."""
+    try:
+        return _KEYS[name]
+    except KeyError:
+        lname = name.lower()
+        key = COMPACT_FORMS.get(lname, lname)
+        if len(_KEYS) < 4096:  # peers choose names: keep the memo bounded
+            _KEYS[name] = key
+        return key
+
+
+class Header:
+    """
+    One header field as it appears in a message.
+
+    @ivar name: the name as written (C{v}, C{VIA}, C{Via} ...).
+    @ivar key: the canonical lower-case full name, for lookups.
+    @ivar value: the value with folding joined and outer white space stripped.
+    @ivar raw: the exact text of the field including its line end(s), or L{None} for a field
+        made here (then it is written as C{name: value CRLF}).
+    """
+
+    __slots__ = ("name", "key", "value", "raw")
+
+    def __init__(self, name: str, value: str, raw: Optional[str] = None) -> None:
+        self.name = name
+        self.key = header_key(name)
+        self.value = value
+        self.raw = raw
+
+    def line(self) -> str:
+        """The text of this field on the wire, line end included."""
+        return self.raw if self.raw is not None else f"{self.name}: {self.value}{CRLF}"
+
+    def __repr__(self) -> str:
+        return f"Header({self.name!r}, {self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return self.key == other.key and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.value))
+
+
+@dataclass(frozen=True)
+class CSeq:
+    """The CSeq header: sequence number and method."""
+
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+_MAX_CSEQ = 2**31
+
+
+def parse_cseq(value: str) -> CSeq:
+    """The CSeq value C{number method} (RFC 3261 §20.16: number below 2**31)."""
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        raise ParseError(400, "bad CSeq")
+    number = int(parts[0])
+    if number >= _MAX_CSEQ:
+        raise ParseError(400, "CSeq number out of range")
+    return CSeq(number, parts[1])
+
+
+def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
+    """
+    One header field from its line and continuation lines (RFC 3261 §7.3.1 folding), each
+    without its LF; the field keeps their exact text for serialisation.
+
+    @raise ParseError: no colon, a bad name, or longer than C{max_length} (400).
+    """
+    first = group[0]
+    if len(group) > 1 and sum(len(line) for line in group) > max_length:
+        raise ParseError(400, "Header Too Long")
+    colon = first.find(":")
+    if colon <= 0:
+        raise ParseError(400, "header line without a colon")
+    name = first[:colon].rstrip(" \t")
+    if not is_token(name):
+        raise ParseError(400, "bad header name")
+    if len(group) == 1:
+        value = first[colon + 1 :]
+        raw = first + "\n"
+    else:
+        value = "".join(line[:-1] if line.endswith("\r") else line for line in group)
+        value = value[colon + 1 :]
+        raw = "\n".join(group) + "\n"
+    return Header(name, value.strip(" \t\r"), raw)
+
+
+_DISPLAY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
+
+
+def display_name(key: str) -> str:
+    """The usual spelling of lower-case header C{key} (C{call-id} -> C{Call-ID})."""
+    return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))

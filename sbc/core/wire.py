@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.core.test_wire -*-
+"""
+What crossed the wire: one SIP message received or sent, with the addresses it really
+travelled between and when.  The engine reports every message it receives or sends as a
+L{Wire}; observers (Prometheus metrics, HEP capture as Kamailio's siptrace does, call
+records as Kamailio's acc does) read it.  Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from sbc.core.message import Message, Request, Response
+
+__all__ = ["Wire", "RECEIVED", "SENT", "raw_call_id", "looks_like_sip"]
+
+RECEIVED = "received"
+SENT = "sent"
+
+HostPort = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """
+    One SIP message on the wire.
+
+    @ivar direction: L{RECEIVED} or L{SENT}.
+    @ivar transport: C{udp}, C{tcp} or C{tls}.
+    @ivar source: (host, port) it came from (ours when sent; C{("", 0)} when the local
+        end of a stream connection is not known).
+    @ivar destination: (host, port) it went to.
+    @ivar data: the bytes exactly as they crossed the wire.
+    @ivar time: seconds since the epoch.
+    @ivar message: the parsed message, when there is one (raw keepalive pings have none).
+    """
+
+    direction: str
+    transport: str
+    source: HostPort
+    destination: HostPort
+    data: bytes
+    time: float
+    message: Optional[Union[Request, Response, Message]] = None
+
+    @property
+    def call_id(self) -> Optional[str]:
+        """The message's Call-ID (read from the bytes when it was not parsed)."""
+        if self.message is not None:
+            try:
+                return self.message.call_id
+            except Exception:
+                return None
+        return raw_call_id(self.data)
+
+
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+_START = re.compile(rb"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3})\r?\n")
+
+
+def raw_call_id(data: bytes) -> Optional[str]:
+    """The Call-ID of a serialised SIP message, without parsing it (RFC 3261 §20.8,
+    compact form C{i})."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    m = _CALL_ID.search(head)
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
+def looks_like_sip(data: bytes) -> bool:
+    """Does C{data} start with a SIP request or status line (not a CRLF or 4-byte
+    keepalive)?"""
+    return _START.match(data[:200]) is not None
