@@ -111,6 +111,9 @@ def make_proxy(
 
 
 def sig(p: Proxy, *parts: str) -> str:
-    """The C{;sig=} parameter C{p} puts on its Record-Route (parts: Call-ID and From tag)
-    or Path (parts: the escaped received URI) entries."""
+    """The C{;sig=} parameter C{p} puts on its Record-Route (parts: Call-ID and From tag;
+    issued at time 0, as the tests' calls are) or Path (parts: the escaped received URI)
+    entries."""
+    if len(parts) == 2:
+        return f";sig=0.{p.signer.sign(*parts, '0')}"
     return f";sig={p.signer.sign(*parts)}"

@@ -28,6 +28,7 @@ from sbc.core.dialog import (
     Dialog,
     DialogTable,
     Leg,
+    contact_of,
 )
 from sbc.core.effects import (
     Blocklisted,
@@ -37,7 +38,7 @@ from sbc.core.effects import (
     Resolve,
     ScriptFailed,
 )
-from sbc.core.forwardcopy import BRANCH_PREFIX, SocketChooser, prepare_copy
+from sbc.core.forwardcopy import SocketChooser, branch_id, branch_is_ours, prepare_copy
 from sbc.core.forwarding import (
     Branch,
     Destination,
@@ -174,16 +175,19 @@ class BranchHandling:
             )
             if socket is None:
                 continue
-            branch_id = f"{BRANCH_PREFIX}{forwarding.loop_hash}.{self.rng.getrandbits(40):010x}"
+            via_branch = branch_id(
+                forwarding.loop_hash, self.rng.getrandbits(40), request.call_id, self.signer
+            )
             out = prepare_copy(
                 request,
                 destination.request,
                 socket,
                 forwarding.local,
-                branch_id,
+                via_branch,
                 self.settings,
                 self.signer,
                 forwarding.rr_params,
+                now,
             )
             client = ClientTransaction(out, target, socket, self.settings.timers)
             branch = Branch(client, destination=destination)
@@ -329,8 +333,10 @@ class BranchHandling:
         (§16.7 step 10 for 2xx); anything else unmatched is dropped."""
         if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
             return []
-        if not (response.top_via.branch or "").startswith(BRANCH_PREFIX) or len(response.vias) < 2:
-            return []
+        if len(response.vias) < 2 or not branch_is_ours(
+            response.top_via.branch or "", response.call_id, self.signer
+        ):
+            return []  # not ours: a forged "2xx" must not be reflected to its second Via
         out = response.without_first_value("Via")
         assert isinstance(out, Response)
         media = self.media.get(response.call_id)
@@ -413,10 +419,15 @@ class BranchHandling:
             legs = None
             if 200 <= response.status < 300 and branch.client is not None:
                 legs = [
-                    Leg(_contact(invite), forwarding.server.peer, forwarding.server.local),
-                    Leg(_contact(response), branch.client.peer, branch.client.local),
+                    Leg(contact_of(invite), forwarding.server.peer, forwarding.server.local),
+                    Leg(contact_of(response), branch.client.peer, branch.client.local),
                 ]
-            events = self.dialogs.invite_response(invite, response, now, legs)
+            caller_target = contact_of(forwarding.relayed or invite)  # as relayed, NAT-fixed
+            events = self.dialogs.invite_response(invite, response, now, legs, caller_target)
+            if invite.to.tag is not None and 200 <= response.status < 300:
+                dialog = self.dialogs.find(invite.call_id, invite.from_.tag, invite.to.tag)
+                if dialog is not None:  # a re-INVITE's 2xx refreshes the answerer's target
+                    dialog.refresh_target(response.to.tag, contact_of(response))
             effects += self._keepalive_dialogs(events, now, forwarding, branch)
         if response.status < 200:
             if branch.cancel_pending:
@@ -587,8 +598,3 @@ class BranchHandling:
             return effects + self._relay(forwarding, best, now)
         forwarding.final_sent = True
         return effects + self._reply(forwarding.server, best, now)
-
-
-def _contact(message: Any) -> Optional[str]:
-    contacts = message.contacts
-    return str(contacts[0].uri) if contacts else None

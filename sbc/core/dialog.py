@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.message import Header, Request, Response
+from sbc.core.message import Header, Message, Request, Response
 from sbc.core.uri import parse_uri
 
 __all__ = [
@@ -30,7 +30,15 @@ __all__ = [
     "DialogSettings",
     "Leg",
     "PROBE_FAILURES",
+    "contact_of",
 ]
+
+
+def contact_of(message: Message) -> Optional[str]:
+    """The first Contact URI of C{message} (a side's remote target), or None."""
+    contacts = message.contacts
+    return str(contacts[0].uri) if contacts else None
+
 
 #: Probe answers that say the far end no longer has the dialog (or is not there).
 PROBE_FAILURES = frozenset({408, 481})
@@ -89,6 +97,25 @@ class Dialog:
     #: caller's and callee's legs (known once confirmed through sbc), for probes
     legs: list[Leg] = field(default_factory=list)
     probes_sent: int = 0
+    #: each side's remote target (its Contact as sbc relayed it), by its tag: in-dialog
+    #: requests from one side go to the other side's target, nowhere else
+    targets: dict[str, str] = field(default_factory=dict)
+
+    def other_target(self, request: Request) -> tuple[bool, Optional[str]]:
+        """Is C{request} from one of the dialog's sides, and the target it must go to
+        (the other side's Contact; None: not known)."""
+        sender = request.from_.tag
+        if sender == self.caller_tag:
+            return True, self.targets.get(self.callee_tag)
+        if sender == self.callee_tag:
+            return True, self.targets.get(self.caller_tag)
+        return False, None
+
+    def refresh_target(self, tag: Optional[str], contact: Optional[str]) -> None:
+        """A target refresh (RFC 3261 §12.2: a re-INVITE, UPDATE or their 2xx with a
+        Contact) moves that side's target."""
+        if tag in (self.caller_tag, self.callee_tag) and contact:
+            self.targets[tag] = contact
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -154,12 +181,17 @@ class DialogTable:
     def __init__(self, settings: DialogSettings = DialogSettings()) -> None:
         self.settings = settings
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self._calls: dict[str, int] = {}  # Call-ID -> how many live dialogs have it
 
     def __len__(self) -> int:
         return len(self._dialogs)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._dialogs.values()))
+
+    def has_call(self, call_id: str) -> bool:
+        """Is there a live dialog with this Call-ID (whatever its tags)?"""
+        return call_id in self._calls
 
     def find(self, call_id: str, tag_a: Optional[str], tag_b: Optional[str]) -> Optional[Dialog]:
         """The dialog with these tags, in either direction."""
@@ -175,6 +207,7 @@ class DialogTable:
         response: Response,
         now: float,
         legs: Optional[list[Leg]] = None,
+        caller_target: Optional[str] = None,
     ) -> list[DialogEvent]:
         """Track an INVITE's response (the initial INVITE only: no To tag in the request);
         C{legs}: how sbc reaches the caller and the callee (for probes)."""
@@ -198,7 +231,9 @@ class DialogTable:
         if dialog is None:
             state = DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY
             dialog = Dialog(call_id, caller, callee, state, now, invite)
+            dialog.refresh_target(caller, caller_target)
             self._dialogs[key] = dialog
+            self._calls[call_id] = self._calls.get(call_id, 0) + 1
             events.append(DialogCreated(dialog))
             if state is DialogState.CONFIRMED:
                 self._confirm(dialog, now, legs)
@@ -207,6 +242,7 @@ class DialogTable:
             dialog.state = DialogState.CONFIRMED
             self._confirm(dialog, now, legs)
             events.append(DialogConfirmed(dialog))
+        dialog.refresh_target(callee, contact_of(response))
         if response.status >= 200:
             # Other early dialogs of a forked call end when one is confirmed (§13.2.2.4).
             for other in [
@@ -274,5 +310,10 @@ class DialogTable:
     def _end(self, dialog: Dialog, reason: str) -> DialogTerminated:
         dialog.state = DialogState.TERMINATED
         dialog.expires_at = dialog.probe_at = None
-        self._dialogs.pop(dialog.key, None)
+        if self._dialogs.pop(dialog.key, None) is not None:
+            left = self._calls.get(dialog.call_id, 1) - 1
+            if left > 0:
+                self._calls[dialog.call_id] = left
+            else:
+                self._calls.pop(dialog.call_id, None)
         return DialogTerminated(dialog, reason)

@@ -9,17 +9,20 @@ carries the loop-detection hash (§16.6 step 8), and the loop check of §16.3 st
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 from sbc.core.address import Address
 from sbc.core.message import Request
-from sbc.core.relaypolicy import SIGNATURE_PARAM, RouteSigner
+from sbc.core.relaypolicy import SIGNATURE_PARAM, RouteSigner, route_signature
 from sbc.core.routing import record_route_value
 from sbc.core.uri import format_host
 
 __all__ = [
     "BRANCH_PREFIX",
+    "branch_id",
+    "branch_is_ours",
     "SocketChooser",
     "via_host",
     "prepare_copy",
@@ -69,6 +72,24 @@ class SocketChooser:
         return fitting[0] if fitting else None
 
 
+def branch_id(loop_hash: str, nonce: int, call_id: str, signer: RouteSigner) -> str:
+    """Our Via branch for a forwarded request: the magic cookie and sbc's mark, the loop
+    hash (§16.6 step 8), a random part and a short MAC over it and the Call-ID, so that a
+    2xx claiming to answer one of our branches can be told from a forged one."""
+    rand = f"{nonce:010x}"
+    return f"{BRANCH_PREFIX}{loop_hash}.{rand}{signer.sign('branch', call_id, rand)[:8]}"
+
+
+def branch_is_ours(branch: str, call_id: str, signer: RouteSigner) -> bool:
+    """Did sbc make C{branch} (by L{branch_id}) for a request of C{call_id}?"""
+    if not branch.startswith(BRANCH_PREFIX):
+        return False
+    _, dot, tail = branch.partition(".")
+    if not dot or len(tail) != 18:
+        return False
+    return hmac.compare_digest(signer.sign("branch", call_id, tail[:10])[:8], tail[10:])
+
+
 def via_host(socket: Address, advertise: Optional[tuple[str, Optional[int]]]) -> tuple[str, int]:
     """The host and port our Via, Record-Route and Path name for C{socket}."""
     if advertise is not None:
@@ -85,6 +106,7 @@ def prepare_copy(
     settings: Any,
     signer: RouteSigner,
     rr_params: Optional[str] = None,
+    now: float = 0.0,
 ) -> Request:
     """The copy for one branch (§16.6): Max-Forwards decremented (70 when missing: step
     3), Record-Route when the script asked for it (signed over Call-ID and From tag, with
@@ -93,7 +115,7 @@ def prepare_copy(
     out = request.with_header("Max-Forwards", str(mf - 1 if mf is not None else 70))
     if rr_params is not None:
         ftag = original.from_.tag if settings.append_fromtag else None
-        signature = signer.sign(original.call_id, ftag or "")
+        signature = route_signature(signer, original.call_id, ftag or "", now)
         rr = {
             "ftag": ftag,
             "advertise": settings.advertise,

@@ -18,6 +18,7 @@ from sbc.core.address import TRANSPORTS, Address, parse_address
 from sbc.core.auth import DigestAuth
 from sbc.core.branching import BranchHandling
 from sbc.core.effects import Effect, RelayRefused
+from sbc.core.errors import ParseError
 from sbc.core.forwardcopy import loop_hash, path_entry
 from sbc.core.forwarding import Destination, ResponseContext
 from sbc.core.identity import LocalIdentity
@@ -31,7 +32,7 @@ from sbc.core.reply import make_response
 from sbc.core.routescript import FailureContext, RequestContext
 from sbc.core.routing import Hop, uri_target
 from sbc.core.transaction import server_key
-from sbc.core.uri import SipUri, escape_param, is_ip_literal
+from sbc.core.uri import SipUri, escape_param, is_ip_literal, parse_uri
 
 __all__ = ["ScriptHosting", "ALLOW", "SUPPORTED", "ACCEPT"]
 
@@ -119,13 +120,27 @@ class ScriptHosting(BranchHandling):
         )
         return status, reason
 
-    def routed_by_us(self, request: Request, consumed: tuple) -> bool:
-        """Did loose_route consume a Record-Route entry we signed for this dialog?"""
-        return signed_by_us(consumed, request.call_id, self.signer)
+    def routed_by_us(
+        self, request: Request, consumed: tuple, now: float, routed: Optional[Request] = None
+    ) -> bool:
+        """Did loose_route consume a Record-Route entry we signed for this dialog (and,
+        when sbc knows the dialog, does the request go to the other side's target)?"""
+        tags = (request.from_.tag, request.to.tag)
+        max_age = self.settings.dialog.default_timeout
+        if not signed_by_us(consumed, request.call_id, tags, self.signer, now, max_age):
+            return False
+        dialog = self.dialogs.find(request.call_id, request.from_.tag, request.to.tag)
+        if dialog is None:
+            # A dialog sbc does not know (set up before a restart, or not an INVITE's):
+            # the signature vouches, unless the Call-ID has live dialogs with other tags.
+            return not self.dialogs.has_call(request.call_id)
+        return _to_other_side(dialog, routed or request)
 
-    def known_dialog(self, request: Request) -> bool:
-        """Does the request belong to a dialog sbc set up (Call-ID and both tags)?"""
-        return self.dialogs.find(request.call_id, request.from_.tag, request.to.tag) is not None
+    def known_dialog(self, request: Request, routed: Optional[Request] = None) -> bool:
+        """Does the request belong to a dialog sbc set up (Call-ID and both tags), from one
+        of its sides and for the other side's target (RFC 3261 §12.2.1.1)?"""
+        dialog = self.dialogs.find(request.call_id, request.from_.tag, request.to.tag)
+        return dialog is not None and _to_other_side(dialog, routed or request)
 
     def own_socket(self, text: str) -> Optional[Address]:
         """force_send_socket(): one of our sockets named C{proto:ip:port} (None: not ours)."""
@@ -214,6 +229,9 @@ class ScriptHosting(BranchHandling):
             dialog = self.dialogs.touch(ctx.original, ctx.now)  # in dialog, relayed by us
             if dialog is not None:
                 self.heap.schedule(dialog)
+                contacts = ctx.request.contacts if ctx.original.method in REFRESHES else ()
+                if contacts:  # a target refresh, as relayed (NAT-fixed)
+                    dialog.refresh_target(ctx.original.from_.tag, str(contacts[0].uri))
         if ctx.original.method == "BYE":
             # Only a BYE sbc relays ends the dialog and its media (a refused one must not).
             ctx.effects += self._keepalive_dialogs(self.dialogs.bye(ctx.original), ctx.now)
@@ -325,6 +343,8 @@ class ScriptHosting(BranchHandling):
         effects: list[Effect] = []
         if request.method == "INVITE" and request.to.tag is None:
             effects += self.media.release(request.call_id)
+            # Its early dialogs end with it (the script answered instead of the best reply).
+            effects += self._keepalive_dialogs(self.dialogs.invite_timed_out(request), ctx.now)
         return effects + self._reply(
             forwarding.server, make_response(request, code, reason), ctx.now
         )
@@ -345,3 +365,29 @@ class ScriptHosting(BranchHandling):
     def release_media(self, call_id: str) -> list[Effect]:
         """End the media session of C{call_id}, if sbc anchors that call."""
         return list(self.media.release(call_id))
+
+
+#: In-dialog requests that refresh their sender's target (RFC 3261 §12.2, RFC 3311).
+REFRESHES = ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER")
+
+
+def _to_other_side(dialog: Any, request: Request) -> bool:
+    """Does C{request} (as routed) come from one side of C{dialog} and go to the other
+    side's target (same user, host and port; parameters such as C{;alias=} may differ)?"""
+    ours, expected = dialog.other_target(request)
+    if not ours:
+        return False
+    if expected is None:
+        return True
+    try:
+        target = parse_uri(expected)
+    except ParseError:
+        return False
+    uri = request.uri
+    if not isinstance(target, SipUri) or not isinstance(uri, SipUri):
+        return False
+    return (
+        uri.user == target.user
+        and uri.host_bare == target.host_bare
+        and (uri.port or 5060) == (target.port or 5060)
+    )

@@ -354,13 +354,13 @@ class Proxy(ScriptHosting):
         server = self._servers.get(key)
         if server is not None and request.method == "ACK" and server.state is State.ACCEPTED:
             # The ACK for a 2xx is end to end even when a UAC reuses the INVITE's branch.
-            return self._forward_stateless(request, source, local)
+            return self._forward_stateless(request, source, local, now)
         if server is not None:
             effects: list[Effect] = list(server.receive_request(request, now))
             self._server_done(server)
             return effects
         if request.method == "ACK":
-            return self._forward_stateless(request, source, local)
+            return self._forward_stateless(request, source, local, now)
         peer = self.reply_peer(request, source)
         server = ServerTransaction(request, peer, local, self.settings.timers)
         self._servers[key] = server
@@ -449,7 +449,9 @@ class Proxy(ScriptHosting):
         return self._reply(ctx.server, make_response(ctx.original, 500, "Script Error"), ctx.now)
 
     # -- ACK for 2xx, statelessly --------------------------------------------------------
-    def _forward_stateless(self, request: Request, source: Address, local: Address) -> list[Effect]:
+    def _forward_stateless(
+        self, request: Request, source: Address, local: Address, now: float
+    ) -> list[Effect]:
         """ACK for a 2xx (and stray ACKs): forwarded along the route set, no transaction,
         when our own signed Route entry routed it or sbc knows its dialog; otherwise (and
         an ACK outside any dialog, or with Max-Forwards 0) absorbed, unless a trusted peer
@@ -471,8 +473,8 @@ class Proxy(ScriptHosting):
         else:
             verdict = in_dialog_verdict(
                 method="ACK",
-                routed_by_us=self.routed_by_us(request, routed.consumed),
-                known_dialog=self.known_dialog(request),
+                routed_by_us=self.routed_by_us(request, routed.consumed, now, routed.request),
+                known_dialog=self.known_dialog(request, routed.request),
                 trusted=trusted,
                 allow_relay=allow_relay,
             )

@@ -39,6 +39,7 @@ __all__ = [
     "in_dialog_verdict",
     "SIGNATURE_PARAM",
     "signed_by_us",
+    "route_signature",
 ]
 
 #: The URI parameter that carries the signature of a Record-Route or Path entry.
@@ -141,13 +142,40 @@ class RouteSigner:
         return signature is not None and hmac.compare_digest(signature, self.sign(*parts))
 
 
-def signed_by_us(consumed: Sequence[NameAddr], call_id: str, signer: RouteSigner) -> bool:
-    """Did C{loose_route} consume a Record-Route entry that sbc signed for this dialog?"""
+def route_signature(signer: RouteSigner, call_id: str, ftag: str, now: float) -> str:
+    """The C{;sig=} value of a Record-Route entry issued at C{now}: the issue time (hex
+    seconds), a dot, the HMAC over Call-ID, From tag and that time."""
+    issued = f"{max(0, int(now)):x}"
+    return f"{issued}.{signer.sign(call_id, ftag, issued)}"
+
+
+def signed_by_us(
+    consumed: Sequence[NameAddr],
+    call_id: str,
+    tags: Sequence[Optional[str]],
+    signer: RouteSigner,
+    now: float,
+    max_age: float,
+) -> bool:
+    """Did C{loose_route} consume a Record-Route entry sbc signed for this very dialog (its
+    Call-ID, and the From tag it recorded is one of the request's C{tags}) no longer than
+    C{max_age} seconds ago (a Route copied from elsewhere, or kept after its dialog ended,
+    is no ticket to relay)?"""
     for entry in consumed:
         uri = entry.uri
-        if isinstance(uri, SipUri) and signer.valid(
-            uri.param(SIGNATURE_PARAM), call_id, uri.param("ftag") or ""
-        ):
+        if not isinstance(uri, SipUri):
+            continue
+        ftag = uri.param("ftag") or ""
+        if ftag and ftag not in tags:
+            continue
+        issued, _, mac = (uri.param(SIGNATURE_PARAM) or "").partition(".")
+        try:
+            born = int(issued, 16)
+        except ValueError:
+            continue
+        if not born - 300 <= now <= born + max_age:
+            continue
+        if signer.valid(mac, call_id, ftag, issued):
             return True
     return False
 

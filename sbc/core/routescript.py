@@ -237,7 +237,9 @@ class RequestContext(MessageContext, AccessFunctions):
         if (
             routed.outcome is RouteOutcome.NEXT_HOP
             and self.has_totag()
-            and not self._proxy.routed_by_us(self.original, routed.consumed)
+            and not self._proxy.routed_by_us(
+                self.original, routed.consumed, self.now, routed.request
+            )
             and not self.allow_source_address()
             and not self.allow_relay
         ):

@@ -83,12 +83,12 @@ class AccessFunctions:
 
     def is_known_dlg(self) -> bool:
         """dialog's is_known_dlg(): sbc set up the dialog this request belongs to."""
-        return bool(self._proxy.known_dialog(self.original))
+        return bool(self._proxy.known_dialog(self.original, self.message))
 
     @property
     def routed_by_us(self) -> bool:
         """loose_route() consumed a Record-Route entry sbc signed for this dialog."""
-        return bool(self._proxy.routed_by_us(self.original, self._consumed))
+        return bool(self._proxy.routed_by_us(self.original, self._consumed, self.now, self.message))
 
     # -- the verdict -------------------------------------------------------------------------
     def relay_verdict(self, to_us: bool) -> Verdict:

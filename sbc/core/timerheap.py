@@ -27,12 +27,16 @@ class Timed(Protocol):
 
 
 class TimerHeap:
-    """Deadlines of registered machines; stale entries are dropped as they surface."""
+    """Deadlines of registered machines.  A machine has at most one useful entry: a new
+    deadline is pushed only when it comes before the one already in the heap; a later one
+    waits until that entry surfaces and is pushed then (so a dialog whose timeout each
+    in-dialog request pushes back costs one entry, not one per request)."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int]] = []
         self._machines: dict[int, Timed] = {}
         self._tokens: dict[int, int] = {}  # id(machine) -> token
+        self._pushed: dict[int, float] = {}  # token -> earliest deadline in the heap
         self._serial = itertools.count(1)
 
     def __len__(self) -> int:
@@ -45,40 +49,59 @@ class TimerHeap:
         return len(self._heap)
 
     def schedule(self, machine: Timed) -> None:
-        """Register C{machine} (once) and push its current deadline."""
+        """Register C{machine} (once) and make sure its current deadline will surface."""
         token = self._tokens.get(id(machine))
         if token is None:
             token = next(self._serial)
             self._tokens[id(machine)] = token
             self._machines[token] = machine
-        deadline = machine.next_deadline()
-        if deadline is not None:
+        self._push(token, machine.next_deadline())
+
+    def _push(self, token: int, deadline: Optional[float]) -> None:
+        if deadline is None:
+            return
+        pushed = self._pushed.get(token)
+        if pushed is None or deadline < pushed:
             heapq.heappush(self._heap, (deadline, token))
+            self._pushed[token] = deadline
 
     def forget(self, machine: Timed) -> None:
         """C{machine} left its table: its entries become stale and hold nothing."""
         token = self._tokens.pop(id(machine), None)
         if token is not None:
             self._machines.pop(token, None)
+            self._pushed.pop(token, None)
 
-    def next_deadline(self) -> Optional[float]:
-        """The earliest live deadline (stale entries at the top are dropped)."""
+    def _surface(self) -> Optional[tuple[float, Timed]]:
+        """Drop stale entries from the top (pushing a machine's later deadline again);
+        the top live (deadline, machine), or None."""
         heap = self._heap
         while heap:
             when, token = heap[0]
             machine = self._machines.get(token)
-            if machine is not None and machine.next_deadline() == when:
-                return when
+            if machine is not None:
+                deadline = machine.next_deadline()
+                if deadline == when:
+                    return when, machine
             heapq.heappop(heap)
+            if self._pushed.get(token) == when:
+                del self._pushed[token]
+            if machine is not None:
+                self._push(token, machine.next_deadline())
         return None
+
+    def next_deadline(self) -> Optional[float]:
+        """The earliest live deadline."""
+        top = self._surface()
+        return top[0] if top is not None else None
 
     def pop_due(self, now: float) -> Optional[Timed]:
         """The next machine whose deadline is due at C{now}, or None; the caller runs it
         and schedules it again."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, token = heapq.heappop(heap)
-            machine = self._machines.get(token)
-            if machine is not None and machine.next_deadline() == when:
-                return machine
-        return None
+        top = self._surface()
+        if top is None or top[0] > now:
+            return None
+        when, token = heapq.heappop(self._heap)
+        if self._pushed.get(token) == when:
+            del self._pushed[token]
+        return top[1]

@@ -326,3 +326,33 @@ def test_a_failure_route_cannot_add_branches_after_a_6xx() -> None:
 def test_6xx_cannot_be_a_failover_code(spec: str) -> None:
     with pytest.raises(ValueError, match="6xx"):
         failover_codes(spec)
+
+
+def test_a_failure_route_answer_ends_the_early_dialogs() -> None:
+    """A branch rang, its peer vanished (Timer C, no answer to the CANCEL), the failure
+    route answers itself: the early dialog ends with the INVITE, nothing stays."""
+    from types import SimpleNamespace
+
+    def failure(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.t_reply(480, "Gone")
+
+    def route(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.lookup("location")
+        msg.t_on_failure(failure)
+        msg.t_relay()
+
+    p = proxy()
+    register(p, BOB1)
+    p.router = SimpleNamespace(request_route=route)
+    [out] = sent(send_request(p, invite()), BOB1)
+    answer(p, out, 180, BOB1, 1.0, to_tag="b1")
+    assert p.sizes()["dialogs"] == 1
+    statuses_seen: list[int] = []
+    for _ in range(10_000):
+        deadline = p.next_deadline()
+        if deadline is None or deadline > 400:
+            break
+        statuses_seen += statuses(p.handle_timer(deadline))
+    assert 480 in statuses_seen
+    sizes = p.sizes()
+    assert sizes["dialogs"] == 0 and sizes["timer_heap"] == 0, sizes

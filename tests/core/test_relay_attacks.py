@@ -367,3 +367,93 @@ def test_a_forged_bye_leaves_the_dialog_alone(p: Proxy) -> None:
     effects = receive(p, forged, ATTACKER, 1002.0)
     assert final(effects, ATTACKER).status == 404 and not sent_to(effects, BOB)
     assert p.sizes()["dialogs"] == 1
+
+
+# -- a dialog is no relay ticket ------------------------------------------------------------------
+
+
+def early_dialog(p: Proxy) -> tuple[Request, Request]:
+    """An unauthenticated caller on the internet calls bob (allowed: our domain); bob
+    rings.  The INVITE as bob got it, and the caller's view of its Record-Route."""
+    register_bob(p)
+    invite = message(
+        "INVITE", "sip:bob@sbc.test", sender="x@evil.example", source=ATTACKER, call_id="d1"
+    )
+    [out] = sent_to(receive(p, invite, ATTACKER), BOB)
+    ringing = parse(
+        (
+            "SIP/2.0 180 Ringing\r\n"
+            + "".join(f"Via: {v}\r\n" for v in out.get_all("Via"))
+            + f"Record-Route: {out.get('Record-Route')}\r\nFrom: {out.get('From')}\r\n"
+            + f"To: {out.get('To')};tag=bobtag\r\nCall-ID: d1\r\nCSeq: 1 INVITE\r\n"
+            + "Contact: <sip:bob@192.0.2.21:5081>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(ringing, Response)
+    p.receive_response(ringing, BOB, 1000.5)
+    assert p.sizes()["dialogs"] == 1
+    return invite, out
+
+
+def test_a_known_dialog_does_not_carry_requests_elsewhere(p: Proxy) -> None:
+    _, out = early_dialog(p)
+    route = ("Route", out.get("Record-Route"))
+    for headers in ((), (route,)):
+        elsewhere = message(
+            "MESSAGE",
+            "sip:+1555@198.51.100.7",
+            sender="x@evil.example",
+            source=ATTACKER,
+            call_id="d1",
+            to_tag="bobtag",
+            headers=headers,
+            branch=f"z9hG4bKm{len(headers)}",
+        ).with_header("From", f"{out.get('From')}")
+        assert isinstance(elsewhere, Request)
+        effects = receive(p, elsewhere, ATTACKER, 1001.0)
+        assert final(effects, ATTACKER).status == 404
+        assert not sent_to(effects, TRUNK)
+    # ... while a request to the other side's target goes through.
+    prack = message(
+        "INFO",
+        "sip:bob@192.0.2.21:5081",
+        sender="x@evil.example",
+        source=ATTACKER,
+        call_id="d1",
+        to_tag="bobtag",
+        headers=(route,),
+        branch="z9hG4bKok",
+    ).with_header("From", f"{out.get('From')}")
+    assert isinstance(prack, Request)
+    assert [m.method for m in sent_to(receive(p, prack, ATTACKER, 1002.0), BOB)] == ["INFO"]
+
+
+def test_a_kept_record_route_with_other_tags_routes_nothing(p: Proxy) -> None:
+    _, out = early_dialog(p)
+    route = ("Route", out.get("Record-Route"))
+    replay = message(
+        "INVITE",
+        "sip:+1555@198.51.100.7",
+        sender="x@evil.example",
+        source=ATTACKER,
+        call_id="d1",
+        to_tag="othertag",
+        headers=(route,),
+        branch="z9hG4bKreplay",
+    )
+    effects = receive(p, replay, ATTACKER, 1001.0)
+    assert final(effects, ATTACKER).status == 404 and not sent_to(effects, TRUNK)
+
+
+def test_a_forged_2xx_is_not_reflected_to_its_second_via(p: Proxy) -> None:
+    victim = Address("udp", "203.0.113.99", 5060)
+    forged = parse(
+        b"SIP/2.0 200 OK\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsbc0123456789ab.0123456789abcdef01\r\n"
+        b"Via: SIP/2.0/UDP 203.0.113.99:5060;branch=z9hG4bKv\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: f1\r\nCSeq: 1 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(forged, Response)
+    effects = p.receive_response(forged, ATTACKER, 1000.0)
+    assert not [e for e in effects if isinstance(e, Send) and e.peer == victim]

@@ -13,6 +13,7 @@ from sbc.core.relaypolicy import (
     in_dialog_verdict,
     initial_verdict,
     parse_trusted,
+    route_signature,
     signed_by_us,
 )
 from sbc.core.uri import parse_name_addr
@@ -85,16 +86,24 @@ def test_signatures_bind_the_dialog() -> None:
         RouteSigner(b"")
 
 
-def test_signed_by_us_looks_at_the_consumed_entries() -> None:
+def test_signed_by_us_binds_the_dialog_its_tags_and_an_age() -> None:
     signer = RouteSigner(b"k" * 16)
-    good = f"<sip:127.0.0.1;lr;ftag=a;sig={signer.sign('c', 'a')}>"
-    forged = "<sip:127.0.0.1;lr;ftag=a;sig=000000000000>"
+    issued = route_signature(signer, "c", "a", 1000.0)
+    good = f"<sip:127.0.0.1;lr;ftag=a;sig={issued}>"
+    forged = "<sip:127.0.0.1;lr;ftag=a;sig=3e8.000000000000>"
     unsigned = "<sip:127.0.0.1;lr;ftag=a>"
-    assert signed_by_us([parse_name_addr(unsigned), parse_name_addr(good)], "c", signer)
-    assert not signed_by_us([parse_name_addr(forged)], "c", signer)
-    assert not signed_by_us([parse_name_addr(unsigned)], "c", signer)
-    assert not signed_by_us([parse_name_addr(good)], "other-call", signer)
-    assert not signed_by_us([], "c", signer)
+
+    def check(entries: list[str], call_id: str = "c", tags=("a", "b"), now=1010.0) -> bool:
+        consumed = [parse_name_addr(e) for e in entries]
+        return signed_by_us(consumed, call_id, tags, signer, now, 3600)
+
+    assert check([unsigned, good])
+    assert not check([forged]) and not check([unsigned]) and not check([])
+    assert not check([good], call_id="other-call")  # another dialog's Route
+    assert not check([good], tags=("x", "y"))  # this dialog's Route with other tags
+    assert check([good], tags=("b", "a"))  # the callee's requests carry the tag in To
+    assert not check([good], now=1000.0 + 3601)  # kept after its dialog could have lived
+    assert not check([good.replace("ftag=a", "ftag=z")], tags=("z", "b"))
 
 
 # Columns: method, to_us, from_local, trusted, auth_enabled, allow_relay -> verdict

@@ -1,0 +1,57 @@
+"""Tests for L{sbc.core.timerheap}: one useful entry per machine, nothing kept alive."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from typing import Optional
+
+from sbc.core.timerheap import TimerHeap
+
+
+class Machine:
+    def __init__(self, deadline: Optional[float]) -> None:
+        self.deadline = deadline
+
+    def next_deadline(self) -> Optional[float]:
+        return self.deadline
+
+
+def test_a_deadline_pushed_back_often_costs_one_entry() -> None:
+    """A dialog whose timeout every in-dialog request moves later: one entry, not 5,000."""
+    heap, machine = TimerHeap(), Machine(100.0)
+    heap.schedule(machine)
+    for n in range(5000):
+        machine.deadline = 100.0 + n
+        heap.schedule(machine)
+    assert heap.entries == 1
+    assert heap.next_deadline() == 100.0 + 4999  # the stale entry surfaced, pushed again
+    assert heap.entries == 1
+    assert heap.pop_due(100.0 + 4998) is None
+    assert heap.pop_due(100.0 + 4999) is machine
+
+
+def test_an_earlier_deadline_is_pushed_and_fires_first() -> None:
+    heap, late, early = TimerHeap(), Machine(50.0), Machine(10.0)
+    heap.schedule(late)
+    heap.schedule(early)
+    late.deadline = 5.0
+    heap.schedule(late)
+    assert heap.pop_due(60.0) is late
+    late.deadline = None
+    assert heap.pop_due(60.0) is early
+    early.deadline = None
+    assert heap.pop_due(60.0) is None and heap.next_deadline() is None
+
+
+def test_a_forgotten_machine_is_freed_while_its_entry_waits() -> None:
+    heap, keeper = TimerHeap(), Machine(1.0)
+    machine = Machine(500.0)
+    ref = weakref.ref(machine)
+    heap.schedule(keeper)
+    heap.schedule(machine)
+    heap.forget(machine)
+    del machine
+    gc.collect()
+    assert ref() is None and len(heap) == 1
+    assert heap.pop_due(1.0) is keeper
