@@ -78,7 +78,7 @@ def rtpengine_packets(ng_port: int, call_id: str) -> dict[str, int]:
     return counts
 
 
-def test_browser_calls_sipp_through_sbc_and_rtpengine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_calls_sipp_through_sbc_and_rtpengine(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     require(CHROMIUM, "chromium (Debian package chromium)")
     require(os.path.exists(os.path.join(SIPJS, "lib", "index.js")), "SIP.js in var/webphone")
     require(shutil.which("sipp"), "sipp (Debian package sip-tester)")
@@ -155,13 +155,15 @@ def test_browser_calls_sipp_through_sbc_and_rtpengine(tmp_path) -> None:  # type
                 page.evaluate("window.phone.hangup()")
                 out, _ = uas.communicate(timeout=30)
             registrations = [line for line in sbc.lines if "registered: aor=alice" in line]
-            print(
-                f"\nbrowser registered over {SCHEME.upper()}: {registrations[0].split('] ', 1)[-1]}"
-                f"\ncall setup (INVITE to 200 OK, in the browser): {phone['setupMs']:.0f} ms"
-                f"\nbrowser getStats: {stats['outbound']} packets sent, "
-                f"{stats['inbound']} received, DTLS {stats['dtls']}"
-                f"\nrtpengine packets received per side (tag: packets): {packets}"
-            )
+            with capsys.disabled():  # the figures go to the run's output, also in CI
+                print(
+                    f"\nbrowser registered over {SCHEME.upper()}: "
+                    f"{registrations[0].split('] ', 1)[-1]}"
+                    f"\ncall setup (INVITE to 200 OK, in the browser): {phone['setupMs']:.0f} ms"
+                    f"\nbrowser getStats: {stats['outbound']} packets sent, "
+                    f"{stats['inbound']} received, DTLS {stats['dtls']}"
+                    f"\nrtpengine packets received per side (tag: packets): {packets}"
+                )
             assert uas.returncode == 0, out[-3000:]
             assert stats["inbound"] > 0 and stats["outbound"] > 0, json.dumps(stats)[:4000]
             assert len(packets) == 2 and all(count > 0 for count in packets.values()), packets
