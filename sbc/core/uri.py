@@ -12,6 +12,7 @@ L{sbc.core.syntax} and are re-exported here.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -171,6 +172,7 @@ Uri = "SipUri | OpaqueUri"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
 
+@lru_cache(maxsize=4096)
 def parse_uri(text: str) -> SipUri | OpaqueUri:
     """
     Parse an absolute URI.
@@ -273,6 +275,7 @@ class NameAddr:
         return self.evolve(params=_set_param(self.params, name, value))
 
 
+@lru_cache(maxsize=4096)
 def parse_name_addr(text: str) -> NameAddr:
     """
     Parse C{( name-addr / addr-spec ) *( SEMI param )}.
@@ -389,6 +392,7 @@ class Via:
         return host.lower()
 
 
+@lru_cache(maxsize=4096)
 def parse_via(text: str) -> Via:
     """Parse one via-parm (the caller splits the header at commas)."""
     s = text.strip(_WS)
