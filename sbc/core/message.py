@@ -212,10 +212,14 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-        value = self.get("call-id")
-        if not value or any(c in value for c in " \t\r\n"):
-            raise ParseError(400, "bad Call-ID")
-        return value
+
+        def build() -> str:
+            value = self.get("call-id")
+            if not value or any(c in value for c in " \t\r\n"):
+                raise ParseError(400, "bad Call-ID")
+            return value
+
+        return self._typed("call-id", build)
 
     @property
     def cseq(self) -> CSeq:

@@ -12,7 +12,7 @@ L{sbc.core.syntax} and are re-exported here.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -261,9 +261,9 @@ class NameAddr:
             new = replace(new, angle=True)
         return new
 
-    @property
+    @cached_property
     def tag(self) -> Optional[str]:
-        """The C{tag} header parameter, or L{None}."""
+        """The C{tag} header parameter, or L{None} (computed once: the value is frozen)."""
         return _param_value(self.params, "tag")
 
     def param(self, name: str) -> Optional[str]:
