@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sbc.core.address import TRANSPORTS, WEBSOCKET, Address
+from sbc.core.address import WEBSOCKET, Address
 from sbc.core.blocklist import (
     REPLY_503,
     SEND_FAILED,
@@ -38,7 +38,7 @@ from sbc.core.effects import (
     Resolve,
     ScriptFailed,
 )
-from sbc.core.forwardcopy import SocketChooser, branch_id, branch_is_ours, prepare_copy
+from sbc.core.forwardcopy import SocketChooser, branch_id, prepare_copy
 from sbc.core.forwarding import (
     Branch,
     Destination,
@@ -50,9 +50,8 @@ from sbc.core.forwarding import (
     upstream,
 )
 from sbc.core.keepalive import KeepaliveTable
-from sbc.core.mediacalls import MediaCalls, has_sdp
-from sbc.core.message import Response
-from sbc.core.nat import response_target
+from sbc.core.mediacalls import MediaCalls, has_sdp, stray_2xx
+from sbc.core.message import Request, Response
 from sbc.core.relaypolicy import RouteSigner
 from sbc.core.routescript import FailureContext, ReplyContext, ScriptExit
 from sbc.core.routing import Hop
@@ -290,25 +289,34 @@ class BranchHandling:
             late = self._late.get(key)
             if late is not None and 100 < response.status < 200:
                 return self._cancel_late(key, late, now)
-            if late is not None and 200 <= response.status < 300:
+            if late is not None and 200 <= response.status < 300 and late.branch.client:
                 # It answered after all: a 2xx goes upstream like any (§16.7 step 10),
-                # and the context learns of it (no failure after it, the rest cancelled).
+                # through reply_route, and the context learns of it (no failure after it,
+                # the rest cancelled).
                 self._late_expired(late)
+                response = self._reply_route(response, late.branch.client.request, source)
                 effects = self._branch_response(late.forwarding, late.branch, response, now)
                 return self._with_events(effects)
             return self._stray_response(response)
-        reply_route = getattr(self.router, "reply_route", None)
-        if reply_route is not None and response.status > 100 and key not in self._probe_of:
-            ctx = ReplyContext(self, response, client.request, source)  # type: ignore[arg-type]
-            try:
-                reply_route(ctx)
-                response = ctx.response
-            except ScriptExit:
-                response = ctx.response
-            except Exception as error:
-                self._events.append(ScriptFailed("reply_route", describe_error(error)))
+        if response.status > 100 and key not in self._probe_of:
+            response = self._reply_route(response, client.request, source)
         effects = self._client_effects(client, client.receive_response(response, now), now)
         return self._with_events(effects)
+
+    def _reply_route(self, response: Response, sent: Request, source: Address) -> Response:
+        """The routing script's reply_route (if any) sees a response before it goes on."""
+        reply_route = getattr(self.router, "reply_route", None)
+        if reply_route is None:
+            return response
+        ctx = ReplyContext(self, response, sent, source)  # type: ignore[arg-type]
+        try:
+            reply_route(ctx)
+        except ScriptExit:
+            pass
+        except Exception as error:
+            self._events.append(ScriptFailed("reply_route", describe_error(error)))
+            return response
+        return ctx.response
 
     def _cancel_late(self, key: tuple, late: LateBranch, now: float) -> list[Effect]:
         """A provisional from a branch that timed out: it rings after all; CANCEL it."""
@@ -329,29 +337,8 @@ class BranchHandling:
         self.heap.forget(late)
 
     def _stray_response(self, response: Response) -> list[Effect]:
-        """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias
-        (§16.7 step 10 for 2xx); anything else unmatched is dropped."""
-        if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
-            return []
-        if len(response.vias) < 2 or not branch_is_ours(
-            response.top_via.branch or "", response.call_id, self.signer
-        ):
-            return []  # not ours: a forged "2xx" must not be reflected to its second Via
-        out = response.without_first_value("Via")
-        assert isinstance(out, Response)
-        media = self.media.get(response.call_id)
-        if media is not None and has_sdp(out):
-            body = media.answers.get((response.to.tag, response.cseq.number))
-            if body is not None:
-                out = out.with_body(body)
-        via = out.top_via
-        transport = via.transport.lower()
-        if transport not in TRANSPORTS:
-            return []
-        host, port = response_target(via)
-        peer = Address(transport, host, port)
-        socket = self.chooser.choose(peer, self.sockets[0]) if self.sockets else None
-        return [Send(out, peer, socket)]
+        """A 2xx retransmission to an INVITE whose branch is gone (§16.7 step 10)."""
+        return list(stray_2xx(response, self.media, self.chooser, self.signer))
 
     def _client_effects(self, client: ClientTransaction, effects: list, now: float) -> list[Effect]:
         out: list[Effect] = []

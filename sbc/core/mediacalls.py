@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sbc.core.address import Address
+from sbc.core.address import TRANSPORTS, Address
 from sbc.core.effects import Anchor, ReleaseMedia
-from sbc.core.message import Message, Request
-from sbc.core.nat import PrivateRanges
+from sbc.core.forwardcopy import SocketChooser, branch_is_ours
+from sbc.core.message import Message, Request, Response
+from sbc.core.nat import PrivateRanges, response_target
+from sbc.core.relaypolicy import RouteSigner
+from sbc.core.transaction import Send
 from sbc.core.uri import SipUri, is_ip_literal
 
-__all__ = ["MediaCall", "MediaCalls", "has_sdp"]
+__all__ = ["MediaCall", "MediaCalls", "has_sdp", "stray_2xx"]
 
 #: What to do once the relay answered: the rewritten SDP (None: it failed) and C{now}.
 Continuation = Callable[[Optional[bytes], float], list[Any]]
@@ -119,3 +122,32 @@ def natted_hop(request: Request, ranges: PrivateRanges) -> bool:
         return True
     host = uri.param("maddr") or uri.host
     return is_ip_literal(host) and ranges.contains(host)
+
+
+def stray_2xx(
+    response: Response, media: MediaCalls, chooser: SocketChooser, signer: RouteSigner
+) -> list[Send]:
+    """A 2xx retransmission to an INVITE whose branch is gone is relayed along the Vias
+    (RFC 3261 §16.7 step 10), with the SDP the relay gave the first one; anything else
+    unmatched, and a "2xx" naming a branch sbc did not make, goes nowhere."""
+    if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
+        return []
+    if len(response.vias) < 2 or not branch_is_ours(
+        response.top_via.branch or "", response.call_id, signer
+    ):
+        return []  # not ours: a forged "2xx" must not be reflected to its second Via
+    out = response.without_first_value("Via")
+    assert isinstance(out, Response)
+    call = media.get(response.call_id)
+    if call is not None and has_sdp(out):
+        body = call.answers.get((response.to.tag, response.cseq.number))
+        if body is not None:
+            out = out.with_body(body)
+    via = out.top_via
+    transport = via.transport.lower()
+    if transport not in TRANSPORTS:
+        return []
+    host, port = response_target(via)
+    peer = Address(transport, host, port)
+    socket = chooser.choose(peer, chooser.sockets[0]) if chooser.sockets else None
+    return [Send(out, peer, socket)]

@@ -12,8 +12,8 @@ L{sbc.core.syntax} and are re-exported here.
 from __future__ import annotations
 
 import re
-from functools import cached_property, lru_cache
 from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import Optional
 
 from sbc.core.errors import ParseError

@@ -356,3 +356,24 @@ def test_a_failure_route_answer_ends_the_early_dialogs() -> None:
     assert 480 in statuses_seen
     sizes = p.sizes()
     assert sizes["dialogs"] == 0 and sizes["timer_heap"] == 0, sizes
+
+
+def test_a_late_2xx_goes_through_reply_route_too() -> None:
+    """A branch that timed out (Timer B) answers 200 after all: the 2xx goes upstream, and
+    the routing script's reply_route saw it like any other response."""
+    from types import SimpleNamespace
+
+    from sbc.core import routes_default
+
+    def reply_route(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.append_hf("X-Seen: yes")
+
+    p = proxy()
+    register(p, BOB1)
+    p.router = SimpleNamespace(request_route=routes_default.request_route, reply_route=reply_route)
+    [out] = sent(send_request(p, invite()), BOB1)
+    timeout = p.handle_timer(TIMERS.fr_timer + 0.1)  # Timer B: no answer at all
+    assert 408 in statuses(timeout)
+    late = answer(p, out, 200, BOB1, TIMERS.fr_timer + 1.0)
+    [ok] = [m for m in sent(late, CALLER) if isinstance(m, Response)]
+    assert ok.status == 200 and ok.get("X-Seen") == "yes"
