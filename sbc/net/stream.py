@@ -8,7 +8,7 @@ anything sent to a peer we hold a connection with goes over that connection.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -27,7 +27,13 @@ from sbc.net.engine import SipEngine
 from sbc.net.flow import HostPort
 from sbc.net.log import logger
 
-__all__ = ["ConnectionTable", "SipStreamProtocol", "SipStreamFactory", "StreamConnector"]
+__all__ = [
+    "ConnectionTable",
+    "ConnectionFlow",
+    "SipStreamProtocol",
+    "SipStreamFactory",
+    "StreamConnector",
+]
 
 log = logger(__name__)
 
@@ -82,6 +88,11 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
         # TimeoutMixin schedules through this attribute: use the injected clock.
         self.callLater = factory.clock.callLater  # type: ignore[assignment]
 
+    @property
+    def is_open(self) -> bool:
+        """Can this connection still carry a message?"""
+        return self.transport is not None and bool(self.transport.connected)
+
     @override
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -132,9 +143,9 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
             elif isinstance(frame, StunFrame):
                 # RFC 5626 §4.4.2: a STUN keepalive is activity on the flow (the timeout
                 # was reset above) and gets its Binding response.
-                engine.receive_stun(frame, _StreamFlow(self))
+                engine.receive_stun(frame, ConnectionFlow(self))
             else:
-                engine.receive(frame, _StreamFlow(self))
+                engine.receive(frame, ConnectionFlow(self))
 
     def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
         """Write C{data} on this connection (C{destination} is implied)."""
@@ -161,32 +172,35 @@ class SipStreamProtocol(Protocol, TimeoutMixin):
             self.factory.connection_failed(reason)
 
 
-class _StreamFlow:
-    """The L{sbc.net.flow.Flow} view of a connection."""
+class ConnectionFlow:
+    """The L{sbc.net.flow.Flow} view of a connection (a SIP stream or a WebSocket): any
+    protocol with C{transport_name}, C{remote}, C{local}, C{factory}, C{is_open} and
+    C{send}."""
 
     __slots__ = ("connection",)
     reliable = True
 
-    def __init__(self, connection: SipStreamProtocol) -> None:
+    def __init__(self, connection: Any) -> None:
         self.connection = connection
 
     @property
     def transport(self) -> str:
-        return self.connection.transport_name
+        return str(self.connection.transport_name)
 
     @property
     def remote(self) -> HostPort:
-        return self.connection.remote
+        return self.connection.remote  # type: ignore[no-any-return]
 
     @property
     def local(self) -> HostPort:
-        return self.connection.local
+        return self.connection.local  # type: ignore[no-any-return]
 
     def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
         """Reply on the same connection; if it has closed meanwhile, on any open connection
-        to the same peer (RFC 3261 §18.2.2)."""
+        to the same peer (RFC 3261 §18.2.2; a WebSocket client is reached over its own
+        connections only)."""
         connection = self.connection
-        if connection.transport is None or not connection.transport.connected:
+        if not connection.is_open:
             other = connection.factory.table.get(connection.transport_name, *connection.remote)
             if other is None:
                 connection.factory.engine.stats.incr(f"{connection.transport_name}_send_errors")

@@ -41,7 +41,7 @@ from sbc.core.stun import looks_like_stun
 from sbc.net.engine import SipEngine
 from sbc.net.flow import HostPort
 from sbc.net.log import logger
-from sbc.net.stream import ConnectionTable
+from sbc.net.stream import ConnectionFlow, ConnectionTable
 
 __all__ = ["WebSocketSettings", "SipWebSocketProtocol", "SipWebSocketFactory", "SUBPROTOCOL"]
 
@@ -228,11 +228,16 @@ class SipWebSocketProtocol(Protocol, TimeoutMixin):
             elif message == b"\r\n":
                 self.last_pong = self.factory.clock.seconds()
             return
-        flow = _WebSocketFlow(self)
+        flow = ConnectionFlow(self)
         if looks_like_stun(message[:2]):
             engine.receive_stun(message, flow)
             return
         engine.receive(message, flow)
+
+    @property
+    def is_open(self) -> bool:
+        """Is the WebSocket connection up (upgraded, not closed)?"""
+        return self.open
 
     def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
         """Send one SIP message as one WebSocket message: text when it is UTF-8 (every
@@ -326,40 +331,6 @@ def _header(headers: object, name: bytes) -> Optional[str]:
         if bytes(key).lower() == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-class _WebSocketFlow:
-    """The L{sbc.net.flow.Flow} view of a WebSocket connection."""
-
-    __slots__ = ("connection",)
-    reliable = True
-
-    def __init__(self, connection: SipWebSocketProtocol) -> None:
-        self.connection = connection
-
-    @property
-    def transport(self) -> str:
-        return self.connection.transport_name
-
-    @property
-    def remote(self) -> HostPort:
-        return self.connection.remote
-
-    @property
-    def local(self) -> HostPort:
-        return self.connection.local
-
-    def send(self, data: bytes, destination: Optional[HostPort] = None) -> None:
-        """Reply on the same connection; when it has closed, the reply is lost (a
-        WebSocket client is reached over its own connection only)."""
-        connection = self.connection
-        if not connection.open:
-            other = connection.factory.table.get(connection.transport_name, *connection.remote)
-            if other is None:
-                connection.factory.engine.stats.incr(f"{connection.transport_name}_send_errors")
-                return
-            connection = other  # type: ignore[assignment]
-        connection.send(data)
 
 
 class SipWebSocketFactory(Factory):

@@ -100,13 +100,13 @@ class SipStreamProtocolTests(SynchronousTestCase):
 
     def test_response_after_close_uses_another_connection_to_the_peer(self) -> None:
         """If the request's connection closed, the reply takes a live one to the same peer."""
-        from sbc.net.stream import _StreamFlow
+        from sbc.net.stream import ConnectionFlow
 
         factory = make_factory(Clock())
         first, t1 = connect(factory, 40000)
         t1.connected = False
         second, t2 = connect(factory, 40000)
-        _StreamFlow(first).send(b"hello")
+        ConnectionFlow(first).send(b"hello")
         self.assertEqual(t2.value(), b"hello")
         self.assertEqual(t1.value(), b"")
 
