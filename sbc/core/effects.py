@@ -21,7 +21,6 @@ __all__ = [
     "ReleaseMedia",
     "OperatorEvent",
     "Registered",
-    "Unregistered",
     "ScriptFailed",
     "ScriptNoAction",
     "FailedOver",
@@ -83,24 +82,17 @@ class OperatorEvent:
 
 @dataclass(frozen=True)
 class Registered(OperatorEvent):
-    """A REGISTER was saved and the user has live bindings."""
+    """A REGISTER was saved: the user has C{contacts} live bindings (none: the line says
+    C{unregistered})."""
 
-    event: ClassVar[str] = "registered"
     aor: str
     source: str
     contacts: int
     nat: str
 
-
-@dataclass(frozen=True)
-class Unregistered(OperatorEvent):
-    """A REGISTER was saved and left the user without bindings."""
-
-    event: ClassVar[str] = "unregistered"
-    aor: str
-    source: str
-    contacts: int
-    nat: str
+    @property
+    def event(self) -> str:  # type: ignore[override]
+        return "registered" if self.contacts else "unregistered"
 
 
 @dataclass(frozen=True)

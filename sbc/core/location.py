@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.effects import Registered, Unregistered
+from sbc.core.effects import Registered
 from sbc.core.message import Request
 from sbc.core.natfix import AliasError, handle_ruri_alias
 from sbc.core.registrar import Registrar, aor_of
@@ -72,12 +72,11 @@ def contact_hop(request: Request, hop_target: HopTarget) -> Optional[Hop]:
 
 def registration_event(
     registrar: Registrar, request: Request, source: Address, natted: bool, now: float
-) -> Union[Registered, Unregistered]:
+) -> Registered:
     """The operator's line about a saved REGISTER."""
     user = aor_of(request.to.uri) or "?"
     live = registrar.lookup(user, now) or []
-    kind = Registered if live else Unregistered
-    return kind(user, str(source), len(live), "yes" if natted else "no")
+    return Registered(user, str(source), len(live), "yes" if natted else "no")
 
 
 def path_target(consumed: tuple, signer: RouteSigner) -> Optional[Address]:
