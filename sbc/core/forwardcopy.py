@@ -187,8 +187,3 @@ def is_loop(request: Request, mine: set[tuple[str, int]]) -> bool:
         if (vias[i].branch or "").startswith(expected):
             return True
     return False
-
-
-def previous_hop(request: Request) -> Any:
-    """The Via of the hop a request came from (its top Via: §16.6 step 8)."""
-    return request.vias[0]
