@@ -234,16 +234,13 @@ class RequestContext(MessageContext, AccessFunctions):
         request, or an open relay): any other Route gives -2 and the request is left as
         it was, so that a Route copied from elsewhere does not make sbc relay."""
         routed = loose_route(self.request, self._proxy.identity)
-        if (
-            routed.outcome is RouteOutcome.NEXT_HOP
-            and self.has_totag()
-            and not self._proxy.routed_by_us(
+        if routed.outcome is RouteOutcome.NEXT_HOP and self.has_totag():
+            signed = self._proxy.routed_by_us(
                 self.original, routed.consumed, self.now, routed.request
             )
-            and not self.allow_source_address()
-            and not self.allow_relay
-        ):
-            return Result(-2)
+            if not (signed or self.allow_source_address() or self.allow_relay):
+                return Result(-2)
+            self._signed = (routed.request, signed)  # the relay verdict asks again
         self.message = routed.request
         self._consumed = routed.consumed
         if len(routed.consumed) >= 2:

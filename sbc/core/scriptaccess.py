@@ -46,6 +46,9 @@ class AccessFunctions:
     #: The user this request authenticated as (auth_check returned 1), else None.
     authenticated: Optional[str] = None
     _auth_result: Optional[AuthResult] = None
+    #: Whether loose_route() consumed our signed Route, for the message as it was then
+    #: (asked again after the script changed the message, e.g. its Request-URI).
+    _signed: Optional[tuple[Any, bool]] = None
 
     def _reply(self, code: int, reason: Optional[str] = None, headers: Any = ()) -> None:
         raise NotImplementedError
@@ -88,7 +91,10 @@ class AccessFunctions:
     @property
     def routed_by_us(self) -> bool:
         """loose_route() consumed a Record-Route entry sbc signed for this dialog."""
-        return bool(self._proxy.routed_by_us(self.original, self._consumed, self.now, self.message))
+        if self._signed is None or self._signed[0] is not self.message:
+            signed = self._proxy.routed_by_us(self.original, self._consumed, self.now, self.message)
+            self._signed = (self.message, bool(signed))
+        return self._signed[1]
 
     # -- the verdict -------------------------------------------------------------------------
     def relay_verdict(self, to_us: bool) -> Verdict:
