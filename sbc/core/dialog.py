@@ -181,7 +181,9 @@ class DialogTable:
     def __init__(self, settings: DialogSettings = DialogSettings()) -> None:
         self.settings = settings
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
-        self._calls: dict[str, int] = {}  # Call-ID -> how many live dialogs have it
+        #: Call-ID -> its live dialogs (a forked call has several early ones): the
+        #: siblings of a dialog are found without walking the whole table.
+        self._calls: dict[str, list[Dialog]] = {}
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -217,11 +219,7 @@ class DialogTable:
         callee = response.to.tag
         events: list[DialogEvent] = []
         if response.status >= 300:
-            for dialog in [
-                d
-                for d in self._dialogs.values()
-                if d.call_id == call_id and d.caller_tag == caller and d.state is DialogState.EARLY
-            ]:
+            for dialog in self._early(call_id, caller):
                 events.append(self._end(dialog, f"failed with {response.status}"))
             return events
         if callee is None or response.status == 100:
@@ -233,7 +231,7 @@ class DialogTable:
             dialog = Dialog(call_id, caller, callee, state, now, invite)
             dialog.refresh_target(caller, caller_target)
             self._dialogs[key] = dialog
-            self._calls[call_id] = self._calls.get(call_id, 0) + 1
+            self._calls.setdefault(call_id, []).append(dialog)
             events.append(DialogCreated(dialog))
             if state is DialogState.CONFIRMED:
                 self._confirm(dialog, now, legs)
@@ -245,21 +243,21 @@ class DialogTable:
         dialog.refresh_target(callee, contact_of(response))
         if response.status >= 200:
             # Other early dialogs of a forked call end when one is confirmed (§13.2.2.4).
-            for other in [
-                d
-                for d in self._dialogs.values()
-                if d.call_id == call_id and d.caller_tag == caller and d.state is DialogState.EARLY
-            ]:
+            for other in self._early(call_id, caller):
                 events.append(self._end(other, "another branch answered"))
         return events
 
     def invite_timed_out(self, invite: Request) -> list[DialogEvent]:
         """The INVITE got no final response in time: its early dialogs end."""
         call_id, caller = invite.call_id, invite.from_.tag or ""
+        return [self._end(d, "timeout") for d in self._early(call_id, caller)]
+
+    def _early(self, call_id: str, caller: str) -> list[Dialog]:
+        """The early dialogs of one call from one caller (the branches of a fork)."""
         return [
-            self._end(d, "timeout")
-            for d in list(self._dialogs.values())
-            if d.call_id == call_id and d.caller_tag == caller and d.state is DialogState.EARLY
+            d
+            for d in self._calls.get(call_id, ())
+            if d.caller_tag == caller and d.state is DialogState.EARLY
         ]
 
     def _confirm(self, dialog: Dialog, now: float, legs: Optional[list[Leg]]) -> None:
@@ -311,9 +309,9 @@ class DialogTable:
         dialog.state = DialogState.TERMINATED
         dialog.expires_at = dialog.probe_at = None
         if self._dialogs.pop(dialog.key, None) is not None:
-            left = self._calls.get(dialog.call_id, 1) - 1
-            if left > 0:
-                self._calls[dialog.call_id] = left
-            else:
-                self._calls.pop(dialog.call_id, None)
+            siblings = self._calls.get(dialog.call_id)
+            if siblings is not None:
+                siblings.remove(dialog)
+                if not siblings:
+                    del self._calls[dialog.call_id]
         return DialogTerminated(dialog, reason)
