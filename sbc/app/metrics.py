@@ -52,6 +52,13 @@ DNS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 #: Seconds from a keepalive ping to its reply.
 RTT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 
+#: Methods counted under their own name; any other method a peer invents is counted as
+#: C{other}, so a peer cannot grow the label set (and the scrape) without bound.
+KNOWN_METHODS = frozenset(
+    "ACK BYE CANCEL INFO INVITE MESSAGE NOTIFY OPTIONS PRACK PUBLISH REFER REGISTER "
+    "SUBSCRIBE UPDATE".split()
+)
+
 #: Open transactions, calls and pings remembered at most (a peer that never answers must
 #: not grow memory); the oldest are forgotten first.
 MAX_TRACKED = 100_000
@@ -185,6 +192,9 @@ class SbcMetrics:
             buckets=RTT_BUCKETS,
             registry=registry,
         )
+        #: Labelled children by label values: C{labels()} takes a lock and builds a key on
+        #: every call, this is one dict lookup per message.
+        self._children: dict[tuple, Any] = {}
         self._transactions: _Bounded = _Bounded()
         self._calls: _Bounded = _Bounded()
         self._pings: _Bounded = _Bounded()
@@ -206,13 +216,23 @@ class SbcMetrics:
                     self._pings.remember(call_id, record.time)
             return
         if isinstance(message, Request):
-            counter = self.requests_received if received else self.requests_sent
-            counter.labels(message.method, record.transport).inc()
+            method = message.method
+            label = method if method in KNOWN_METHODS else "other"
+            key = (received, label, record.transport)
+            child = self._children.get(key)
+            if child is None:
+                counter = self.requests_received if received else self.requests_sent
+                child = self._children[key] = counter.labels(label, record.transport)
+            child.inc()
             if received:
                 self._request_in(message, record.time)
         elif isinstance(message, Response):
-            counter = self.replies_received if received else self.replies_sent
-            counter.labels(f"{message.status // 100}xx").inc()
+            key = (received, message.status // 100)
+            child = self._children.get(key)
+            if child is None:
+                counter = self.replies_received if received else self.replies_sent
+                child = self._children[key] = counter.labels(f"{key[1]}xx")
+            child.inc()
             if received:
                 started = self._pings.pop(message.call_id, None)
                 if started is not None:

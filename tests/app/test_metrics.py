@@ -121,3 +121,23 @@ def test_grafana_dashboard_uses_metrics_sbc_exports() -> None:
     for name in names:
         base = re.sub(r"_(bucket|total|count|sum)$", "", name)
         assert base in families or f'"{base[4:]}"' in source, name
+
+
+def test_invented_methods_share_one_label() -> None:
+    """A peer sending made-up methods cannot grow the label set: they count as C{other}."""
+    metrics = SbcMetrics(process=False)
+    for i in range(50):
+        request = parse(
+            f"FOO{i} sip:x@sbc.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK{i}\r\n"
+            f"From: <sip:a@sbc.test>;tag=1\r\nTo: <sip:x@sbc.test>\r\nCall-ID: c{i}\r\n"
+            f"CSeq: 1 FOO{i}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        metrics.wire(
+            Wire(RECEIVED, "udp", ("192.0.2.1", 5060), ("127.0.0.1", 5060), b"", 0.0, request)
+        )
+    got = samples(metrics)
+    received = [k for k in got if k[0] == "sbc_requests_received_total"]
+    assert received == [
+        ("sbc_requests_received_total", (("method", "other"), ("transport", "udp")))
+    ]
+    assert got[received[0]] == 50
