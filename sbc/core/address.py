@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional, Union
 
 from sbc.core.uri import format_host
 
@@ -21,6 +23,7 @@ __all__ = [
     "Address",
     "parse_address",
     "normalise_host",
+    "ip_of",
 ]
 
 #: Transports sbc listens on (ws/wss: SIP over WebSocket, RFC 7118).
@@ -34,6 +37,7 @@ RELIABLE = frozenset({"tcp", "tls", "ws", "wss"})
 WEBSOCKET = frozenset({"ws", "wss"})
 
 
+@lru_cache(maxsize=4096)
 def normalise_host(host: str) -> str:
     """Return C{host} without IPv6 brackets, lower-cased, IPv6 in its compressed form."""
     if host.startswith("[") and host.endswith("]"):
@@ -44,6 +48,16 @@ def normalise_host(host: str) -> str:
         except ValueError:
             return host.lower()
     return host.lower()
+
+
+@lru_cache(maxsize=4096)
+def ip_of(host: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    """The IP address C{host} spells (brackets, case and IPv6 zero runs allowed), or
+    L{None} for a host name.  Cached: the same few addresses recur in every message."""
+    try:
+        return ipaddress.ip_address(normalise_host(host))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, normalise_host
+from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, ip_of, normalise_host
 from sbc.core.errors import ParseError
 from sbc.core.message import Message, Request
 from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
@@ -63,9 +63,8 @@ class PrivateRanges:
         """Whether C{host} is an IP literal inside one of the networks (names: no)."""
         if not host:
             return False
-        try:
-            ip = ipaddress.ip_address(normalise_host(host))
-        except ValueError:
+        ip = ip_of(host)
+        if ip is None:
             return False
         return any(ip.version == net.version and ip in net for net in self.networks)
 
@@ -105,10 +104,8 @@ class NatPolicy:
 def _same_ip(host: str, source: str) -> bool:
     """nat_uac_test bit 2's comparison: the textual host equals the source address (IPv6 with or
     without brackets, any case); host names never do (no DNS)."""
-    try:
-        return ipaddress.ip_address(normalise_host(host)) == ipaddress.ip_address(source)
-    except ValueError:
-        return False
+    ip = ip_of(host)
+    return ip is not None and ip == ip_of(source)
 
 
 def _first_contact_uri(message: Message) -> Optional[SipUri]:
@@ -186,11 +183,7 @@ def _destination_test(message: Message, destination: Optional[SipUri]) -> bool:
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return ip_of(host) is not None
 
 
 def nat_uac_test(
