@@ -396,6 +396,17 @@ class BranchHandling:
             return [self._anchor_response(forwarding, branch, response)]
         if branch.answered and response.status >= 300:
             return effects
+        final = branch.final
+        if (
+            final is not None
+            and 200 <= response.status < 300
+            and 200 <= final.status < 300
+            and final.to.tag == response.to.tag
+        ):
+            # A retransmission of this branch's 2xx (RFC 6026 §7.2, its ACK was late):
+            # upstream again, but its dialog was tracked by the first copy and may have
+            # ended since.
+            return self._relay_2xx(forwarding, response, now)
         if branch.final is not None and response.status >= 300:
             return effects  # e.g. the 487 after we cancelled a timed-out branch
         if response.status < 200 and (branch.final is not None or forwarding.final_sent):

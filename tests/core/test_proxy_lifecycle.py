@@ -177,6 +177,28 @@ def test_a_finished_call_is_freed_within_64_t1() -> None:
     assert all(ref() is None for ref in forwarding_refs)  # nothing keeps the first alive
 
 
+def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> None:
+    """The callee's 200 retransmissions (its ACK was late) can outlive the call: they are
+    passed upstream, but the dialog the BYE ended stays ended (it would otherwise linger
+    until default_timeout, a dialog per late ACK)."""
+    p = proxy()
+    register(p, BOB1, expires=3600)
+    out = call(p)
+    bye = request_bytes(
+        "BYE",
+        "sip:bob@192.0.2.21:5081",
+        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKbye;rport",
+        headers=[("Route", out.get("Record-Route") or "")],
+        call_id="c1",
+    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=tc1")
+    [relayed] = sent(send_request(p, bye, 1.0), BOB1)
+    answer(p, relayed, 200, BOB1, 1.1, to_tag="tc1")
+    assert p.sizes()["dialogs"] == 0
+    effects = answer(p, out, 200, BOB1, 1.6, to_tag="tc1")
+    assert statuses(effects) == [200]
+    assert p.sizes()["dialogs"] == 0
+
+
 # -- 4. loop detection ----------------------------------------------------------------------------
 
 
