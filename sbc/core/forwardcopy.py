@@ -174,7 +174,7 @@ def loop_hash(request: Request, previous_hop: Any) -> str:
     return hashlib.blake2s(text, digest_size=6).hexdigest()
 
 
-def is_loop(request: Request, mine: set[tuple[str, int]]) -> bool:
+def is_loop(request: Request, mine: frozenset[tuple[str, int]]) -> bool:
     """§16.3 step 4: a loop when one of our Vias carries the hash this very request
     would get from the Via just below it (the hop it came from when we forwarded it,
     also when it came back through other proxies); a spiral, with another Request-URI,

@@ -168,6 +168,7 @@ class Proxy(ScriptHosting):
         #: by default.
         self.router = router if router is not None else routes_default
         self.sockets = list(sockets)
+        self._ours_cache: tuple[object, frozenset[tuple[str, int]]] = (None, frozenset())
         self.chooser = SocketChooser(self.sockets, source_for)
         self.registrar = registrar
         self.rng = rng or Random(0)
@@ -380,14 +381,19 @@ class Proxy(ScriptHosting):
             return effects + self._reply(server, refusal, now)
         return effects + self._route(request, server, source, local, now)
 
-    def _ours(self) -> set[tuple[str, int]]:
-        """The (host, port) pairs our Vias name: our sockets and the advertised address."""
-        mine = {(s.host, s.port) for s in self.sockets}
+    def _ours(self) -> frozenset[tuple[str, int]]:
+        """The (host, port) pairs our Vias name: our sockets and the advertised address
+        (built again only when a socket is bound or a reload changes C{advertise})."""
         advertise = self.settings.advertise
+        basis = (len(self.sockets), advertise)
+        if self._ours_cache[0] == basis:
+            return self._ours_cache[1]
+        mine = {(s.host, s.port) for s in self.sockets}
         if advertise is not None:
             ports = {advertise[1]} if advertise[1] is not None else {s.port for s in self.sockets}
             mine |= {(advertise[0].lower(), port) for port in ports}
-        return mine
+        self._ours_cache = (basis, frozenset(mine))
+        return self._ours_cache[1]
 
     def _check(self, request: Request) -> Optional[Response]:
         """RFC 3261 §16.3 request validation: a response when the request is refused."""
