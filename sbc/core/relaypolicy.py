@@ -130,12 +130,15 @@ class RouteSigner:
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("a route signing secret must not be empty")
-        self._secret = secret
+        # The keyed state is set up once; each signature copies it (RFC 2104's inner and
+        # outer pads are not hashed again per message).
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
     def sign(self, *parts: str) -> str:
         """The signature over C{parts} (Call-ID and From tag; or a Path's NAT address)."""
-        text = "\0".join(parts).encode("utf-8", "surrogateescape")
-        return hmac.new(self._secret, text, hashlib.sha256).hexdigest()[:12]
+        mac = self._keyed.copy()
+        mac.update("\0".join(parts).encode("utf-8", "surrogateescape"))
+        return mac.hexdigest()[:12]
 
     def valid(self, signature: Optional[str], *parts: str) -> bool:
         """Is C{signature} ours for C{parts}?"""
