@@ -22,7 +22,7 @@ from sbc.core.errors import ParseError
 from sbc.core.forwardcopy import loop_hash, path_entry
 from sbc.core.forwarding import Destination, ResponseContext
 from sbc.core.identity import LocalIdentity
-from sbc.core.location import location_hops, path_target, registration_event
+from sbc.core.location import binding_set, location_hops, path_target, registration_event
 from sbc.core.mediacalls import has_sdp
 from sbc.core.message import Request
 from sbc.core.natfix import source_uri
@@ -178,11 +178,14 @@ class ScriptHosting(BranchHandling):
         """save("location"): the built-in registrar stores the bindings and answers."""
         request, source, local, now = ctx.request, ctx._source, ctx.local, ctx.now
         keep = ctx.natted_register
+        before = binding_set(self.registrar, aor_of(request.to.uri) or "?", now)
         result = self.registrar.register(
             request, source, local, now, received=source if keep else None
         )
         if result.status == 200:
-            self._events.append(registration_event(self.registrar, request, source, keep, now))
+            event = registration_event(self.registrar, request, source, keep, now, before)
+            if event is not None:
+                self._events.append(event)
         if result.status == 200 and self.keepalive is not None and ctx.keepalive:
             user = aor_of(request.to.uri) or ""
             mine = self.registrar.bindings_from(user, source, now)

@@ -70,12 +70,28 @@ def contact_hop(request: Request, hop_target: HopTarget) -> Optional[Hop]:
     return Hop(request, target, None, True) if target is not None else None
 
 
+def binding_set(registrar: Registrar, user: str, now: float) -> frozenset:
+    """What an operator's line about a user's registration reflects: each live binding's
+    contact and where it is reached (so a refresh that changes nothing is told apart)."""
+    live = registrar.lookup(user, now) or []
+    return frozenset((str(b.uri), b.source, b.received) for b in live)
+
+
 def registration_event(
-    registrar: Registrar, request: Request, source: Address, natted: bool, now: float
-) -> Registered:
-    """The operator's line about a saved REGISTER."""
+    registrar: Registrar,
+    request: Request,
+    source: Address,
+    natted: bool,
+    now: float,
+    before: Optional[frozenset] = None,
+) -> Optional[Registered]:
+    """The operator's line about a saved REGISTER; None for a refresh that left the
+    user's bindings as they were (C{before}): at 100,000 phones refreshing every minute,
+    a line per REGISTER would be the log's whole content."""
     user = aor_of(request.to.uri) or "?"
     live = registrar.lookup(user, now) or []
+    if before is not None and before == binding_set(registrar, user, now):
+        return None
     return Registered(user, str(source), len(live), "yes" if natted else "no")
 
 

@@ -199,6 +199,21 @@ def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> N
     assert p.sizes()["dialogs"] == 0
 
 
+def test_a_refresh_that_changes_nothing_gets_no_registered_line() -> None:
+    """The operator hears of new, moved and removed bindings, not of every refresh."""
+    from sbc.core.effects import Registered
+
+    def lines(effects: list) -> list[str]:
+        return [f"{e.event} {e.contacts}" for e in effects if isinstance(e, Registered)]
+
+    p = proxy()
+    assert lines(register(p, BOB1, cseq=1)) == ["registered 1"]
+    assert lines(register(p, BOB1, cseq=2)) == []
+    moved = Address("udp", BOB1.host, BOB1.port + 1)
+    assert lines(register(p, moved, cseq=3)) == ["registered 2"]
+    assert lines(register(p, BOB1, cseq=4, expires=0)) == ["registered 1"]
+
+
 # -- 4. loop detection ----------------------------------------------------------------------------
 
 
