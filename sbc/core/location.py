@@ -72,9 +72,10 @@ def contact_hop(request: Request, hop_target: HopTarget) -> Optional[Hop]:
 
 def binding_set(registrar: Registrar, user: str, now: float) -> frozenset:
     """What an operator's line about a user's registration reflects: each live binding's
-    contact and where it is reached (so a refresh that changes nothing is told apart)."""
+    contact, Call-ID (a phone that restarted) and where it is reached, so a refresh that
+    changes nothing is told apart."""
     live = registrar.lookup(user, now) or []
-    return frozenset((str(b.uri), b.source, b.received) for b in live)
+    return frozenset((str(b.uri), b.call_id, b.source, b.received) for b in live)
 
 
 def registration_event(
