@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.core.test_message -*-
 """
-SIP header fields one at a time (RFC 3261 §7.3, §20, §25.1): their names, compact forms and
-the text of one field as it arrived.
+SIP header fields (RFC 3261 §7.3, §20, §25.1): their names, compact forms, the text of one
+field as it arrived, and the header section they are split from.
 
 L{sbc.core.message} builds messages out of these and re-exports every public name here, so
 C{from sbc.core.message import Header} keeps working.
@@ -9,12 +9,12 @@ C{from sbc.core.message import Header} keeps working.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from sbc.core.errors import ParseError
-from sbc.core.syntax import is_token
+from sbc.core.syntax import is_token, split_commas
 
 __all__ = [
     "COMPACT_FORMS",
@@ -22,9 +22,12 @@ __all__ = [
     "CSeq",
     "Header",
     "display_name",
+    "find_head_end",
     "header_key",
+    "index_fields",
     "make_header",
     "parse_cseq",
+    "parse_fields",
 ]
 
 CRLF = "\r\n"
@@ -77,19 +80,35 @@ class Header:
     @ivar value: the value with folding joined and outer white space stripped.
     @ivar raw: the exact text of the field including its line end(s), or L{None} for a field
         made here (then it is written as C{name: value CRLF}).
+
+    Fields are shared between a message and the copies made from it, so the comma-split
+    elements and the parsed values of a field are kept on the field and worked out once.
     """
 
-    __slots__ = ("name", "key", "value", "raw")
+    __slots__ = ("name", "key", "value", "raw", "_elements", "_parsed")
 
-    def __init__(self, name: str, value: str, raw: Optional[str] = None) -> None:
+    def __init__(
+        self, name: str, value: str, raw: Optional[str] = None, key: Optional[str] = None
+    ) -> None:
         self.name = name
-        self.key = header_key(name)
+        self.key = header_key(name) if key is None else key
         self.value = value
         self.raw = raw
+        self._elements: Optional[list[str]] = None
+        #: the typed value(s) of this field once a message parsed them (owned by message.py).
+        self._parsed: object = None
 
     def line(self) -> str:
         """The text of this field on the wire, line end included."""
         return self.raw if self.raw is not None else f"{self.name}: {self.value}{CRLF}"
+
+    def elements(self) -> list[str]:
+        """The list elements of the value, split at commas (RFC 3261 §7.3.1); do not change
+        the list, it is kept for the next caller."""
+        elements = self._elements
+        if elements is None:
+            elements = self._elements = split_commas(self.value)
+        return elements
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
@@ -154,9 +173,87 @@ def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
     return Header(name, value.strip(" \t\r"), raw)
 
 
+#: Field names as written that were found to be tokens -> their key (bounded, like L{_KEYS}).
+_FIELD_KEYS: dict[str, str] = {}
+
+
+def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> list[Header]:
+    """
+    The header fields of a message from its header lines (each without its LF).
+
+    @raise ParseError: 400 for more than C{max_headers} fields, a line or field longer than
+        C{max_length}, a continuation line first, or a field L{make_header} rejects.
+    """
+    headers: list[Header] = []
+    append = headers.append
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i]
+        if len(line) > max_length:
+            raise ParseError(400, "Header Too Long")
+        if line[:1] in (" ", "\t"):
+            raise ParseError(400, "continuation line before any header")
+        if len(headers) >= max_headers:
+            raise ParseError(400, "Too Many Headers")
+        j = i + 1
+        while j < n and lines[j][:1] in (" ", "\t"):  # folding, RFC 3261 §7.3.1
+            if len(lines[j]) > max_length:
+                raise ParseError(400, "Header Too Long")
+            j += 1
+        if j > i + 1:
+            append(make_header(lines[i:j], max_length))
+            i = j
+            continue
+        i = j
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(400, "header line without a colon")
+        name = line[:colon]
+        key = _FIELD_KEYS.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not is_token(name):
+                raise ParseError(400, "bad header name")
+            key = header_key(name)
+            if len(name) == colon and len(_FIELD_KEYS) < 4096:
+                _FIELD_KEYS[name] = key
+        append(Header(name, line[colon + 1 :].strip(" \t\r"), line + "\n", key))
+    return headers
+
+
 _DISPLAY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
 
 
 def display_name(key: str) -> str:
     """The usual spelling of lower-case header C{key} (C{call-id} -> C{Call-ID})."""
     return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+
+
+def index_fields(headers: Iterable[Header]) -> dict[str, list[Header]]:
+    """The fields of C{headers} by key, in order."""
+    index: dict[str, list[Header]] = {}
+    for h in headers:
+        fields = index.get(h.key)
+        if fields is None:
+            index[h.key] = [h]
+        else:
+            fields.append(h)
+    return index
+
+
+def find_head_end(data: bytes) -> tuple[int, int]:
+    """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
+
+    CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
+    best = (-1, -1)
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        best = (i + 2, i + 4)
+    j = data.find(b"\n\n", 0, i if i >= 0 else len(data))
+    if j >= 0 and (best[0] < 0 or j + 1 < best[0]):
+        best = (j + 1, j + 2)
+    k = data.find(b"\n\r\n", 0, i if i >= 0 else len(data))
+    if k >= 0 and (best[0] < 0 or k + 1 < best[0]):
+        best = (k + 1, k + 3)
+    return best

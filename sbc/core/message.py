@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from sbc.core.errors import ParseError
+from sbc.core.header import _KEYS as _KEYS
 from sbc.core.header import (
     COMPACT_FORMS,
     CSeq,
@@ -34,8 +35,10 @@ from sbc.core.header import (
 )
 from sbc.core.header import CRLF as _CRLF
 from sbc.core.header import display_name as _display_name
-from sbc.core.header import make_header as _make_header
+from sbc.core.header import find_head_end as _find_head_end
+from sbc.core.header import index_fields as _index_of
 from sbc.core.header import parse_cseq as _parse_cseq
+from sbc.core.header import parse_fields as _parse_fields
 from sbc.core.uri import (
     NameAddr,
     OpaqueUri,
@@ -45,7 +48,6 @@ from sbc.core.uri import (
     parse_name_addr,
     parse_uri,
     parse_via,
-    split_commas,
 )
 
 __all__ = [
@@ -95,7 +97,7 @@ class Message:
     @ivar body: the message body (exactly Content-Length bytes when one was given).
     """
 
-    __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache")
+    __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache", "_index")
 
     def __init__(self, headers: Iterable[Header], body: bytes = b"") -> None:
         self.headers: tuple[Header, ...] = tuple(headers)
@@ -103,7 +105,10 @@ class Message:
         self._raw: Optional[bytes] = None
         self._start_raw: Optional[str] = None
         self._blank = _CRLF
-        self._cache: dict = {}
+        # Typed header values by header key, and the fields of each key in order; both are
+        # worked out on first use (the headers never change after that).
+        self._cache: dict[str, object] = {}
+        self._index: Optional[dict[str, list[Header]]] = None
 
     # -- start line, implemented by subclasses -------------------------------------------
     def start_line(self) -> str:
@@ -119,7 +124,8 @@ class Message:
         if self._raw is not None:
             return self._raw
         start = self._start_raw if self._start_raw is not None else self.start_line() + _CRLF
-        text = start + "".join([h.line() for h in self.headers]) + self._blank
+        lines = [h.raw if h.raw is not None else h.line() for h in self.headers]
+        text = start + "".join(lines) + self._blank
         data = text.encode("utf-8", "surrogateescape") + self.body
         self._raw = data
         return data
@@ -128,110 +134,110 @@ class Message:
         return self.to_bytes()
 
     # -- header access ------------------------------------------------------------------------
+    def _fields(self, key: str) -> list[Header]:
+        """The fields whose key is C{key} (canonical), in order; do not change the list."""
+        index = self._index
+        if index is None:
+            index = self._index = _index_of(self.headers)
+        return index.get(key, _NONE)
+
     def get(self, key: str) -> Optional[str]:
         """Return the value of the first header C{key} (any form of its name), or L{None}."""
-        key = header_key(key)
-        for h in self.headers:
-            if h.key == key:
-                return h.value
-        return None
+        fields = self._fields(_KEYS.get(key) or header_key(key))
+        return fields[0].value if fields else None
 
     def get_all(self, key: str) -> list[str]:
         """Return the value of every header C{key}, one item per header field."""
-        key = header_key(key)
-        return [h.value for h in self.headers if h.key == key]
+        return [h.value for h in self._fields(_KEYS.get(key) or header_key(key))]
 
     def values(self, key: str) -> list[str]:
         """Return every element of list header C{key}: all fields, split at commas."""
+        fields = self._fields(_KEYS.get(key) or header_key(key))
+        if len(fields) == 1:
+            return list(fields[0].elements())
         out: list[str] = []
-        for value in self.get_all(key):
-            out.extend(split_commas(value))
+        for h in fields:
+            out.extend(h.elements())
         return out
 
     def has(self, key: str) -> bool:
         """Say whether header C{key} is present."""
-        key = header_key(key)
-        return any(h.key == key for h in self.headers)
+        return bool(self._fields(_KEYS.get(key) or header_key(key)))
 
-    def _typed(self, name: str, build):  # type: ignore[no-untyped-def]
-        try:
-            return self._cache[name]
-        except KeyError:
-            value = self._cache[name] = build()
-            return value
-
-    def _name_addrs(self, key: str) -> tuple[NameAddr, ...]:
-        items = []
-        for element in self.values(key):
-            if not element:
-                raise ParseError(400, f"empty element in {key}")
-            items.append(parse_name_addr(element))
-        return tuple(items)
+    def _parsed_list(self, key: str, parse_one, what: str) -> tuple:  # type: ignore
+        """Every element of list header C{key} parsed by C{parse_one}; each field keeps its
+        own parsed elements, so copies that share the field do not parse it again."""
+        out: list = []
+        for h in self._fields(key):
+            items = h._parsed
+            if items is None:
+                parsed = []
+                for element in h.elements():
+                    if not element:
+                        raise ParseError(400, f"empty {what}")
+                    parsed.append(parse_one(element))
+                items = h._parsed = tuple(parsed)
+            out.extend(items)  # type: ignore[arg-type]
+        return tuple(out)
 
     @property
     def vias(self) -> tuple[Via, ...]:
         """Every Via value, topmost first."""
-
-        def build() -> tuple[Via, ...]:
-            vias = []
-            for element in self.values("via"):
-                if not element:
-                    raise ParseError(400, "empty Via element")
-                vias.append(parse_via(element))
-            return tuple(vias)
-
-        return self._typed("via", build)
+        vias = self._cache.get("via")
+        if vias is None:
+            vias = self._cache["via"] = self._parsed_list("via", parse_via, "Via element")
+        return vias  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
         """The topmost Via value."""
-        vias = self.vias
+        vias = self._cache.get("via") or self.vias
         if not vias:
             raise ParseError(400, "missing Via")
-        return vias[0]
+        return vias[0]  # type: ignore[index]
 
     def _single_name_addr(self, key: str) -> NameAddr:
-        def build() -> NameAddr:
-            value = self.get(key)
-            if value is None:
+        value = self._cache.get(key)
+        if value is None:
+            fields = self._fields(key)
+            if not fields:
                 raise ParseError(400, f"missing {key}")
-            return parse_name_addr(value)
-
-        return self._typed(key, build)
+            value = self._cache[key] = parse_name_addr(fields[0].value)
+        return value  # type: ignore[return-value]
 
     @property
     def from_(self) -> NameAddr:
         """The From value."""
-        return self._single_name_addr("from")
+        value = self._cache.get("from")
+        return value if value is not None else self._single_name_addr("from")  # type: ignore
 
     @property
     def to(self) -> NameAddr:
         """The To value."""
-        return self._single_name_addr("to")
+        value = self._cache.get("to")
+        return value if value is not None else self._single_name_addr("to")  # type: ignore
 
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-
-        def build() -> str:
+        value = self._cache.get("call-id")
+        if value is None:
             value = self.get("call-id")
             if not value or any(c in value for c in " \t\r\n"):
                 raise ParseError(400, "bad Call-ID")
-            return value
-
-        return self._typed("call-id", build)
+            self._cache["call-id"] = value
+        return value  # type: ignore[return-value]
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq value."""
-
-        def build() -> CSeq:
-            value = self.get("cseq")
-            if value is None:
+        value = self._cache.get("cseq")
+        if value is None:
+            text = self.get("cseq")
+            if text is None:
                 raise ParseError(400, "missing CSeq")
-            return _parse_cseq(value)
-
-        return self._typed("cseq", build)
+            value = self._cache["cseq"] = _parse_cseq(text)
+        return value  # type: ignore[return-value]
 
     @property
     def max_forwards(self) -> Optional[int]:
@@ -246,13 +252,14 @@ class Message:
     @property
     def contacts(self) -> tuple[NameAddr, ...]:
         """Every Contact value (empty for C{Contact: *}; see L{contact_star})."""
-
-        def build() -> tuple[NameAddr, ...]:
+        value = self._cache.get("contact")
+        if value is None:
             if self.contact_star:
-                return ()
-            return self._name_addrs("contact")
-
-        return self._typed("contact", build)
+                value = ()
+            else:
+                value = self._parsed_list("contact", parse_name_addr, "in contact")
+            self._cache["contact"] = value
+        return value  # type: ignore[return-value]
 
     @property
     def contact_star(self) -> bool:
@@ -267,12 +274,19 @@ class Message:
     @property
     def routes(self) -> tuple[NameAddr, ...]:
         """Every Route value, topmost first."""
-        return self._typed("route", lambda: self._name_addrs("route"))
+        value = self._cache.get("route")
+        if value is None:
+            value = self._cache["route"] = self._parsed_list("route", parse_name_addr, "in route")
+        return value  # type: ignore[return-value]
 
     @property
     def record_routes(self) -> tuple[NameAddr, ...]:
         """Every Record-Route value, topmost first."""
-        return self._typed("record-route", lambda: self._name_addrs("record-route"))
+        value = self._cache.get("record-route")
+        if value is None:
+            value = self._parsed_list("record-route", parse_name_addr, "in record-route")
+            self._cache["record-route"] = value
+        return value  # type: ignore[return-value]
 
     @property
     def expires(self) -> Optional[int]:
@@ -291,70 +305,99 @@ class Message:
         new._blank = self._blank
         return new
 
+    def _derive(
+        self, headers: Iterable[Header], key: Optional[str], fields: list[Header]
+    ) -> Message:
+        """L{with_headers} for a change to the fields of C{key} only, which are now
+        C{fields} (L{None}: no header changed): what was worked out for the other keys
+        carries over to the copy."""
+        new = self.with_headers(headers)
+        if self._cache:
+            cache = new._cache = self._cache.copy()
+            cache.pop(key, None)  # type: ignore[arg-type]
+        index = self._index
+        if index is not None:
+            index = new._index = index.copy()
+            if key is not None:
+                if fields:
+                    index[key] = fields
+                else:
+                    index.pop(key, None)
+        return new
+
     def with_header_first(self, name: str, value: str) -> Message:
         """Return a copy with a new header field placed before all others of the same name."""
         key = header_key(name)
+        header = Header(name, value, None, key)
         headers = list(self.headers)
         for i, h in enumerate(headers):
             if h.key == key:
-                headers.insert(i, Header(name, value))
+                headers.insert(i, header)
                 break
         else:
-            headers.append(Header(name, value))
-        return self.with_headers(headers)
+            headers.append(header)
+        return self._derive(headers, key, [header, *self._fields(key)])
 
     def with_header_appended(self, name: str, value: str) -> Message:
         """Return a copy with a new header field after all others."""
-        return self.with_headers(self.headers + (Header(name, value),))
+        header = Header(name, value)
+        fields = [*self._fields(header.key), header]
+        return self._derive(self.headers + (header,), header.key, fields)
 
     def with_header(self, name: str, value: str) -> Message:
         """Return a copy where header C{name} occurs once, with C{value}, in the first place
         it occurred (or at the end)."""
         key = header_key(name)
+        header = Header(name, value, None, key)
+        if not self._fields(key):
+            return self._derive(self.headers + (header,), key, [header])
         headers = []
         placed = False
         for h in self.headers:
             if h.key == key:
                 if not placed:
-                    headers.append(Header(name, value))
+                    headers.append(header)
                     placed = True
                 continue
             headers.append(h)
-        if not placed:
-            headers.append(Header(name, value))
-        return self.with_headers(headers)
+        return self._derive(headers, key, [header])
 
     def without(self, name: str) -> Message:
         """Return a copy without any header C{name}."""
         key = header_key(name)
-        return self.with_headers(h for h in self.headers if h.key != key)
+        return self._derive([h for h in self.headers if h.key != key], key, [])
 
     def without_first_value(self, name: str) -> Message:
         """Return a copy with the first element of list header C{name} removed (e.g. the
         top Via or the top Route), keeping the other elements of the same field."""
         key = header_key(name)
+        fields = list(self._fields(key))
+        if not fields:
+            return self._derive(self.headers, None, [])
+        first = fields[0]
+        rest = first.elements()[1:]
         headers = list(self.headers)
-        for i, h in enumerate(headers):
-            if h.key == key:
-                rest = split_commas(h.value)[1:]
-                if rest:
-                    headers[i] = Header(h.name, ", ".join(rest))
-                else:
-                    del headers[i]
-                break
-        return self.with_headers(headers)
+        i = _position(headers, first)
+        if rest:
+            headers[i] = fields[0] = Header(first.name, ", ".join(rest), None, key)
+        else:
+            del headers[i]
+            del fields[0]
+        return self._derive(headers, key, fields)
 
     def with_first_value(self, name: str, value: str) -> Message:
         """Return a copy where the first element of list header C{name} (the top Via, the
         first Contact) is replaced by C{value}, the other elements of that field kept."""
         key = header_key(name)
+        fields = list(self._fields(key))
+        if not fields:
+            return self._derive(self.headers, None, [])
+        first = fields[0]
+        rest = first.elements()[1:]
         headers = list(self.headers)
-        for i, h in enumerate(headers):
-            if h.key == key:
-                rest = split_commas(h.value)[1:]
-                headers[i] = Header(h.name, ", ".join([value, *rest]))
-                break
-        return self.with_headers(headers)
+        i = _position(headers, first)
+        headers[i] = fields[0] = Header(first.name, ", ".join([value, *rest]), None, key)
+        return self._derive(headers, key, fields)
 
     def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if
@@ -364,6 +407,16 @@ class Message:
             new = new.with_header("Content-Type", content_type)
         new.body = body
         return new
+
+
+_NONE: list[Header] = []
+
+
+def _position(headers: list[Header], field: Header) -> int:
+    for i, h in enumerate(headers):
+        if h is field:
+            return i
+    raise ValueError(field)
 
 
 class Request(Message):
@@ -398,7 +451,7 @@ class Request(Message):
 
     def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> Request:
         """Return a copy with a new Request-URI."""
-        new = self.with_headers(self.headers)
+        new = self._derive(self.headers, None, [])
         assert isinstance(new, Request)
         new.uri = uri
         new._start_raw = None
@@ -436,23 +489,6 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
-
-
-def _find_head_end(data: bytes) -> tuple[int, int]:
-    """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
-
-    CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
-    best = (-1, -1)
-    i = data.find(b"\r\n\r\n")
-    if i >= 0:
-        best = (i + 2, i + 4)
-    j = data.find(b"\n\n", 0, i if i >= 0 else len(data))
-    if j >= 0 and (best[0] < 0 or j + 1 < best[0]):
-        best = (j + 1, j + 2)
-    k = data.find(b"\n\r\n", 0, i if i >= 0 else len(data))
-    if k >= 0 and (best[0] < 0 or k + 1 < best[0]):
-        best = (k + 1, k + 3)
-    return best
 
 
 def _parse_start(line: str) -> Message:
@@ -509,32 +545,15 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     message._start_raw = lines[0] + "\n"
     message._blank = data[head_end:body_start].decode("ascii") or _CRLF
 
-    headers: list[Header] = []
-    group: list[str] = []
-    max_headers = limits.max_headers
-    max_length = limits.max_header_length
-    for line in lines[1:]:
-        if len(line) > max_length:
-            raise ParseError(400, "Header Too Long")
-        if line[:1] in (" ", "\t"):
-            if not group:
-                raise ParseError(400, "continuation line before any header")
-            group.append(line)
-            continue
-        if group:
-            headers.append(_make_header(group, max_length))
-            if len(headers) >= max_headers:
-                raise ParseError(400, "Too Many Headers")
-        group = [line]
-    if group:
-        headers.append(_make_header(group, max_length))
+    headers = _parse_fields(lines[1:], limits.max_headers, limits.max_header_length)
     message.headers = tuple(headers)
+    index = message._index = _index_of(headers)
 
-    lengths = [h.value for h in headers if h.key == "content-length"]
-    if len(lengths) > 1:
-        raise ParseError(400, "multiple Content-Length headers")
+    lengths = index.get("content-length")
     if lengths:
-        text = lengths[0]
+        if len(lengths) > 1:
+            raise ParseError(400, "multiple Content-Length headers")
+        text = lengths[0].value
         if not text.isdigit():
             raise ParseError(400, "bad Content-Length")
         length = int(text)
@@ -555,14 +574,15 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
 
 def _validate(message: Message) -> None:
     """Check the headers every SIP element relies on; raise L{ParseError} on the first fault."""
-    seen: dict[str, int] = {}
-    for h in message.headers:
-        seen[h.key] = seen.get(h.key, 0) + 1
+    seen = message._index
+    if seen is None:
+        seen = message._index = _index_of(message.headers)
     for key in _REQUIRED:
         if key not in seen:
             raise ParseError(400, f"Missing {_display_name(key)} header")
     for key in _SINGLE:
-        if seen.get(key, 0) > 1:
+        fields = seen.get(key)
+        if fields is not None and len(fields) > 1:
             raise ParseError(400, f"multiple {_display_name(key)} headers")
     message.vias  # noqa: B018 - parsing is the check
     message.from_  # noqa: B018
