@@ -9,9 +9,10 @@ C{from sbc.core.message import Header} keeps working.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, TypeVar
 
 from sbc.core.errors import ParseError
 from sbc.core.syntax import is_token, split_commas
@@ -28,9 +29,11 @@ __all__ = [
     "make_header",
     "parse_cseq",
     "parse_fields",
+    "split_fields",
 ]
 
 CRLF = "\r\n"
+_T = TypeVar("_T")
 
 #: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
 COMPACT_FORMS = {
@@ -95,12 +98,24 @@ class Header:
         self.value = value
         self.raw = raw
         self._elements: Optional[list[str]] = None
-        #: the typed value(s) of this field once a message parsed them (owned by message.py).
-        self._parsed: object = None
+        self._parsed: Optional[tuple] = None
 
     def line(self) -> str:
         """The text of this field on the wire, line end included."""
         return self.raw if self.raw is not None else f"{self.name}: {self.value}{CRLF}"
+
+    def parse(self, parse_one: Callable[[str], _T], what: str) -> tuple[_T, ...]:
+        """Every element of the value parsed by C{parse_one}, worked out once: one field
+        holds one kind of value (C{what}, for the error when an element is empty)."""
+        items = self._parsed
+        if items is None:
+            parsed = []
+            for element in self.elements():
+                if not element:
+                    raise ParseError(400, f"empty {what}")
+                parsed.append(parse_one(element))
+            items = self._parsed = tuple(parsed)
+        return items  # type: ignore[return-value]
 
     def elements(self) -> list[str]:
         """The list elements of the value, split at commas (RFC 3261 §7.3.1); do not change
@@ -175,6 +190,36 @@ def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
 
 #: Field names as written that were found to be tokens -> their key (bounded, like L{_KEYS}).
 _FIELD_KEYS: dict[str, str] = {}
+#: One unfolded header line: (the line with its LF, the name part, the value part).
+_LINE = re.compile(r"(([^:\n]*):([^\n]*)\n)")
+
+
+def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
+    """
+    The header fields of a message from the text after its start line (up to and including
+    the line end of the last field): L{parse_fields} with a fast path for the usual section,
+    one field per line, names seen before.
+
+    @raise ParseError: as L{parse_fields}.
+    """
+    if "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
+        lines = _LINE.findall(text)
+        if len(lines) <= max_headers:
+            headers = []
+            append = headers.append
+            keys = _FIELD_KEYS
+            total = 0
+            limit = max_length + 1
+            for raw, name, value in lines:
+                key = keys.get(name)
+                if key is None or len(raw) > limit:
+                    break
+                total += len(raw)
+                append(Header(name, value.strip(" \t\r"), raw, key))
+            else:
+                if total == len(text):
+                    return headers
+    return parse_fields(text.split("\n")[:-1], max_headers, max_length)
 
 
 def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> list[Header]:

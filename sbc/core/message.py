@@ -38,7 +38,7 @@ from sbc.core.header import display_name as _display_name
 from sbc.core.header import find_head_end as _find_head_end
 from sbc.core.header import index_fields as _index_of
 from sbc.core.header import parse_cseq as _parse_cseq
-from sbc.core.header import parse_fields as _parse_fields
+from sbc.core.header import split_fields as _split_fields
 from sbc.core.uri import (
     NameAddr,
     OpaqueUri,
@@ -116,6 +116,7 @@ class Message:
         raise NotImplementedError
 
     def _copy_start(self) -> Message:
+        """A new message of this kind with this start line and nothing else set."""
         raise NotImplementedError
 
     # -- serialisation ----------------------------------------------------------------------
@@ -165,20 +166,14 @@ class Message:
         return bool(self._fields(_KEYS.get(key) or header_key(key)))
 
     def _parsed_list(self, key: str, parse_one, what: str) -> tuple:  # type: ignore
-        """Every element of list header C{key} parsed by C{parse_one}; each field keeps its
-        own parsed elements, so copies that share the field do not parse it again."""
-        out: list = []
-        for h in self._fields(key):
-            items = h._parsed
-            if items is None:
-                parsed = []
-                for element in h.elements():
-                    if not element:
-                        raise ParseError(400, f"empty {what}")
-                    parsed.append(parse_one(element))
-                items = h._parsed = tuple(parsed)
-            out.extend(items)  # type: ignore[arg-type]
-        return tuple(out)
+        """Every element of list header C{key} parsed by C{parse_one} (see L{Header.parse})."""
+        fields = self._fields(key)
+        if len(fields) == 1:
+            return fields[0].parse(parse_one, what)
+        out: tuple = ()
+        for h in fields:
+            out += h.parse(parse_one, what)
+        return out
 
     @property
     def vias(self) -> tuple[Via, ...]:
@@ -223,7 +218,7 @@ class Message:
         value = self._cache.get("call-id")
         if value is None:
             value = self.get("call-id")
-            if not value or any(c in value for c in " \t\r\n"):
+            if not value or " " in value or "\t" in value or "\r" in value or "\n" in value:
                 raise ParseError(400, "bad Call-ID")
             self._cache["call-id"] = value
         return value  # type: ignore[return-value]
@@ -245,9 +240,10 @@ class Message:
         value = self.get("max-forwards")
         if value is None:
             return None
-        if not value.isdigit() or int(value) > 255:
+        number = int(value) if value.isdigit() else 256
+        if number > 255:
             raise ParseError(400, "bad Max-Forwards")
-        return int(value)
+        return number
 
     @property
     def contacts(self) -> tuple[NameAddr, ...]:
@@ -257,36 +253,36 @@ class Message:
             if self.contact_star:
                 value = ()
             else:
-                value = self._parsed_list("contact", parse_name_addr, "in contact")
+                value = self._parsed_list("contact", parse_name_addr, "element in contact")
             self._cache["contact"] = value
         return value  # type: ignore[return-value]
 
     @property
     def contact_star(self) -> bool:
         """True when the message carries C{Contact: *} (and nothing else in Contact)."""
-        values = self.values("contact")
-        if "*" in values:
-            if len(values) != 1:
-                raise ParseError(400, "Contact * mixed with other contacts")
-            return True
-        return False
+        fields = self._fields("contact")
+        if not any("*" in h.elements() for h in fields):
+            return False
+        if len(fields) != 1 or len(fields[0].elements()) != 1:
+            raise ParseError(400, "Contact * mixed with other contacts")
+        return True
+
+    def _name_addrs(self, key: str) -> tuple[NameAddr, ...]:
+        value = self._cache.get(key)
+        if value is None:
+            value = self._parsed_list(key, parse_name_addr, f"element in {key}")
+            self._cache[key] = value
+        return value  # type: ignore[return-value]
 
     @property
     def routes(self) -> tuple[NameAddr, ...]:
         """Every Route value, topmost first."""
-        value = self._cache.get("route")
-        if value is None:
-            value = self._cache["route"] = self._parsed_list("route", parse_name_addr, "in route")
-        return value  # type: ignore[return-value]
+        return self._name_addrs("route")
 
     @property
     def record_routes(self) -> tuple[NameAddr, ...]:
         """Every Record-Route value, topmost first."""
-        value = self._cache.get("record-route")
-        if value is None:
-            value = self._parsed_list("record-route", parse_name_addr, "in record-route")
-            self._cache["record-route"] = value
-        return value  # type: ignore[return-value]
+        return self._name_addrs("record-route")
 
     @property
     def expires(self) -> Optional[int]:
@@ -303,14 +299,16 @@ class Message:
         new.headers = tuple(headers)
         new.body = self.body
         new._blank = self._blank
+        new._raw = None
+        new._cache = {}
+        new._index = None
         return new
 
     def _derive(
         self, headers: Iterable[Header], key: Optional[str], fields: list[Header]
     ) -> Message:
-        """L{with_headers} for a change to the fields of C{key} only, which are now
-        C{fields} (L{None}: no header changed): what was worked out for the other keys
-        carries over to the copy."""
+        """L{with_headers} where only the fields of C{key} (L{None}: none) changed, to
+        C{fields}: what was worked out for the other keys carries over to the copy."""
         new = self.with_headers(headers)
         if self._cache:
             cache = new._cache = self._cache.copy()
@@ -410,6 +408,7 @@ class Message:
 
 
 _NONE: list[Header] = []
+_new = object.__new__
 
 
 def _position(headers: list[Header], field: Header) -> int:
@@ -445,7 +444,9 @@ class Request(Message):
         return f"{self.method} {self.uri} SIP/2.0"
 
     def _copy_start(self) -> Request:
-        new = Request(self.method, self.uri)
+        new = _new(Request)
+        new.method = self.method
+        new.uri = self.uri
         new._start_raw = self._start_raw
         return new
 
@@ -483,7 +484,9 @@ class Response(Message):
         return f"SIP/2.0 {self.status} {self.reason}"
 
     def _copy_start(self) -> Response:
-        new = Response(self.status, self.reason)
+        new = _new(Response)
+        new.status = self.status
+        new.reason = self.reason
         new._start_raw = self._start_raw
         return new
 
@@ -536,16 +539,13 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
             raise ParseError(400, "no empty line after the headers")
         head_end = body_start = len(data)
     head = data[:head_end].decode("utf-8", "surrogateescape")
-    lines = head.split("\n")
-    lines.pop()  # the text after the last line end: always empty
-    start = lines[0]
-    if start.endswith("\r"):
-        start = start[:-1]
-    message = _parse_start(start)
-    message._start_raw = lines[0] + "\n"
+    first = head.find("\n") + 1  # head ends with a line end
+    start = head[: first - 1]
+    message = _parse_start(start[:-1] if start.endswith("\r") else start)
+    message._start_raw = head[:first]
     message._blank = data[head_end:body_start].decode("ascii") or _CRLF
 
-    headers = _parse_fields(lines[1:], limits.max_headers, limits.max_header_length)
+    headers = _split_fields(head[first:], limits.max_headers, limits.max_header_length)
     message.headers = tuple(headers)
     index = message._index = _index_of(headers)
 

@@ -36,3 +36,46 @@ def test_display_name() -> None:
         "CSeq",
         "Content-Length",
     ]
+
+
+def _fields(text: str) -> list[tuple[str, str, str, str | None]]:
+    return [(h.name, h.key, h.value, h.raw) for h in header.split_fields(text, 8, 100)]
+
+
+def test_split_fields_fast_and_careful_paths_agree() -> None:
+    """A section of plain lines (names seen before or not) and one with folding and odd
+    white space give the fields parse_fields gives, each keeping its exact text."""
+    plain = "v: SIP/2.0/UDP h\r\nX-Seen-Once-Only-Here :  a \r\nl:0\n"
+    want = [
+        ("v", "via", "SIP/2.0/UDP h", "v: SIP/2.0/UDP h\r\n"),
+        ("X-Seen-Once-Only-Here", "x-seen-once-only-here", "a", "X-Seen-Once-Only-Here :  a \r\n"),
+        ("l", "content-length", "0", "l:0\n"),
+    ]
+    assert _fields(plain) == want and _fields(plain) == want  # the second time from the memo
+    folded = "Subject: a\r\n\tb\r\nl:0\n"
+    assert _fields(folded) == [
+        ("Subject", "subject", "a\tb", "Subject: a\r\n\tb\r\n"),
+        ("l", "content-length", "0", "l:0\n"),
+    ]
+    assert [h.value for h in header.parse_fields(folded.split("\n")[:-1], 8, 100)] == [
+        "a\tb",
+        "0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("Via h\r\n", "without a colon"),
+        (": x\r\n", "without a colon"),
+        ("B@d: x\r\n", "bad header name"),
+        (" x: y\r\n", "continuation line before any header"),
+        ("a: b\r\n" * 9, "Too Many Headers"),
+        ("a: " + "b" * 100 + "\r\n", "Header Too Long"),
+    ],
+)
+def test_split_fields_refuses(text: str, reason: str) -> None:
+    """Faults found on the fast path are reported as the careful path reports them."""
+    with pytest.raises(ParseError, match=reason) as info:
+        header.split_fields(text, 8, 100)
+    assert info.value.status == 400
