@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional, TypeVar
+from typing import Optional, TypeVar, Union
 
 from sbc.core.errors import ParseError
 from sbc.core.syntax import is_token, split_commas
@@ -275,15 +275,20 @@ def display_name(key: str) -> str:
     return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))
 
 
-def index_fields(headers: Iterable[Header]) -> dict[str, list[Header]]:
-    """The fields of C{headers} by key, in order."""
-    index: dict[str, list[Header]] = {}
+#: What an index of fields holds for a key: the one field, or a tuple of several in order.
+Fields = Union[Header, tuple[Header, ...]]
+
+
+def index_fields(headers: Iterable[Header]) -> dict[str, Fields]:
+    """The fields of C{headers} by key (a tuple only where a key occurs more than once:
+    most occur once, and a message may be kept for a while)."""
+    index: dict[str, Fields] = {}
     for h in headers:
-        fields = index.get(h.key)
-        if fields is None:
-            index[h.key] = [h]
+        found = index.get(h.key)
+        if found is None:
+            index[h.key] = h
         else:
-            fields.append(h)
+            index[h.key] = (*found, h) if type(found) is tuple else (found, h)  # type: ignore
     return index
 
 

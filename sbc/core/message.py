@@ -34,6 +34,7 @@ from sbc.core.header import (
     header_key,
 )
 from sbc.core.header import CRLF as _CRLF
+from sbc.core.header import Fields as _Fields
 from sbc.core.header import display_name as _display_name
 from sbc.core.header import find_head_end as _find_head_end
 from sbc.core.header import index_fields as _index_of
@@ -108,7 +109,7 @@ class Message:
         # Typed header values by header key, and the fields of each key in order; both are
         # worked out on first use (the headers never change after that).
         self._cache: dict[str, object] = {}
-        self._index: Optional[dict[str, list[Header]]] = None
+        self._index: Optional[dict[str, _Fields]] = None
 
     # -- start line, implemented by subclasses -------------------------------------------
     def start_line(self) -> str:
@@ -135,12 +136,13 @@ class Message:
         return self.to_bytes()
 
     # -- header access ------------------------------------------------------------------------
-    def _fields(self, key: str) -> list[Header]:
-        """The fields whose key is C{key} (canonical), in order; do not change the list."""
+    def _fields(self, key: str) -> tuple[Header, ...]:
+        """The fields whose key is C{key} (canonical), in order."""
         index = self._index
         if index is None:
             index = self._index = _index_of(self.headers)
-        return index.get(key, _NONE)
+        found = index.get(key, _NONE)
+        return found if type(found) is tuple else (found,)  # type: ignore[return-value]
 
     def get(self, key: str) -> Optional[str]:
         """Return the value of the first header C{key} (any form of its name), or L{None}."""
@@ -305,7 +307,7 @@ class Message:
         return new
 
     def _derive(
-        self, headers: Iterable[Header], key: Optional[str], fields: list[Header]
+        self, headers: Iterable[Header], key: Optional[str], fields: tuple[Header, ...]
     ) -> Message:
         """L{with_headers} where only the fields of C{key} (L{None}: none) changed, to
         C{fields}: what was worked out for the other keys carries over to the copy."""
@@ -318,7 +320,7 @@ class Message:
             index = new._index = index.copy()
             if key is not None:
                 if fields:
-                    index[key] = fields
+                    index[key] = fields if len(fields) > 1 else fields[0]
                 else:
                     index.pop(key, None)
         return new
@@ -334,12 +336,12 @@ class Message:
                 break
         else:
             headers.append(header)
-        return self._derive(headers, key, [header, *self._fields(key)])
+        return self._derive(headers, key, (header, *self._fields(key)))
 
     def with_header_appended(self, name: str, value: str) -> Message:
         """Return a copy with a new header field after all others."""
         header = Header(name, value)
-        fields = [*self._fields(header.key), header]
+        fields = (*self._fields(header.key), header)
         return self._derive(self.headers + (header,), header.key, fields)
 
     def with_header(self, name: str, value: str) -> Message:
@@ -348,7 +350,7 @@ class Message:
         key = header_key(name)
         header = Header(name, value, None, key)
         if not self._fields(key):
-            return self._derive(self.headers + (header,), key, [header])
+            return self._derive(self.headers + (header,), key, (header,))
         headers = []
         placed = False
         for h in self.headers:
@@ -358,12 +360,12 @@ class Message:
                     placed = True
                 continue
             headers.append(h)
-        return self._derive(headers, key, [header])
+        return self._derive(headers, key, (header,))
 
     def without(self, name: str) -> Message:
         """Return a copy without any header C{name}."""
         key = header_key(name)
-        return self._derive([h for h in self.headers if h.key != key], key, [])
+        return self._derive([h for h in self.headers if h.key != key], key, ())
 
     def without_first_value(self, name: str) -> Message:
         """Return a copy with the first element of list header C{name} removed (e.g. the
@@ -371,7 +373,7 @@ class Message:
         key = header_key(name)
         fields = list(self._fields(key))
         if not fields:
-            return self._derive(self.headers, None, [])
+            return self._derive(self.headers, None, ())
         first = fields[0]
         rest = first.elements()[1:]
         headers = list(self.headers)
@@ -381,7 +383,7 @@ class Message:
         else:
             del headers[i]
             del fields[0]
-        return self._derive(headers, key, fields)
+        return self._derive(headers, key, tuple(fields))
 
     def with_first_value(self, name: str, value: str) -> Message:
         """Return a copy where the first element of list header C{name} (the top Via, the
@@ -389,13 +391,13 @@ class Message:
         key = header_key(name)
         fields = list(self._fields(key))
         if not fields:
-            return self._derive(self.headers, None, [])
+            return self._derive(self.headers, None, ())
         first = fields[0]
         rest = first.elements()[1:]
         headers = list(self.headers)
         i = _position(headers, first)
         headers[i] = fields[0] = Header(first.name, ", ".join([value, *rest]), None, key)
-        return self._derive(headers, key, fields)
+        return self._derive(headers, key, tuple(fields))
 
     def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if
@@ -407,7 +409,7 @@ class Message:
         return new
 
 
-_NONE: list[Header] = []
+_NONE: tuple[Header, ...] = ()
 _new = object.__new__
 
 
@@ -452,7 +454,7 @@ class Request(Message):
 
     def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> Request:
         """Return a copy with a new Request-URI."""
-        new = self._derive(self.headers, None, [])
+        new = self._derive(self.headers, None, ())
         assert isinstance(new, Request)
         new.uri = uri
         new._start_raw = None
@@ -549,11 +551,11 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     message.headers = tuple(headers)
     index = message._index = _index_of(headers)
 
-    lengths = index.get("content-length")
-    if lengths:
-        if len(lengths) > 1:
+    length_field = index.get("content-length")
+    if length_field is not None:
+        if type(length_field) is tuple:
             raise ParseError(400, "multiple Content-Length headers")
-        text = lengths[0].value
+        text = length_field.value  # type: ignore[union-attr]
         if not text.isdigit():
             raise ParseError(400, "bad Content-Length")
         length = int(text)
@@ -568,21 +570,17 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     else:
         message.body = data[body_start:]
         message._raw = data
-    _validate(message)
+    _validate(message, index)
     return message
 
 
-def _validate(message: Message) -> None:
+def _validate(message: Message, seen: dict[str, _Fields]) -> None:
     """Check the headers every SIP element relies on; raise L{ParseError} on the first fault."""
-    seen = message._index
-    if seen is None:
-        seen = message._index = _index_of(message.headers)
     for key in _REQUIRED:
         if key not in seen:
             raise ParseError(400, f"Missing {_display_name(key)} header")
     for key in _SINGLE:
-        fields = seen.get(key)
-        if fields is not None and len(fields) > 1:
+        if type(seen.get(key)) is tuple:
             raise ParseError(400, f"multiple {_display_name(key)} headers")
     message.vias  # noqa: B018 - parsing is the check
     message.from_  # noqa: B018
