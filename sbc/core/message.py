@@ -11,7 +11,8 @@ Theory of operation:
    at the edge with a L{ParseError} carrying the status to answer; other headers are parsed
    only when somebody reads them.
  - Messages are immutable: the C{with_*}/C{without_*} methods return a new message whose
-   untouched headers are shared with the old one and keep their original text.
+   untouched headers are shared with the old one and keep their original text.  Typed values
+   are worked out once per field and message and carried over to copies where unchanged.
 
 Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round trip.
 Single header fields (names, compact forms, L{Header}, L{CSeq}) live in L{sbc.core.header}
@@ -21,13 +22,13 @@ and are re-exported here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from sbc.core.errors import ParseError
-from sbc.core.header import _KEYS as _KEYS
 from sbc.core.header import (
+    _KEYS,
     COMPACT_FORMS,
     CSeq,
     Header,
@@ -167,12 +168,12 @@ class Message:
         """Say whether header C{key} is present."""
         return bool(self._fields(_KEYS.get(key) or header_key(key)))
 
-    def _parsed_list(self, key: str, parse_one, what: str) -> tuple:  # type: ignore
+    def _parsed_list(self, key: str, parse_one: Callable[[str], Any], what: str) -> tuple:
         """Every element of list header C{key} parsed by C{parse_one} (see L{Header.parse})."""
         fields = self._fields(key)
         if len(fields) == 1:
             return fields[0].parse(parse_one, what)
-        out: tuple = ()
+        out: tuple[Any, ...] = ()
         for h in fields:
             out += h.parse(parse_one, what)
         return out
