@@ -94,7 +94,7 @@ class Header:
         self, name: str, value: str, raw: Optional[str] = None, key: Optional[str] = None
     ) -> None:
         self.name = name
-        self.key = header_key(name) if key is None else key
+        self.key = key if key is not None else _KEYS.get(name) or header_key(name)
         self.value = value
         self.raw = raw
         self._elements: Optional[list[str]] = None
