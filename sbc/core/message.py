@@ -264,9 +264,10 @@ class Message:
     def contact_star(self) -> bool:
         """True when the message carries C{Contact: *} (and nothing else in Contact)."""
         fields = self._fields("contact")
-        if not any("*" in h.elements() for h in fields):
+        elements = fields[0].elements() if len(fields) == 1 else self.values("contact")
+        if "*" not in elements:
             return False
-        if len(fields) != 1 or len(fields[0].elements()) != 1:
+        if len(elements) != 1:
             raise ParseError(400, "Contact * mixed with other contacts")
         return True
 
