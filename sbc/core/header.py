@@ -9,7 +9,6 @@ C{from sbc.core.message import Header} keeps working.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional, TypeVar, Union
@@ -190,36 +189,43 @@ def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
 
 #: Field names as written that were found to be tokens -> their key (bounded, like L{_KEYS}).
 _FIELD_KEYS: dict[str, str] = {}
-#: One unfolded header line: (the line with its LF, the name part, the value part).
-_LINE = re.compile(r"(([^:\n]*):([^\n]*)\n)")
+#: Header lines as received (without LF) -> their field: the same lines come back in every
+#: message of a dialog and in the responses to a request, and fields are never changed, so
+#: messages share them with what was parsed from them.  Cleared when full.
+_LINES: dict[str, Header] = {}
+_LINES_MAX = 4096
 
 
 def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
     """
     The header fields of a message from the text after its start line (up to and including
     the line end of the last field): L{parse_fields} with a fast path for the usual section,
-    one field per line, names seen before.
+    one field per line, each line seen before or with a name seen before.
 
     @raise ParseError: as L{parse_fields}.
     """
-    if "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
-        lines = _LINE.findall(text)
-        if len(lines) <= max_headers:
-            headers = []
-            append = headers.append
-            keys = _FIELD_KEYS
-            total = 0
-            limit = max_length + 1
-            for raw, name, value in lines:
-                key = keys.get(name)
-                if key is None or len(raw) > limit:
-                    break
-                total += len(raw)
-                append(Header(name, value.strip(" \t\r"), raw, key))
-            else:
-                if total == len(text):
-                    return headers
-    return parse_fields(text.split("\n")[:-1], max_headers, max_length)
+    lines = text.split("\n")
+    lines.pop()  # the text after the last line end: always empty
+    if len(lines) > max_headers or "\n " in text or "\n\t" in text or text[:1] in (" ", "\t"):
+        return parse_fields(lines, max_headers, max_length)
+    memo = _LINES
+    headers = []
+    append = headers.append
+    for line in lines:
+        field = memo.get(line)
+        if field is None:
+            colon = line.find(":")
+            key = _FIELD_KEYS.get(line[:colon]) if colon > 0 else None
+            if key is None:
+                return parse_fields(lines, max_headers, max_length)
+            field = Header(line[:colon], line[colon + 1 :].strip(" \t\r"), line + "\n", key)
+            if len(memo) >= _LINES_MAX:
+                memo.clear()
+            memo[line] = field
+        if len(line) > max_length:
+            return parse_fields(lines, max_headers, max_length)
+        append(field)
+    return headers
 
 
 def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> list[Header]:

@@ -79,3 +79,31 @@ def test_split_fields_refuses(text: str, reason: str) -> None:
     with pytest.raises(ParseError, match=reason) as info:
         header.split_fields(text, 8, 100)
     assert info.value.status == 400
+
+
+def test_split_fields_shares_fields_of_lines_seen_before_within_the_limits() -> None:
+    """A line seen before gives the same (never changed) field again, so what was parsed
+    from it is shared; the limits still apply to it."""
+    text = "Via: SIP/2.0/UDP shared.example;branch=z9hG4bKs\r\nl: 0\r\n"
+    header.split_fields(text, 8, 100)  # names seen for the first time: the careful path
+    first, again = header.split_fields(text, 8, 100), header.split_fields(text, 8, 100)
+    assert [h is g for h, g in zip(first, again, strict=True)] == [True, True]
+    with pytest.raises(ParseError, match="Header Too Long"):
+        header.split_fields(text, 8, 20)
+    with pytest.raises(ParseError, match="Too Many Headers"):
+        header.split_fields(text, 1, 100)
+
+
+def test_messages_sharing_fields_change_independently() -> None:
+    """Two messages parsed from the same bytes share fields; a change to one is not seen in
+    the other."""
+    data = (
+        b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    message.parse(data)  # names seen for the first time: the careful path
+    one, two = message.parse(data), message.parse(data)
+    assert one.headers[0] is two.headers[0] and one.top_via is two.top_via
+    changed = one.with_first_value("Via", "SIP/2.0/UDP b;branch=z9hG4bK2")
+    assert changed.top_via.host == "b" and two.top_via.host == "a" and one.top_via.host == "a"
+    assert message.parse(data).to_bytes() == data == two.to_bytes()
