@@ -104,8 +104,9 @@ class Header:
         return self.raw if self.raw is not None else f"{self.name}: {self.value}{CRLF}"
 
     def parse(self, parse_one: Callable[[str], _T], what: str) -> tuple[_T, ...]:
-        """Every element of the value parsed by C{parse_one}, worked out once: one field
-        holds one kind of value (C{what}, for the error when an element is empty)."""
+        """Every element of the value parsed by C{parse_one}, worked out once (C{what} names
+        them in the error for an empty element).  A field holds one kind of value: it is
+        read with this or with L{parse_whole}, always with the same C{parse_one}."""
         items = self._parsed
         if items is None:
             parsed = []
@@ -115,6 +116,13 @@ class Header:
                 parsed.append(parse_one(element))
             items = self._parsed = tuple(parsed)
         return items  # type: ignore[return-value]
+
+    def parse_whole(self, parse_one: Callable[[str], _T]) -> _T:
+        """The value parsed as one by C{parse_one} (From, To, CSeq), worked out once."""
+        items = self._parsed
+        if items is None:
+            items = self._parsed = (parse_one(self.value),)
+        return items[0]  # type: ignore[no-any-return]
 
     def elements(self) -> list[str]:
         """The list elements of the value, split at commas (RFC 3261 §7.3.1); do not change

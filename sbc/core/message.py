@@ -200,7 +200,7 @@ class Message:
             fields = self._fields(key)
             if not fields:
                 raise ParseError(400, f"missing {key}")
-            value = self._cache[key] = parse_name_addr(fields[0].value)
+            value = self._cache[key] = fields[0].parse_whole(parse_name_addr)
         return value  # type: ignore[return-value]
 
     @property
@@ -231,10 +231,10 @@ class Message:
         """The CSeq value."""
         value = self._cache.get("cseq")
         if value is None:
-            text = self.get("cseq")
-            if text is None:
+            fields = self._fields("cseq")
+            if not fields:
                 raise ParseError(400, "missing CSeq")
-            value = self._cache["cseq"] = _parse_cseq(text)
+            value = self._cache["cseq"] = fields[0].parse_whole(_parse_cseq)
         return value  # type: ignore[return-value]
 
     @property
