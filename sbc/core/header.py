@@ -199,9 +199,11 @@ def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
 _FIELD_KEYS: dict[str, str] = {}
 #: Header lines as received (without LF) -> their field: the same lines come back in every
 #: message of a dialog and in the responses to a request, and fields are never changed, so
-#: messages share them with what was parsed from them.  Cleared when full.
+#: messages share them with what was parsed from them.  Cleared when full; long lines are
+#: not kept, so what a peer can make it hold stays small (4096 x 512 characters).
 _LINES: dict[str, Header] = {}
 _LINES_MAX = 4096
+_LINE_KEPT = 512
 
 
 def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
@@ -227,9 +229,10 @@ def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
             if key is None:
                 return parse_fields(lines, max_headers, max_length)
             field = Header(line[:colon], line[colon + 1 :].strip(" \t\r"), line + "\n", key)
-            if len(memo) >= _LINES_MAX:
-                memo.clear()
-            memo[line] = field
+            if len(line) <= _LINE_KEPT:
+                if len(memo) >= _LINES_MAX:
+                    memo.clear()
+                memo[line] = field
         if len(line) > max_length:
             return parse_fields(lines, max_headers, max_length)
         append(field)
@@ -275,7 +278,7 @@ def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> lis
             if not is_token(name):
                 raise ParseError(400, "bad header name")
             key = header_key(name)
-            if len(name) == colon and len(_FIELD_KEYS) < 4096:
+            if len(name) == colon <= 64 and len(_FIELD_KEYS) < 4096:
                 _FIELD_KEYS[name] = key
         append(Header(name, line[colon + 1 :].strip(" \t\r"), line + "\n", key))
     return headers
