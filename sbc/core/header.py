@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.core.test_message -*-
 """
-SIP header fields one at a time (RFC 3261 §7.3, §20, §25.1): their names, compact forms and
-the text of one field as it arrived.
+SIP header fields (RFC 3261 §7.3, §20, §25.1): their names, compact forms, the text of one
+field as it arrived, and the header section they are split from.
 
 L{sbc.core.message} builds messages out of these and re-exports every public name here, so
 C{from sbc.core.message import Header} keeps working.
@@ -9,12 +9,12 @@ C{from sbc.core.message import Header} keeps working.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, TypeVar, Union
 
 from sbc.core.errors import ParseError
-from sbc.core.syntax import is_token
+from sbc.core.syntax import is_token, split_commas
 
 __all__ = [
     "COMPACT_FORMS",
@@ -22,12 +22,17 @@ __all__ = [
     "CSeq",
     "Header",
     "display_name",
+    "find_head_end",
     "header_key",
+    "index_fields",
     "make_header",
     "parse_cseq",
+    "parse_fields",
+    "split_fields",
 ]
 
 CRLF = "\r\n"
+_T = TypeVar("_T")
 
 #: RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
 COMPACT_FORMS = {
@@ -77,19 +82,55 @@ class Header:
     @ivar value: the value with folding joined and outer white space stripped.
     @ivar raw: the exact text of the field including its line end(s), or L{None} for a field
         made here (then it is written as C{name: value CRLF}).
+
+    Fields are shared between a message and the copies made from it, so the comma-split
+    elements and the parsed values of a field are kept on the field and worked out once.
     """
 
-    __slots__ = ("name", "key", "value", "raw")
+    __slots__ = ("name", "key", "value", "raw", "_elements", "_parsed")
 
-    def __init__(self, name: str, value: str, raw: Optional[str] = None) -> None:
+    def __init__(
+        self, name: str, value: str, raw: Optional[str] = None, key: Optional[str] = None
+    ) -> None:
         self.name = name
-        self.key = header_key(name)
+        self.key = key if key is not None else _KEYS.get(name) or header_key(name)
         self.value = value
         self.raw = raw
+        self._elements: Optional[list[str]] = None
+        self._parsed: Optional[tuple] = None
 
     def line(self) -> str:
         """The text of this field on the wire, line end included."""
         return self.raw if self.raw is not None else f"{self.name}: {self.value}{CRLF}"
+
+    def parse(self, parse_one: Callable[[str], _T], what: str) -> tuple[_T, ...]:
+        """Every element of the value parsed by C{parse_one}, worked out once (C{what} names
+        them in the error for an empty element).  A field holds one kind of value: it is
+        read with this or with L{parse_whole}, always with the same C{parse_one}."""
+        items = self._parsed
+        if items is None:
+            parsed = []
+            for element in self.elements():
+                if not element:
+                    raise ParseError(400, f"empty {what}")
+                parsed.append(parse_one(element))
+            items = self._parsed = tuple(parsed)
+        return items  # type: ignore[return-value]
+
+    def parse_whole(self, parse_one: Callable[[str], _T]) -> _T:
+        """The value parsed as one by C{parse_one} (From, To, CSeq), worked out once."""
+        items = self._parsed
+        if items is None:
+            items = self._parsed = (parse_one(self.value),)
+        return items[0]  # type: ignore[no-any-return]
+
+    def elements(self) -> list[str]:
+        """The list elements of the value, split at commas (RFC 3261 §7.3.1); do not change
+        the list, it is kept for the next caller."""
+        elements = self._elements
+        if elements is None:
+            elements = self._elements = split_commas(self.value)
+        return elements
 
     def __repr__(self) -> str:
         return f"Header({self.name!r}, {self.value!r})"
@@ -154,9 +195,132 @@ def make_header(group: Sequence[str], max_length: int = 8192) -> Header:
     return Header(name, value.strip(" \t\r"), raw)
 
 
+#: Field names as written that were found to be tokens -> their key (bounded, like L{_KEYS}).
+_FIELD_KEYS: dict[str, str] = {}
+#: Header lines as received (without LF) -> their field: the same lines come back in every
+#: message of a dialog and in the responses to a request, and fields are never changed, so
+#: messages share them with what was parsed from them.  Cleared when full; long lines are
+#: not kept, so what a peer can make it hold stays small (4096 x 512 characters).
+_LINES: dict[str, Header] = {}
+_LINES_MAX = 4096
+_LINE_KEPT = 512
+
+
+def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
+    """
+    The header fields of a message from the text after its start line (up to and including
+    the line end of the last field): L{parse_fields} with a fast path for the usual section,
+    one field per line, each line seen before or with a name seen before.
+
+    @raise ParseError: as L{parse_fields}.
+    """
+    lines = text.split("\n")
+    lines.pop()  # the text after the last line end: always empty
+    if len(lines) > max_headers or "\n " in text or "\n\t" in text or text[:1] in (" ", "\t"):
+        return parse_fields(lines, max_headers, max_length)
+    memo = _LINES
+    headers = []
+    append = headers.append
+    for line in lines:
+        field = memo.get(line)
+        if field is None:
+            colon = line.find(":")
+            key = _FIELD_KEYS.get(line[:colon]) if colon > 0 else None
+            if key is None:
+                return parse_fields(lines, max_headers, max_length)
+            field = Header(line[:colon], line[colon + 1 :].strip(" \t\r"), line + "\n", key)
+            if len(line) <= _LINE_KEPT:
+                if len(memo) >= _LINES_MAX:
+                    memo.clear()
+                memo[line] = field
+        if len(line) > max_length:
+            return parse_fields(lines, max_headers, max_length)
+        append(field)
+    return headers
+
+
+def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> list[Header]:
+    """
+    The header fields of a message from its header lines (each without its LF).
+
+    @raise ParseError: 400 for more than C{max_headers} fields, a line or field longer than
+        C{max_length}, a continuation line first, or a field L{make_header} rejects.
+    """
+    headers: list[Header] = []
+    append = headers.append
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i]
+        if len(line) > max_length:
+            raise ParseError(400, "Header Too Long")
+        if line[:1] in (" ", "\t"):
+            raise ParseError(400, "continuation line before any header")
+        if len(headers) >= max_headers:
+            raise ParseError(400, "Too Many Headers")
+        j = i + 1
+        while j < n and lines[j][:1] in (" ", "\t"):  # folding, RFC 3261 §7.3.1
+            if len(lines[j]) > max_length:
+                raise ParseError(400, "Header Too Long")
+            j += 1
+        if j > i + 1:
+            append(make_header(lines[i:j], max_length))
+            i = j
+            continue
+        i = j
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(400, "header line without a colon")
+        name = line[:colon]
+        key = _FIELD_KEYS.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not is_token(name):
+                raise ParseError(400, "bad header name")
+            key = header_key(name)
+            if len(name) == colon <= 64 and len(_FIELD_KEYS) < 4096:
+                _FIELD_KEYS[name] = key
+        append(Header(name, line[colon + 1 :].strip(" \t\r"), line + "\n", key))
+    return headers
+
+
 _DISPLAY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
 
 
 def display_name(key: str) -> str:
     """The usual spelling of lower-case header C{key} (C{call-id} -> C{Call-ID})."""
     return _DISPLAY.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+
+
+#: What an index of fields holds for a key: the one field, or a tuple of several in order.
+Fields = Union[Header, tuple[Header, ...]]
+
+
+def index_fields(headers: Iterable[Header]) -> dict[str, Fields]:
+    """The fields of C{headers} by key (a tuple only where a key occurs more than once:
+    most occur once, and a message may be kept for a while)."""
+    index: dict[str, Fields] = {}
+    for h in headers:
+        found = index.get(h.key)
+        if found is None:
+            index[h.key] = h
+        else:
+            index[h.key] = (*found, h) if type(found) is tuple else (found, h)  # type: ignore
+    return index
+
+
+def find_head_end(data: bytes) -> tuple[int, int]:
+    """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
+
+    CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
+    best = (-1, -1)
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        best = (i + 2, i + 4)
+    j = data.find(b"\n\n", 0, i if i >= 0 else len(data))
+    if j >= 0 and (best[0] < 0 or j + 1 < best[0]):
+        best = (j + 1, j + 2)
+    k = data.find(b"\n\r\n", 0, i if i >= 0 else len(data))
+    if k >= 0 and (best[0] < 0 or k + 1 < best[0]):
+        best = (k + 1, k + 3)
+    return best

@@ -11,7 +11,8 @@ Theory of operation:
    at the edge with a L{ParseError} carrying the status to answer; other headers are parsed
    only when somebody reads them.
  - Messages are immutable: the C{with_*}/C{without_*} methods return a new message whose
-   untouched headers are shared with the old one and keep their original text.
+   untouched headers are shared with the old one and keep their original text.  Typed values
+   are worked out once per field and message and carried over to copies where unchanged.
 
 Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round trip.
 Single header fields (names, compact forms, L{Header}, L{CSeq}) live in L{sbc.core.header}
@@ -21,21 +22,25 @@ and are re-exported here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from sbc.core.errors import ParseError
 from sbc.core.header import (
+    _KEYS,
     COMPACT_FORMS,
     CSeq,
     Header,
     header_key,
 )
 from sbc.core.header import CRLF as _CRLF
+from sbc.core.header import Fields as _Fields
 from sbc.core.header import display_name as _display_name
-from sbc.core.header import make_header as _make_header
+from sbc.core.header import find_head_end as _find_head_end
+from sbc.core.header import index_fields as _index_of
 from sbc.core.header import parse_cseq as _parse_cseq
+from sbc.core.header import split_fields as _split_fields
 from sbc.core.uri import (
     NameAddr,
     OpaqueUri,
@@ -45,7 +50,6 @@ from sbc.core.uri import (
     parse_name_addr,
     parse_uri,
     parse_via,
-    split_commas,
 )
 
 __all__ = [
@@ -95,7 +99,7 @@ class Message:
     @ivar body: the message body (exactly Content-Length bytes when one was given).
     """
 
-    __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache")
+    __slots__ = ("headers", "body", "_raw", "_start_raw", "_blank", "_cache", "_index")
 
     def __init__(self, headers: Iterable[Header], body: bytes = b"") -> None:
         self.headers: tuple[Header, ...] = tuple(headers)
@@ -103,7 +107,10 @@ class Message:
         self._raw: Optional[bytes] = None
         self._start_raw: Optional[str] = None
         self._blank = _CRLF
-        self._cache: dict = {}
+        # Typed header values by header key, and the fields of each key in order; both are
+        # worked out on first use (the headers never change after that).
+        self._cache: dict[str, object] = {}
+        self._index: Optional[dict[str, _Fields]] = None
 
     # -- start line, implemented by subclasses -------------------------------------------
     def start_line(self) -> str:
@@ -111,6 +118,7 @@ class Message:
         raise NotImplementedError
 
     def _copy_start(self) -> Message:
+        """A new message of this kind with this start line and nothing else set."""
         raise NotImplementedError
 
     # -- serialisation ----------------------------------------------------------------------
@@ -119,7 +127,8 @@ class Message:
         if self._raw is not None:
             return self._raw
         start = self._start_raw if self._start_raw is not None else self.start_line() + _CRLF
-        text = start + "".join([h.line() for h in self.headers]) + self._blank
+        lines = [h.raw if h.raw is not None else h.line() for h in self.headers]
+        text = start + "".join(lines) + self._blank
         data = text.encode("utf-8", "surrogateescape") + self.body
         self._raw = data
         return data
@@ -128,110 +137,105 @@ class Message:
         return self.to_bytes()
 
     # -- header access ------------------------------------------------------------------------
+    def _fields(self, key: str) -> tuple[Header, ...]:
+        """The fields whose key is C{key} (canonical), in order."""
+        index = self._index
+        if index is None:
+            index = self._index = _index_of(self.headers)
+        found = index.get(key, _NONE)
+        return found if type(found) is tuple else (found,)  # type: ignore[return-value]
+
     def get(self, key: str) -> Optional[str]:
         """Return the value of the first header C{key} (any form of its name), or L{None}."""
-        key = header_key(key)
-        for h in self.headers:
-            if h.key == key:
-                return h.value
-        return None
+        fields = self._fields(_KEYS.get(key) or header_key(key))
+        return fields[0].value if fields else None
 
     def get_all(self, key: str) -> list[str]:
         """Return the value of every header C{key}, one item per header field."""
-        key = header_key(key)
-        return [h.value for h in self.headers if h.key == key]
+        return [h.value for h in self._fields(_KEYS.get(key) or header_key(key))]
 
     def values(self, key: str) -> list[str]:
         """Return every element of list header C{key}: all fields, split at commas."""
+        fields = self._fields(_KEYS.get(key) or header_key(key))
+        if len(fields) == 1:
+            return list(fields[0].elements())
         out: list[str] = []
-        for value in self.get_all(key):
-            out.extend(split_commas(value))
+        for h in fields:
+            out.extend(h.elements())
         return out
 
     def has(self, key: str) -> bool:
         """Say whether header C{key} is present."""
-        key = header_key(key)
-        return any(h.key == key for h in self.headers)
+        return bool(self._fields(_KEYS.get(key) or header_key(key)))
 
-    def _typed(self, name: str, build):  # type: ignore[no-untyped-def]
-        try:
-            return self._cache[name]
-        except KeyError:
-            value = self._cache[name] = build()
-            return value
-
-    def _name_addrs(self, key: str) -> tuple[NameAddr, ...]:
-        items = []
-        for element in self.values(key):
-            if not element:
-                raise ParseError(400, f"empty element in {key}")
-            items.append(parse_name_addr(element))
-        return tuple(items)
+    def _parsed_list(self, key: str, parse_one: Callable[[str], Any], what: str) -> tuple:
+        """Every element of list header C{key} parsed by C{parse_one} (see L{Header.parse})."""
+        fields = self._fields(key)
+        if len(fields) == 1:
+            return fields[0].parse(parse_one, what)
+        out: tuple[Any, ...] = ()
+        for h in fields:
+            out += h.parse(parse_one, what)
+        return out
 
     @property
     def vias(self) -> tuple[Via, ...]:
         """Every Via value, topmost first."""
-
-        def build() -> tuple[Via, ...]:
-            vias = []
-            for element in self.values("via"):
-                if not element:
-                    raise ParseError(400, "empty Via element")
-                vias.append(parse_via(element))
-            return tuple(vias)
-
-        return self._typed("via", build)
+        vias = self._cache.get("via")
+        if vias is None:
+            vias = self._cache["via"] = self._parsed_list("via", parse_via, "Via element")
+        return vias  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
         """The topmost Via value."""
-        vias = self.vias
+        vias = self._cache.get("via") or self.vias
         if not vias:
             raise ParseError(400, "missing Via")
-        return vias[0]
+        return vias[0]  # type: ignore[index]
 
     def _single_name_addr(self, key: str) -> NameAddr:
-        def build() -> NameAddr:
-            value = self.get(key)
-            if value is None:
+        value = self._cache.get(key)
+        if value is None:
+            fields = self._fields(key)
+            if not fields:
                 raise ParseError(400, f"missing {key}")
-            return parse_name_addr(value)
-
-        return self._typed(key, build)
+            value = self._cache[key] = fields[0].parse_whole(parse_name_addr)
+        return value  # type: ignore[return-value]
 
     @property
     def from_(self) -> NameAddr:
         """The From value."""
-        return self._single_name_addr("from")
+        value = self._cache.get("from")
+        return value if value is not None else self._single_name_addr("from")  # type: ignore
 
     @property
     def to(self) -> NameAddr:
         """The To value."""
-        return self._single_name_addr("to")
+        value = self._cache.get("to")
+        return value if value is not None else self._single_name_addr("to")  # type: ignore
 
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-
-        def build() -> str:
+        value = self._cache.get("call-id")
+        if value is None:
             value = self.get("call-id")
-            if not value or any(c in value for c in " \t\r\n"):
+            if not value or " " in value or "\t" in value or "\r" in value or "\n" in value:
                 raise ParseError(400, "bad Call-ID")
-            return value
-
-        return self._typed("call-id", build)
+            self._cache["call-id"] = value
+        return value  # type: ignore[return-value]
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq value."""
-
-        def build() -> CSeq:
-            value = self.get("cseq")
-            if value is None:
+        value = self._cache.get("cseq")
+        if value is None:
+            fields = self._fields("cseq")
+            if not fields:
                 raise ParseError(400, "missing CSeq")
-            return _parse_cseq(value)
-
-        return self._typed("cseq", build)
+            value = self._cache["cseq"] = fields[0].parse_whole(_parse_cseq)
+        return value  # type: ignore[return-value]
 
     @property
     def max_forwards(self) -> Optional[int]:
@@ -239,40 +243,50 @@ class Message:
         value = self.get("max-forwards")
         if value is None:
             return None
-        if not value.isdigit() or int(value) > 255:
+        number = int(value) if value.isdigit() else 256
+        if number > 255:
             raise ParseError(400, "bad Max-Forwards")
-        return int(value)
+        return number
 
     @property
     def contacts(self) -> tuple[NameAddr, ...]:
         """Every Contact value (empty for C{Contact: *}; see L{contact_star})."""
-
-        def build() -> tuple[NameAddr, ...]:
+        value = self._cache.get("contact")
+        if value is None:
             if self.contact_star:
-                return ()
-            return self._name_addrs("contact")
-
-        return self._typed("contact", build)
+                value = ()
+            else:
+                value = self._parsed_list("contact", parse_name_addr, "element in contact")
+            self._cache["contact"] = value
+        return value  # type: ignore[return-value]
 
     @property
     def contact_star(self) -> bool:
         """True when the message carries C{Contact: *} (and nothing else in Contact)."""
-        values = self.values("contact")
-        if "*" in values:
-            if len(values) != 1:
-                raise ParseError(400, "Contact * mixed with other contacts")
-            return True
-        return False
+        fields = self._fields("contact")
+        elements = fields[0].elements() if len(fields) == 1 else self.values("contact")
+        if "*" not in elements:
+            return False
+        if len(elements) != 1:
+            raise ParseError(400, "Contact * mixed with other contacts")
+        return True
+
+    def _name_addrs(self, key: str) -> tuple[NameAddr, ...]:
+        value = self._cache.get(key)
+        if value is None:
+            value = self._parsed_list(key, parse_name_addr, f"element in {key}")
+            self._cache[key] = value
+        return value  # type: ignore[return-value]
 
     @property
     def routes(self) -> tuple[NameAddr, ...]:
         """Every Route value, topmost first."""
-        return self._typed("route", lambda: self._name_addrs("route"))
+        return self._name_addrs("route")
 
     @property
     def record_routes(self) -> tuple[NameAddr, ...]:
         """Every Record-Route value, topmost first."""
-        return self._typed("record-route", lambda: self._name_addrs("record-route"))
+        return self._name_addrs("record-route")
 
     @property
     def expires(self) -> Optional[int]:
@@ -289,72 +303,103 @@ class Message:
         new.headers = tuple(headers)
         new.body = self.body
         new._blank = self._blank
+        new._raw = None
+        new._cache = {}
+        new._index = None
+        return new
+
+    def _derive(
+        self, headers: Iterable[Header], key: Optional[str], fields: tuple[Header, ...]
+    ) -> Message:
+        """L{with_headers} where only the fields of C{key} (L{None}: none) changed, to
+        C{fields}: what was worked out for the other keys carries over to the copy."""
+        new = self.with_headers(headers)
+        if self._cache:
+            cache = new._cache = self._cache.copy()
+            cache.pop(key, None)  # type: ignore[arg-type]
+        index = self._index
+        if index is not None:
+            index = new._index = index.copy()
+            if key is not None:
+                if fields:
+                    index[key] = fields if len(fields) > 1 else fields[0]
+                else:
+                    index.pop(key, None)
         return new
 
     def with_header_first(self, name: str, value: str) -> Message:
         """Return a copy with a new header field placed before all others of the same name."""
         key = header_key(name)
+        header = Header(name, value, None, key)
         headers = list(self.headers)
         for i, h in enumerate(headers):
             if h.key == key:
-                headers.insert(i, Header(name, value))
+                headers.insert(i, header)
                 break
         else:
-            headers.append(Header(name, value))
-        return self.with_headers(headers)
+            headers.append(header)
+        return self._derive(headers, key, (header, *self._fields(key)))
 
     def with_header_appended(self, name: str, value: str) -> Message:
         """Return a copy with a new header field after all others."""
-        return self.with_headers(self.headers + (Header(name, value),))
+        header = Header(name, value)
+        fields = (*self._fields(header.key), header)
+        return self._derive(self.headers + (header,), header.key, fields)
 
     def with_header(self, name: str, value: str) -> Message:
         """Return a copy where header C{name} occurs once, with C{value}, in the first place
         it occurred (or at the end)."""
         key = header_key(name)
+        header = Header(name, value, None, key)
+        if not self._fields(key):
+            return self._derive(self.headers + (header,), key, (header,))
         headers = []
         placed = False
         for h in self.headers:
             if h.key == key:
                 if not placed:
-                    headers.append(Header(name, value))
+                    headers.append(header)
                     placed = True
                 continue
             headers.append(h)
-        if not placed:
-            headers.append(Header(name, value))
-        return self.with_headers(headers)
+        return self._derive(headers, key, (header,))
 
     def without(self, name: str) -> Message:
         """Return a copy without any header C{name}."""
         key = header_key(name)
-        return self.with_headers(h for h in self.headers if h.key != key)
+        return self._derive([h for h in self.headers if h.key != key], key, ())
 
     def without_first_value(self, name: str) -> Message:
         """Return a copy with the first element of list header C{name} removed (e.g. the
         top Via or the top Route), keeping the other elements of the same field."""
         key = header_key(name)
+        fields = list(self._fields(key))
+        if not fields:
+            return self._derive(self.headers, None, ())
+        first = fields[0]
+        rest = first.elements()[1:]
         headers = list(self.headers)
-        for i, h in enumerate(headers):
-            if h.key == key:
-                rest = split_commas(h.value)[1:]
-                if rest:
-                    headers[i] = Header(h.name, ", ".join(rest))
-                else:
-                    del headers[i]
-                break
-        return self.with_headers(headers)
+        i = _position(headers, first)
+        if rest:
+            headers[i] = fields[0] = Header(first.name, ", ".join(rest), None, key)
+        else:
+            del headers[i]
+            del fields[0]
+        return self._derive(headers, key, tuple(fields))
 
     def with_first_value(self, name: str, value: str) -> Message:
         """Return a copy where the first element of list header C{name} (the top Via, the
         first Contact) is replaced by C{value}, the other elements of that field kept."""
         key = header_key(name)
+        fields = list(self._fields(key))
+        if not fields:
+            return self._derive(self.headers, None, ())
+        first = fields[0]
+        rest = first.elements()[1:]
         headers = list(self.headers)
-        for i, h in enumerate(headers):
-            if h.key == key:
-                rest = split_commas(h.value)[1:]
-                headers[i] = Header(h.name, ", ".join([value, *rest]))
-                break
-        return self.with_headers(headers)
+        i = _position(headers, first)
+        headers[i] = fields[0] = Header(first.name, ", ".join([value, *rest]), None, key)
+        return self._derive(headers, key, tuple(fields))
 
     def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if
@@ -364,6 +409,17 @@ class Message:
             new = new.with_header("Content-Type", content_type)
         new.body = body
         return new
+
+
+_NONE: tuple[Header, ...] = ()
+_new = object.__new__
+
+
+def _position(headers: list[Header], field: Header) -> int:
+    for i, h in enumerate(headers):
+        if h is field:
+            return i
+    raise ValueError(field)
 
 
 class Request(Message):
@@ -392,13 +448,15 @@ class Request(Message):
         return f"{self.method} {self.uri} SIP/2.0"
 
     def _copy_start(self) -> Request:
-        new = Request(self.method, self.uri)
+        new = _new(Request)
+        new.method = self.method
+        new.uri = self.uri
         new._start_raw = self._start_raw
         return new
 
     def with_uri(self, uri: Union[SipUri, OpaqueUri]) -> Request:
         """Return a copy with a new Request-URI."""
-        new = self.with_headers(self.headers)
+        new = self._derive(self.headers, None, ())
         assert isinstance(new, Request)
         new.uri = uri
         new._start_raw = None
@@ -430,29 +488,14 @@ class Response(Message):
         return f"SIP/2.0 {self.status} {self.reason}"
 
     def _copy_start(self) -> Response:
-        new = Response(self.status, self.reason)
+        new = _new(Response)
+        new.status = self.status
+        new.reason = self.reason
         new._start_raw = self._start_raw
         return new
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
-
-
-def _find_head_end(data: bytes) -> tuple[int, int]:
-    """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
-
-    CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
-    best = (-1, -1)
-    i = data.find(b"\r\n\r\n")
-    if i >= 0:
-        best = (i + 2, i + 4)
-    j = data.find(b"\n\n", 0, i if i >= 0 else len(data))
-    if j >= 0 and (best[0] < 0 or j + 1 < best[0]):
-        best = (j + 1, j + 2)
-    k = data.find(b"\n\r\n", 0, i if i >= 0 else len(data))
-    if k >= 0 and (best[0] < 0 or k + 1 < best[0]):
-        best = (k + 1, k + 3)
-    return best
 
 
 def _parse_start(line: str) -> Message:
@@ -500,41 +543,21 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
             raise ParseError(400, "no empty line after the headers")
         head_end = body_start = len(data)
     head = data[:head_end].decode("utf-8", "surrogateescape")
-    lines = head.split("\n")
-    lines.pop()  # the text after the last line end: always empty
-    start = lines[0]
-    if start.endswith("\r"):
-        start = start[:-1]
-    message = _parse_start(start)
-    message._start_raw = lines[0] + "\n"
+    first = head.find("\n") + 1  # head ends with a line end
+    start = head[: first - 1]
+    message = _parse_start(start[:-1] if start.endswith("\r") else start)
+    message._start_raw = head[:first]
     message._blank = data[head_end:body_start].decode("ascii") or _CRLF
 
-    headers: list[Header] = []
-    group: list[str] = []
-    max_headers = limits.max_headers
-    max_length = limits.max_header_length
-    for line in lines[1:]:
-        if len(line) > max_length:
-            raise ParseError(400, "Header Too Long")
-        if line[:1] in (" ", "\t"):
-            if not group:
-                raise ParseError(400, "continuation line before any header")
-            group.append(line)
-            continue
-        if group:
-            headers.append(_make_header(group, max_length))
-            if len(headers) >= max_headers:
-                raise ParseError(400, "Too Many Headers")
-        group = [line]
-    if group:
-        headers.append(_make_header(group, max_length))
+    headers = _split_fields(head[first:], limits.max_headers, limits.max_header_length)
     message.headers = tuple(headers)
+    index = message._index = _index_of(headers)
 
-    lengths = [h.value for h in headers if h.key == "content-length"]
-    if len(lengths) > 1:
-        raise ParseError(400, "multiple Content-Length headers")
-    if lengths:
-        text = lengths[0]
+    length_field = index.get("content-length")
+    if length_field is not None:
+        if type(length_field) is tuple:
+            raise ParseError(400, "multiple Content-Length headers")
+        text = length_field.value  # type: ignore[union-attr]
         if not text.isdigit():
             raise ParseError(400, "bad Content-Length")
         length = int(text)
@@ -549,20 +572,17 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     else:
         message.body = data[body_start:]
         message._raw = data
-    _validate(message)
+    _validate(message, index)
     return message
 
 
-def _validate(message: Message) -> None:
+def _validate(message: Message, seen: dict[str, _Fields]) -> None:
     """Check the headers every SIP element relies on; raise L{ParseError} on the first fault."""
-    seen: dict[str, int] = {}
-    for h in message.headers:
-        seen[h.key] = seen.get(h.key, 0) + 1
     for key in _REQUIRED:
         if key not in seen:
             raise ParseError(400, f"Missing {_display_name(key)} header")
     for key in _SINGLE:
-        if seen.get(key, 0) > 1:
+        if type(seen.get(key)) is tuple:
             raise ParseError(400, f"multiple {_display_name(key)} headers")
     message.vias  # noqa: B018 - parsing is the check
     message.from_  # noqa: B018

@@ -36,7 +36,11 @@ __all__ = [
 ]
 
 #: RFC 3261 token characters (alphanum and -.!%*_+`'~).
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~"
+#: What a generic-param value may hold besides a quoted string: token, host (RFC 3261 §25.1).
+_GEN_CHARS = _TOKEN_CHARS + ":[]"
+#: A parameter list with neither white space nor quoted strings, the usual case: split it.
+_PLAIN_PARAMS = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*\Z")
 _HOST = re.compile(r"[A-Za-z0-9\-.]+\Z")
 _IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
 _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
@@ -64,7 +68,8 @@ def unescape_param(value: str) -> str:
 
 def is_token(text: str) -> bool:
     """Say whether C{text} is a non-empty RFC 3261 token."""
-    return _TOKEN.match(text) is not None
+    # strip() leaves nothing exactly when every character is a token character.
+    return not text.strip(_TOKEN_CHARS) and text != ""
 
 
 def is_ip_literal(host: str) -> bool:
@@ -169,6 +174,8 @@ def split_commas(value: str) -> list[str]:
     """
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]
     parts = []
     start = 0
     in_quote = False
@@ -216,6 +223,14 @@ def parse_header_params(text: str, what: str) -> Params:
     Parse C{*( SEMI generic-param )} where C{text} starts at the first C{;} (or is empty).
     LWS is allowed around C{;} and C{=}; values are tokens, hosts or quoted strings.
     """
+    if not text:
+        return ()
+    if _PLAIN_PARAMS.match(text) is not None:
+        plain = []
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            plain.append((name, value if eq else None))
+        return tuple(plain)
     params = []
     i = 0
     n = len(text)
@@ -259,8 +274,5 @@ def parse_header_params(text: str, what: str) -> Params:
     return tuple(params)
 
 
-_GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+\Z")
-
-
 def _is_gen_value(value: str) -> bool:
-    return _GEN_VALUE.match(value) is not None
+    return not value.strip(_GEN_CHARS)

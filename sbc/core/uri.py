@@ -12,9 +12,9 @@ L{sbc.core.syntax} and are re-exported here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from functools import cached_property, lru_cache
-from typing import Optional
+from typing import Optional, TypeVar
 
 from sbc.core.errors import ParseError
 from sbc.core.syntax import WS as _WS
@@ -56,6 +56,7 @@ __all__ = [
 
 #: Characters that may never appear unescaped inside a URI (white space, quotes, angle brackets).
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +119,7 @@ class SipUri:
 
     def evolve(self, **changes: object) -> SipUri:
         """Return a copy with C{changes} applied; its text is rebuilt."""
-        return replace(self, raw=None, **changes)  # type: ignore[arg-type]
+        return _evolve(self, changes)
 
     @property
     def secure(self) -> bool:
@@ -168,6 +169,27 @@ class OpaqueUri:
 
 
 Uri = "SipUri | OpaqueUri"
+
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _evolve(value: _V, changes: dict[str, object]) -> _V:
+    """C{dataclasses.replace(value, raw=None, **changes)} without its per-call overhead: a
+    copy of the fields, the changes and no text.  Values computed from the fields and kept
+    on the object (L{NameAddr.tag}) are not copied."""
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    if not names.issuperset(changes):
+        raise TypeError(f"{cls.__name__} has no field {sorted(set(changes) - names)[0]}")
+    new = object.__new__(cls)
+    state = new.__dict__
+    for name in names:
+        state[name] = value.__dict__[name]
+    state.update(changes)
+    state["raw"] = None
+    return new
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
@@ -256,9 +278,9 @@ class NameAddr:
 
     def evolve(self, **changes: object) -> NameAddr:
         """Return a copy with C{changes} applied; its text is rebuilt."""
-        new = replace(self, raw=None, **changes)  # type: ignore[arg-type]
-        if "uri" in changes and not new.angle:
-            new = replace(new, angle=True)
+        new = _evolve(self, changes)
+        if "uri" in changes:
+            new.__dict__["angle"] = True
         return new
 
     @cached_property
@@ -351,7 +373,7 @@ class Via:
 
     def evolve(self, **changes: object) -> Via:
         """Return a copy with C{changes} applied; its text is rebuilt."""
-        return replace(self, raw=None, **changes)  # type: ignore[arg-type]
+        return _evolve(self, changes)
 
     def param(self, name: str) -> Optional[str]:
         """Return parameter C{name} (C{""} if valueless), or L{None}."""
@@ -392,9 +414,24 @@ class Via:
         return host.lower()
 
 
+#: The usual via-parm: SIP/2.0/transport host[:port] and plain parameters, no LWS inside.
+_PLAIN_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) ([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)\Z"
+)
+
+
 @lru_cache(maxsize=4096)
 def parse_via(text: str) -> Via:
     """Parse one via-parm (the caller splits the header at commas)."""
+    m = _PLAIN_VIA.match(text)
+    if m is not None:
+        transport, host, port_text, params_text = m.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or 0 < port <= 65535:
+            params = _parse_header_params(params_text, "Via")
+            _check_via_params(params)
+            return Via("SIP/2.0", transport.upper(), host, port, params, raw=text)
     s = text.strip(_WS)
     parts = s.split("/", 2)
     if len(parts) != 3:
@@ -421,10 +458,15 @@ def parse_via(text: str) -> Via:
     if port == 0:
         raise ParseError(400, "bad port in Via")
     params = _parse_header_params(rest[j:], "Via")
+    _check_via_params(params)
+    return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)
+
+
+def _check_via_params(params: Params) -> None:
+    """rport is a port when it has a value; ttl is 0..255 (RFC 3261 §20.42, RFC 3581)."""
     for key, value in params:
         lkey = key.lower()
         if lkey == "rport" and value is not None and value != "":
             _parse_port(value, "Via rport")
         elif lkey == "ttl" and (value is None or not value.isdigit() or int(value) > 255):
             raise ParseError(400, "bad Via ttl")
-    return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)

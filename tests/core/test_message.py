@@ -160,6 +160,33 @@ def test_without_first_value_pops_one_element_of_a_list_header() -> None:
     assert [v.host for v in popped.vias] == ["b.example"]
 
 
+def test_copies_see_their_changes_and_share_what_did_not_change() -> None:
+    """Typed values read before a change are right in the copy: the changed header anew,
+    the others the very objects the original parsed."""
+    m = parse(
+        request_bytes(
+            method="INVITE",
+            via="SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/UDP b.example;branch=z9hG4bK2",
+            headers=[("Route", "<sip:r1.example;lr>, <sip:r2.example;lr>"), ("Contact", "<sip:c>")],
+        )
+    )
+    to, vias, routes = m.to, m.vias, m.routes
+    assert m.contacts and m.get_all("route") == ["<sip:r1.example;lr>, <sip:r2.example;lr>"]
+    copy = m.with_header_first("Via", "SIP/2.0/TCP new.example;branch=z9hG4bK0")
+    assert [v.host for v in copy.vias] == ["new.example", "a.example", "b.example"]
+    assert copy.vias[1] is vias[0] and copy.to is to and [v.host for v in m.vias][0] == "a.example"
+    popped = copy.without_first_value("Route")
+    assert [str(r.uri) for r in popped.routes] == ["sip:r2.example;lr"] and m.routes == routes
+    assert popped.get_all("Route") == ["<sip:r2.example;lr>"]
+    assert popped.values("via")[0].endswith("z9hG4bK0")
+    replaced = popped.with_first_value("Via", "SIP/2.0/UDP x.example;branch=z9hG4bK9")
+    assert [v.host for v in replaced.vias] == ["x.example", "a.example", "b.example"]
+    gone = replaced.without("Contact").with_header("To", "<sip:carol@example.com>;tag=t")
+    assert gone.contacts == () and not gone.has("m") and gone.to.tag == "t" and m.to is to
+    again = parse(gone.to_bytes())
+    assert again.vias == replaced.vias and again.routes == popped.routes and again.to == gone.to
+
+
 def test_with_body_sets_content_length() -> None:
     """A new body brings a matching Content-Length and Content-Type."""
     m = parse(request_bytes(method="INVITE"))

@@ -155,6 +155,36 @@ def test_via_parts() -> None:
 
 
 @pytest.mark.parametrize(
+    "plain, spaced",
+    [
+        (
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport",
+            "SIP / 2.0 / udp  h:5060 ; branch = z9hG4bK1;rport",
+        ),
+        ("SIP/2.0/TLS a.example;ttl=255;maddr=[::1]", "SIP/2.0/TLS a.example ;ttl=255;maddr=[::1]"),
+    ],
+)
+def test_plain_and_spaced_vias_parse_alike(plain: str, spaced: str) -> None:
+    """The plain form (no white space inside, the usual case) and the same via-parm with LWS
+    give equal values; each keeps its own text."""
+    assert parse_via(plain) == parse_via(spaced) and str(parse_via(plain)) == plain
+    assert str(parse_via(spaced)) == spaced.strip()
+
+
+def test_evolve_copies_fields_and_drops_the_text() -> None:
+    """evolve() changes the named fields only, forgets the text and what was computed from
+    the old fields, and refuses unknown names."""
+    addr = parse_name_addr("<sip:a@h>;tag=1")
+    assert addr.tag == "1"
+    changed = addr.evolve(params=(("tag", "2"),))
+    assert changed.tag == "2" and str(changed) == "<sip:a@h>;tag=2" and addr.tag == "1"
+    via = parse_via("SIP/2.0/UDP h;branch=z9hG4bK1")
+    assert str(via.evolve(port=5070)) == "SIP/2.0/UDP h:5070;branch=z9hG4bK1"
+    with pytest.raises(TypeError):
+        via.evolve(nonsense=1)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "SIP/2.0/UDP",
@@ -164,6 +194,10 @@ def test_via_parts() -> None:
         "SIP/2.0/UDP h;rport=x",
         "SIP/2.0/UDP h;ttl=300",
         "SIP/2.0/UDP h:0",
+        "SIP/2.0/UDP h:65536",
+        "SIP/2.0/UDP h;ttl",
+        "SIP/2.0/UDP h;a=b=c",
+        "SIP/2.0/UDP [1.2.3.4]",
     ],
 )
 def test_bad_vias(text: str) -> None:
@@ -175,6 +209,7 @@ def test_bad_vias(text: str) -> None:
 def test_split_commas() -> None:
     """Commas inside quotes and angle brackets do not split."""
     assert split_commas('"a,b" <sip:x,y@h>, <sip:z@h> ,') == ['"a,b" <sip:x,y@h>', "<sip:z@h>", ""]
+    assert split_commas(" a ,b,, c") == ["a", "b", "", "c"] and split_commas(" a ") == ["a"]
 
 
 def test_ip_literals() -> None:
