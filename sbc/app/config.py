@@ -32,6 +32,7 @@ from sbc.core.pike import PikeSettings
 from sbc.core.proxy import failover_codes
 from sbc.core.registrar import RegistrarSettings
 from sbc.core.relaypolicy import PermissionsSettings, TrustedPeers, parse_trusted
+from sbc.core.syntax import is_digits
 from sbc.core.uri import SipUri, is_ip_literal, parse_uri
 from sbc.net.tls import TLS_METHODS, TlsSettings, server_options
 from sbc.net.websocket import WebSocketSettings
@@ -302,7 +303,7 @@ def _host_port(text: str) -> Optional[tuple[str, Optional[int]]]:
         port_text = port_text_ or None
         if not (is_ip_literal(host) or _HOSTNAME.match(host)):
             raise ValueError(expected)
-    if port_text is not None and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+    if port_text is not None and not (is_digits(port_text) and 0 < int(port_text) < 65536):
         raise ValueError(expected)
     return host, (int(port_text) if port_text else None)
 
@@ -375,7 +376,7 @@ def _networks(text: str) -> tuple[str, ...]:
 def _flags(limit: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         text = text.strip()
-        if not text.isdigit() or int(text) >= limit:
+        if not is_digits(text) or int(text) >= limit:
             raise ValueError(f"a flag sum from 0 to {limit - 1}")
         return int(text)
 
@@ -526,7 +527,7 @@ def _origins(text: str) -> tuple[str, ...]:
 def _methods_bitmap(text: str) -> int:
     """A Kamailio method bitmap (1 = INVITE, 32 = REGISTER, ...) or a list of methods."""
     value = text.strip()
-    if value.isdigit() and int(value) < 1 << 16:
+    if is_digits(value) and int(value) < 1 << 16:
         return int(value)
     bits = 0
     for item in _items(value):

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from sbc.core.address import Address, normalise_host
 from sbc.core.blocklist import ADMIN
+from sbc.core.syntax import is_digits
 from sbc.core.uri import is_ip_literal
 from sbc.net.log import logger
 
@@ -220,7 +221,7 @@ class AdminCommands:
         seconds (dst_blocklist.add)."""
         transports = {"0": "", "1": "udp", "2": "tcp", "3": "tls"}
         transport = transports.get(str(proto))
-        if transport is None or not str(port).isdigit() or not 0 < int(port) < 65536:
+        if transport is None or not is_digits(str(port)) or not 0 < int(port) < 65536:
             raise AdminError("expected: host port [proto 0-3]")
         if not is_ip_literal(host):
             raise AdminError(f"expected an IP address, got {host!r}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Union
 
+from sbc.core.syntax import is_digits
 from sbc.core.uri import format_host
 
 __all__ = [
@@ -113,7 +114,7 @@ def parse_address(text: str) -> Address:
         raise ValueError("an IP address (IPv6 in brackets)") from None
     if port_text is None:
         port = DEFAULT_PORTS[proto]
-    elif port_text.isdigit() and int(port_text) <= 65535:
+    elif is_digits(port_text) and int(port_text) <= 65535:
         port = int(port_text)
     else:
         raise ValueError("a port number 0..65535")

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from sbc.core.address import Address
 from sbc.core.message import Header, Request, Response
 from sbc.core.reply import REASONS, make_response
+from sbc.core.syntax import is_digits
 from sbc.core.transaction import ClientTransaction, ServerTransaction
 
 __all__ = [
@@ -48,7 +49,7 @@ def failover_codes(spec: str) -> frozenset[int]:
         value = value.strip()
         if (name == "code" and value[:1] == "6") or (name == "class" and value == "6"):
             raise ValueError(f"no 6xx (a 6xx ends the forking), got {item!r}")
-        if name == "code" and value.isdigit() and 300 <= int(value) <= 599:
+        if name == "code" and is_digits(value) and 300 <= int(value) <= 599:
             codes.add(int(value))
         elif name == "class" and value in ("3", "4", "5"):
             base = int(value) * 100
@@ -83,7 +84,7 @@ def retry_after(response: Response) -> Optional[int]:
     if value is None:
         return None
     digits = value.strip().split("(")[0].split(";")[0].strip()
-    return int(digits) if digits.isdigit() else None
+    return int(digits) if is_digits(digits) else None
 
 
 def upstream(server: ServerTransaction, response: Response) -> Response:

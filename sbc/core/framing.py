@@ -16,6 +16,7 @@ from typing import Union
 from sbc.core.errors import RemoteProtocolError
 from sbc.core.stun import HEADER as STUN_HEADER
 from sbc.core.stun import looks_like_stun, stun_length
+from sbc.core.syntax import is_digits
 
 __all__ = [
     "StreamFramer",
@@ -119,7 +120,7 @@ class StreamFramer:
                 raise FramingError(400, "multiple Content-Length headers")
             if lengths:
                 text = lengths[0].strip()
-                if not text.isdigit():
+                if not is_digits(text):
                     raise FramingError(400, "bad Content-Length")
                 length = int(text)
             else:

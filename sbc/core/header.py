@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, TypeVar, Union
 
 from sbc.core.errors import ParseError
-from sbc.core.syntax import is_token, split_commas
+from sbc.core.syntax import is_digits, is_token, split_commas
 
 __all__ = [
     "COMPACT_FORMS",
@@ -161,7 +161,7 @@ _MAX_CSEQ = 2**31
 def parse_cseq(value: str) -> CSeq:
     """The CSeq value C{number method} (RFC 3261 §20.16: number below 2**31)."""
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
         raise ParseError(400, "bad CSeq")
     number = int(parts[0])
     if number >= _MAX_CSEQ:

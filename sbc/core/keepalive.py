@@ -37,6 +37,7 @@ from typing import Optional
 from sbc.core.address import Address, parse_address
 from sbc.core.message import Request, Response
 from sbc.core.registrar import Binding
+from sbc.core.syntax import is_digits
 from sbc.core.uri import SipUri, format_host, parse_uri
 
 __all__ = [
@@ -400,7 +401,7 @@ class KeepaliveTable:
         for contact in reply_contacts:
             key = str(contact.uri) if not self.settings.contact_match else light(contact.uri)
             value = contact.param("expires")
-            if key in wanted and value and value.isdigit():
+            if key in wanted and value and is_digits(value):
                 best = max(best, int(value))
         return best
 

@@ -27,13 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from sbc.core.errors import ParseError
-from sbc.core.header import (
-    _KEYS,
-    COMPACT_FORMS,
-    CSeq,
-    Header,
-    header_key,
-)
+from sbc.core.header import _KEYS, COMPACT_FORMS, CSeq, Header, header_key
 from sbc.core.header import CRLF as _CRLF
 from sbc.core.header import Fields as _Fields
 from sbc.core.header import display_name as _display_name
@@ -41,6 +35,7 @@ from sbc.core.header import find_head_end as _find_head_end
 from sbc.core.header import index_fields as _index_of
 from sbc.core.header import parse_cseq as _parse_cseq
 from sbc.core.header import split_fields as _split_fields
+from sbc.core.syntax import is_digits
 from sbc.core.uri import (
     NameAddr,
     OpaqueUri,
@@ -243,7 +238,7 @@ class Message:
         value = self.get("max-forwards")
         if value is None:
             return None
-        number = int(value) if value.isdigit() else 256
+        number = int(value) if is_digits(value) else 256
         if number > 255:
             raise ParseError(400, "bad Max-Forwards")
         return number
@@ -292,7 +287,7 @@ class Message:
     def expires(self) -> Optional[int]:
         """The Expires header in seconds, or L{None} when absent or not a number."""
         value = self.get("expires")
-        if value is None or not value.isdigit():
+        if value is None or not is_digits(value):
             return None
         return min(int(value), 2**32 - 1)
 
@@ -504,7 +499,7 @@ def _parse_start(line: str) -> Message:
         if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
             raise ParseError(400, "bad status line")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
             raise ParseError(400, "bad status code")
         return Response(int(code), parts[2] if len(parts) == 3 else "")
     parts = line.split(" ")
@@ -558,7 +553,7 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
         if type(length_field) is tuple:
             raise ParseError(400, "multiple Content-Length headers")
         text = length_field.value  # type: ignore[union-attr]
-        if not text.isdigit():
+        if not is_digits(text):
             raise ParseError(400, "bad Content-Length")
         length = int(text)
         end = body_start + length

@@ -14,6 +14,7 @@ from typing import Optional
 
 from sbc.core.address import TRANSPORTS, Address, normalise_host
 from sbc.core.message import Message, Request
+from sbc.core.syntax import is_digits
 from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
@@ -101,7 +102,7 @@ def add_contact_alias_to(message: Message, host: str, port: str, proto: str) -> 
     @raise AliasError: ip not an IP address, port outside 1..65535, unknown proto.
     """
     proto = proto.lower()
-    if not is_ip_literal(host) or not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_ip_literal(host) or not is_digits(port) or not 0 < int(port) < 65536:
         raise AliasError("bad alias address")
     if proto not in PROTO_DIGITS:
         raise AliasError("bad alias transport")
@@ -180,9 +181,9 @@ def decode_alias(value: str) -> Address:
     if len(parts) != 3:
         raise AliasError("alias is not ip~port~proto")
     host, port_text, digit_text = parts
-    if not is_ip_literal(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_ip_literal(host) or not is_digits(port_text) or not 0 < int(port_text) < 65536:
         raise AliasError("bad alias address")
-    if len(digit_text) != 1 or not digit_text.isdigit() or int(digit_text) not in _DIGIT_NAMES:
+    if len(digit_text) != 1 or not is_digits(digit_text) or int(digit_text) not in _DIGIT_NAMES:
         raise AliasError("bad alias transport")
     transport = _DIGIT_NAMES[int(digit_text)]
     if transport not in TRANSPORTS:

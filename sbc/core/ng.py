@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Optional, Union
 
+from sbc.core.syntax import is_digits
+
 __all__ = [
     "NgError",
     "bencode",
@@ -162,7 +164,7 @@ def parse_ng_url(url: str) -> tuple[str, int]:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"rtpengine_sock {url!r}: the host must be an IP address") from None
-    if not colon or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+    if not colon or not is_digits(port_text) or not 0 < int(port_text) <= 65535:
         raise ValueError(f"rtpengine_sock {url!r}: a port 1..65535 expected")
     if (ip.version == 6) != (scheme == "udp6"):
         raise ValueError(f"rtpengine_sock {url!r}: udp is for IPv4, udp6 for IPv6")

@@ -21,6 +21,7 @@ from typing import Optional
 from sbc.core.address import Address
 from sbc.core.message import Request
 from sbc.core.natfix import source_uri
+from sbc.core.syntax import is_digits
 from sbc.core.uri import NameAddr, SipUri, parse_name_addr
 
 __all__ = [
@@ -268,7 +269,7 @@ class Registrar:
 
     def _expires_for(self, request: Request, contact: Optional[NameAddr]) -> int:
         text = contact.param("expires") if contact is not None else None
-        if text is not None and text.isdigit():
+        if text is not None and is_digits(text):
             value = int(text)
         elif request.expires is not None:
             value = request.expires

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sbc.core.ice import IceCredentials, candidate_line
+from sbc.core.syntax import is_digits
 
 __all__ = [
     "SdpLines",
@@ -263,7 +264,7 @@ class MediaStream:
 
 
 def _number(text: str, top: int = 65535) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 5 or int(text) > top:
+    if not is_digits(text) or len(text) > 5 or int(text) > top:
         raise SdpError(f"not a port number: {text[:20]!r}")
     return int(text)
 
@@ -513,7 +514,7 @@ def _origin(line: str, family: str, address: str, *, bump: bool) -> str:
         raise SdpError("o= line without six fields")
     if bump:
         version = parts[2]
-        if not (version.isascii() and version.isdigit()) or len(version) > 20:
+        if not (version.isascii() and is_digits(version)) or len(version) > 20:
             raise SdpError("o= session version is not a number")
         parts[2] = str(int(version) + 1)
     else:

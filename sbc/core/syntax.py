@@ -66,6 +66,12 @@ def unescape_param(value: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
+def is_digits(text: str) -> bool:
+    """Say whether C{text} is one or more ASCII digits (C{str.isdigit} alone also accepts
+    characters such as C{²} that C{int()} refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def is_token(text: str) -> bool:
     """Say whether C{text} is a non-empty RFC 3261 token."""
     # strip() leaves nothing exactly when every character is a token character.
@@ -100,7 +106,7 @@ def _check_host(host: str, what: str) -> None:
 
 def parse_port(text: str, what: str) -> int:
     """A port number 0..65535 in C{what}, or a 400."""
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
+    if not is_digits(text) or len(text) > 5 or int(text) > 65535:
         raise ParseError(400, f"bad port in {what}")
     return int(text)
 

@@ -22,6 +22,7 @@ from sbc.core.syntax import (
     Params,
     escape_param,
     format_host,
+    is_digits,
     is_ip_literal,
     is_token,
     split_commas,
@@ -190,6 +191,7 @@ def _evolve(value: _V, changes: dict[str, object]) -> _V:
     state.update(changes)
     state["raw"] = None
     return new
+
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
@@ -468,5 +470,5 @@ def _check_via_params(params: Params) -> None:
         lkey = key.lower()
         if lkey == "rport" and value is not None and value != "":
             _parse_port(value, "Via rport")
-        elif lkey == "ttl" and (value is None or not value.isdigit() or int(value) > 255):
+        elif lkey == "ttl" and (value is None or not is_digits(value) or int(value) > 255):
             raise ParseError(400, "bad Via ttl")

@@ -361,3 +361,33 @@ def test_corrupted_messages_only_raise_parse_errors(data: bytes, at: int, junk: 
             getattr(m, attribute)
     except ParseError:
         pass
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b"Max-Forwards: 70", "Max-Forwards: \u00b2"),
+        (b"Content-Length: 0", "Content-Length: \u00b2"),
+        (b"CSeq: 1 OPTIONS", "CSeq: \u00b2 OPTIONS"),
+    ],
+)
+def test_digits_that_are_not_ascii_are_a_400_not_a_crash(old: bytes, new: str) -> None:
+    """str.isdigit() accepts '²', which int() refuses: such a number is a malformed
+    message (400), never an exception out of the parser."""
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).replace(old, new.encode())
+    with pytest.raises(ParseError) as raised:
+        parse(data)
+    assert raised.value.status == 400
+
+
+def test_an_expires_of_other_digits_counts_as_absent() -> None:
+    data = (
+        "REGISTER sip:b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 REGISTER\r\n"
+        "Expires: \u00b2\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert parse(data).expires is None
