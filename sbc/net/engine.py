@@ -175,6 +175,13 @@ class SipEngine:
         except RemoteProtocolError as error:
             self._malformed(data, flow, error)
             return
+        except Exception:
+            # A parser bug must not become a way to make sbc drop input silently: the
+            # message is counted and dropped, the traceback logged.
+            self.stats.incr("internal_errors")
+            self.stats.incr("bad_msg_hdr")
+            log.failure("parser error on a message from {remote}", remote=flow.remote)
+            return
         if self.taps:
             self._tap(RECEIVED, flow.transport, flow.remote, flow.local, data, message)
         try:

@@ -98,6 +98,19 @@ class SipEngineTests(_EngineCase):
         self.assertEqual(self.engine.stats.get("internal_errors"), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_a_parser_bug_drops_the_message_and_is_counted(self) -> None:
+        """Whatever the parser raises, the engine counts it and goes on."""
+        import sbc.net.engine as engine_module
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("parser bug")
+
+        self.patch(engine_module, "parse", broken)
+        self.deliver(b"OPTIONS sip:x SIP/2.0\r\n\r\n", CALLER)
+        self.assertEqual(self.engine.stats.get("internal_errors"), 1)
+        self.assertEqual(self.engine.stats.get("bad_msg_hdr"), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class _Resolver:
     """Answers every lookup at once with fixed addresses (or fails)."""
