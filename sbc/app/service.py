@@ -187,7 +187,9 @@ class SbcService(service.MultiService):
             [],
             self.registrar,
             proxy_settings(settings),
-            random.SystemRandom(),
+            # Branch ids need to be unique, not secret: each carries a MAC made with the
+            # route signer's key, so a seeded generator (no system call per branch) will do.
+            random.Random(),
             router=route_script(settings),
             signer=route_signer(settings),
             auth=digest_auth(settings.auth) if settings.auth.enabled else None,

@@ -38,9 +38,14 @@ RELIABLE = frozenset({"tcp", "tls", "ws", "wss"})
 WEBSOCKET = frozenset({"ws", "wss"})
 
 
-@lru_cache(maxsize=4096)
 def normalise_host(host: str) -> str:
     """Return C{host} without IPv6 brackets, lower-cased, IPv6 in its compressed form."""
+    # Host names are at most 253 characters (RFC 1035 §2.3.4): only those reach the cache,
+    # so a peer's long junk is worked out each time instead of filling memory.
+    return _normalise_host(host) if len(host) <= 255 else _normalise_uncached(host)
+
+
+def _normalise_uncached(host: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if ":" in host:
@@ -51,10 +56,17 @@ def normalise_host(host: str) -> str:
     return host.lower()
 
 
-@lru_cache(maxsize=4096)
+_normalise_host = lru_cache(maxsize=4096)(_normalise_uncached)
+
+
 def ip_of(host: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
     """The IP address C{host} spells (brackets, case and IPv6 zero runs allowed), or
     L{None} for a host name.  Cached: the same few addresses recur in every message."""
+    return _ip_of(host) if len(host) <= 47 else None
+
+
+@lru_cache(maxsize=4096)
+def _ip_of(host: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
     try:
         return ipaddress.ip_address(normalise_host(host))
     except ValueError:

@@ -106,7 +106,8 @@ class RequestContext(MessageContext, AccessFunctions):
 
     def is_method(self, *names: str) -> bool:
         """is_method("INVITE", "SUBSCRIBE"): the method is one of C{names}."""
-        return self.request.method in {n.upper() for n in names}
+        method = self.request.method
+        return method in names or any(method == n.upper() for n in names)
 
     @property
     def user(self) -> Optional[str]:

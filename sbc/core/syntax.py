@@ -11,6 +11,7 @@ keeps working.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Optional
 
 from sbc.core.errors import ParseError
@@ -80,6 +81,13 @@ def is_token(text: str) -> bool:
 
 def is_ip_literal(host: str) -> bool:
     """Say whether C{host} is an IPv4 address or an IPv6 reference (with or without brackets)."""
+    # The longest literal is a bracketed IPv6 with an IPv4 tail (47 characters); only
+    # strings that short reach the cache, so a peer cannot fill it with long text.
+    return len(host) <= 47 and _is_ip_literal(host)
+
+
+@lru_cache(maxsize=4096)
+def _is_ip_literal(host: str) -> bool:
     if host.startswith("["):
         return host.endswith("]") and ":" in host
     if ":" in host:

@@ -38,6 +38,9 @@ from sbc.core.syntax import set_param as _set_param
 from sbc.core.syntax import split_hostport as _split_hostport
 from sbc.core.syntax import without_param as _without_param
 
+#: Longest text the parse caches keep (longer values are parsed each time).
+CACHED_TEXT = 512
+
 __all__ = [
     "Params",
     "SipUri",
@@ -196,8 +199,7 @@ def _evolve(value: _V, changes: dict[str, object]) -> _V:
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
 
-@lru_cache(maxsize=4096)
-def parse_uri(text: str) -> SipUri | OpaqueUri:
+def _parse_uri(text: str) -> SipUri | OpaqueUri:
     """
     Parse an absolute URI.
 
@@ -216,6 +218,16 @@ def parse_uri(text: str) -> SipUri | OpaqueUri:
             raise ParseError(400, "empty URI")
         return OpaqueUri(scheme, rest)
     return _parse_sip_uri(scheme, rest, text)
+
+
+_parse_uri_cached = lru_cache(maxsize=4096)(_parse_uri)
+
+
+def parse_uri(text: str) -> SipUri | OpaqueUri:
+    """The cached L{_parse_uri}: values repeat across a call's messages, so each distinct
+    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
+    must not be able to fill the cache with long strings)."""
+    return _parse_uri_cached(text) if len(text) <= CACHED_TEXT else _parse_uri(text)
 
 
 def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
@@ -299,8 +311,7 @@ class NameAddr:
         return self.evolve(params=_set_param(self.params, name, value))
 
 
-@lru_cache(maxsize=4096)
-def parse_name_addr(text: str) -> NameAddr:
+def _parse_name_addr(text: str) -> NameAddr:
     """
     Parse C{( name-addr / addr-spec ) *( SEMI param )}.
 
@@ -334,6 +345,16 @@ def parse_name_addr(text: str) -> NameAddr:
     uri = parse_uri(uri_text)
     params = _parse_header_params(semi + params_text, "address")
     return NameAddr(None, uri, params, angle=False, raw=s)
+
+
+_parse_name_addr_cached = lru_cache(maxsize=4096)(_parse_name_addr)
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """The cached L{_parse_name_addr}: values repeat across a call's messages, so each distinct
+    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
+    must not be able to fill the cache with long strings)."""
+    return _parse_name_addr_cached(text) if len(text) <= CACHED_TEXT else _parse_name_addr(text)
 
 
 def _parse_angle(display: Optional[str], rest: str, text: str) -> NameAddr:
@@ -423,8 +444,7 @@ _PLAIN_VIA = re.compile(
 )
 
 
-@lru_cache(maxsize=4096)
-def parse_via(text: str) -> Via:
+def _parse_via(text: str) -> Via:
     """Parse one via-parm (the caller splits the header at commas)."""
     m = _PLAIN_VIA.match(text)
     if m is not None:
@@ -462,6 +482,16 @@ def parse_via(text: str) -> Via:
     params = _parse_header_params(rest[j:], "Via")
     _check_via_params(params)
     return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)
+
+
+_parse_via_cached = lru_cache(maxsize=4096)(_parse_via)
+
+
+def parse_via(text: str) -> Via:
+    """The cached L{_parse_via}: values repeat across a call's messages, so each distinct
+    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
+    must not be able to fill the cache with long strings)."""
+    return _parse_via_cached(text) if len(text) <= CACHED_TEXT else _parse_via(text)
 
 
 def _check_via_params(params: Params) -> None:

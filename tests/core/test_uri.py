@@ -217,3 +217,18 @@ def test_ip_literals() -> None:
     assert is_ip_literal("192.0.2.1") and is_ip_literal("::1") and is_ip_literal("[::1]")
     assert not is_ip_literal("example.com") and not is_ip_literal("300.1.1.1")
     assert format_host("::1") == "[::1]" and format_host("[::1]") == "[::1]"
+
+
+def test_only_short_texts_are_kept_by_the_parse_caches() -> None:
+    """Values a call repeats are parsed once; a peer's long values are parsed each time,
+    so 4096 cache entries cannot hold megabytes of its text."""
+    from sbc.core.uri import CACHED_TEXT, parse_name_addr, parse_uri, parse_via
+
+    short = "sip:alice@192.0.2.1"
+    assert parse_uri(short) is parse_uri(short)
+    long_uri = "sip:" + "a" * CACHED_TEXT + "@192.0.2.1"
+    assert parse_uri(long_uri) == parse_uri(long_uri)
+    assert parse_uri(long_uri) is not parse_uri(long_uri)
+    assert parse_name_addr(f"<{long_uri}>") is not parse_name_addr(f"<{long_uri}>")
+    via = "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK" + "b" * CACHED_TEXT
+    assert parse_via(via) is not parse_via(via)
