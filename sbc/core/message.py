@@ -15,8 +15,7 @@ Theory of operation:
    are worked out once per field and message and carried over to copies where unchanged.
 
 Text is decoded as UTF-8 with C{surrogateescape}, so any byte survives a round trip.
-Single header fields (names, compact forms, L{Header}, L{CSeq}) live in L{sbc.core.header}
-and are re-exported here.
+Single header fields (L{Header}, L{CSeq}, ...) live in L{sbc.core.header}, re-exported here.
 """
 
 from __future__ import annotations
@@ -395,6 +394,12 @@ class Message:
         i = _position(headers, first)
         headers[i] = fields[0] = Header(first.name, ", ".join([value, *rest]), None, key)
         return self._derive(headers, key, tuple(fields))
+
+    def with_top_via(self, via: Via) -> Message:
+        """L{with_first_value} for the top Via, keeping C{via} as its parsed value."""
+        new = self.with_first_value("via", str(via))
+        new._cache["via"] = (via, *self.vias[1:])
+        return new
 
     def with_body(self, body: bytes, content_type: Optional[str] = None) -> Message:
         """Return a copy with C{body}, Content-Length set to match (and Content-Type if

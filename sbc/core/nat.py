@@ -269,7 +269,7 @@ def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = Fal
         new = new.with_param("received", source)
     if new is via:
         return request
-    stamped = request.with_first_value("Via", str(new))
+    stamped = request.with_top_via(new)
     assert isinstance(stamped, Request)
     return stamped
 

@@ -391,3 +391,20 @@ def test_an_expires_of_other_digits_counts_as_absent() -> None:
         "Expires: \u00b2\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     assert parse(data).expires is None
+
+
+def test_with_top_via_keeps_the_parsed_value_and_the_rest() -> None:
+    from sbc.core.uri import parse_via
+
+    message = parse(
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport, "
+        b"SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK9\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n"
+        b"Call-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    stamped = message.top_via.with_param("rport", "5070")
+    new = message.with_top_via(stamped)
+    assert new.top_via is stamped
+    assert new.vias[1] == message.vias[1]
+    again = parse(new.to_bytes())
+    assert again.vias == (parse_via(str(stamped)), message.vias[1])
+    assert message.top_via.rport == ""  # the original is unchanged
