@@ -365,13 +365,13 @@ class BranchHandling:
     def _relay(self, forwarding: ResponseContext, response: Response, now: float) -> list[Effect]:
         """Send C{response} upstream through the server transaction, if it still may."""
         server = forwarding.server
-        out = upstream(server, response)
+        out = upstream(forwarding.request, response)
         if (server.state, response_class(out.status)) not in server.table:
             return []
         if out.status >= 200:
             forwarding.final_sent = True
         if 200 <= out.status < 300 and self.keepalive is not None and forwarding.keepalive:
-            self.keepalive.relayed_reply(server.request, out, server.peer, server.local, now)
+            self.keepalive.relayed_reply(forwarding.request, out, server.peer, server.local, now)
         return self._reply(server, out, now)
 
     def _branch_response(
@@ -409,7 +409,7 @@ class BranchHandling:
                     Leg(contact_of(invite), forwarding.server.peer, forwarding.server.local),
                     Leg(contact_of(response), branch.client.peer, branch.client.local),
                 ]
-            caller_target = contact_of(forwarding.relayed or invite)  # as relayed, NAT-fixed
+            caller_target = forwarding.caller_target()  # as relayed, NAT-fixed
             events = self.dialogs.invite_response(invite, response, now, legs, caller_target)
             if invite.to.tag is not None and 200 <= response.status < 300:
                 dialog = self.dialogs.find(invite.call_id, invite.from_.tag, invite.to.tag)
@@ -478,7 +478,7 @@ class BranchHandling:
         self, forwarding: ResponseContext, response: Response, now: float
     ) -> list[Effect]:
         server = forwarding.server
-        out = upstream(server, response)
+        out = upstream(forwarding.request, response)
         forwarding.final_sent = True
         if (server.state, "2xx") not in server.table:
             if not server.invite:

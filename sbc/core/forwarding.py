@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from sbc.core.address import Address
+from sbc.core.dialog import contact_of
 from sbc.core.message import Header, Request, Response
 from sbc.core.reply import REASONS, make_response
-from sbc.core.transaction import ClientTransaction, ServerTransaction
+from sbc.core.transaction import ClientTransaction, ServerTransaction, bare
 
 __all__ = [
     "Destination",
@@ -86,14 +87,15 @@ def retry_after(response: Response) -> Optional[int]:
     return int(digits) if digits.isdigit() else None
 
 
-def upstream(server: ServerTransaction, response: Response) -> Response:
-    """C{response} without our Via (§16.7 step 3); rebuilt on the request's Vias when the
-    next hop dropped them (a response must never go upstream without Via)."""
+def upstream(request: Request, response: Response) -> Response:
+    """C{response} without our Via (§16.7 step 3); rebuilt on the Vias of C{request} (the
+    one received) when the next hop dropped them (a response must never go upstream
+    without Via)."""
     out = response.without_first_value("Via")
     assert isinstance(out, Response)
     if not out.has("via"):
         to_value = response.get("to")
-        rebuilt = make_response(server.request, response.status, response.reason)
+        rebuilt = make_response(request, response.status, response.reason)
         if to_value is not None:
             rebuilt = rebuilt.with_header("To", to_value)
         assert isinstance(rebuilt, Response)
@@ -181,6 +183,9 @@ class ResponseContext:
         rr_params: Optional[str] = None,
     ) -> None:
         self.server = server
+        assert server.request is not None
+        #: The request as received (the server transaction drops it at its final response).
+        self.request: Request = server.request
         self.branches: list[Branch] = []
         self.final_sent = False
         self.cancel_requested = False
@@ -200,6 +205,8 @@ class ResponseContext:
         #: The socket the script forced (force_send_socket), for every branch.
         self.send_socket: Optional[Address] = None
         self.pending = 0
+        self._caller_target: Optional[str] = None
+        self._settled = False
 
     def next_deadline(self) -> Optional[float]:
         return None if self.final_sent else self.lifetime_end
@@ -208,9 +215,28 @@ class ResponseContext:
     def terminated(self) -> bool:
         return self.server.terminated
 
-    @property
-    def request(self) -> Request:
-        return self.server.request
+    def caller_target(self) -> Optional[str]:
+        """The caller's Contact as relayed (NAT-fixed): its remote target in a dialog."""
+        if self._settled:
+            return self._caller_target
+        return contact_of(self.relayed or self.request)
+
+    def settle(self) -> None:
+        """The final response went upstream: no failover, failure route or new branch
+        any more (RFC 3261 §16.7 steps 5-8).  Keep only what passing 2xx retransmissions
+        up (RFC 6026 §8.4) and answering a CANCEL (§16.10) need: the request without its
+        caches, the branches' transactions and final statuses."""
+        if not self._settled:
+            self._caller_target = contact_of(self.relayed or self.request)
+            self._settled = True
+            self.request = bare(self.request)
+        self.relayed = None
+        self.failure_route = None
+        for branch in self.branches:
+            branch.destination = None
+            final = branch.final
+            if final is not None and final.headers:
+                branch.final = Response(final.status, final.reason)
 
     def may_branch(self, now: float) -> bool:
         """May a new branch start (failover, DNS answer, failure route)?"""

@@ -268,11 +268,19 @@ class Proxy(ScriptHosting):
 
     def _server_done(self, server: ServerTransaction) -> None:
         """A server transaction that ended leaves its table and takes its response
-        context with it; one that goes on is scheduled again."""
+        context with it; one that goes on is scheduled again, its context settled once
+        the final response is sent (a non-INVITE's leaves then)."""
         if not server.terminated:
             self.heap.schedule(server)
+            if server.request is None:  # its final response went upstream
+                context = self._contexts.get(server.key)
+                if context is not None:
+                    context.settle()
+                    if not server.invite:  # only an INVITE's context answers a CANCEL
+                        del self._contexts[server.key]
+                        self.heap.forget(context)
             return
-        key = server_key(server.request)
+        key = server.key
         self._servers.pop(key, None)
         self.heap.forget(server)
         context = self._contexts.pop(key, None)

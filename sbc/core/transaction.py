@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.errors import LocalProtocolError
-from sbc.core.message import Header, Request, Response
+from sbc.core.errors import LocalProtocolError, ParseError
+from sbc.core.message import Header, ParseLimits, Request, Response, parse
 
 __all__ = [
     "Timers",
@@ -37,6 +37,7 @@ __all__ = [
     "ClientTransaction",
     "server_key",
     "client_key",
+    "bare",
     "SERVER_INVITE",
     "SERVER_NON_INVITE",
     "CLIENT_INVITE",
@@ -276,14 +277,40 @@ class _Machine:
         return []
 
 
+#: Our own serialised messages, parsed again for a retransmission: no size bound of a peer's.
+_OWN = ParseLimits(max_message_size=1 << 30, max_headers=1 << 20, max_header_length=1 << 30)
+
+
+def bare(request: Request) -> Request:
+    """C{request} without its received bytes and parsed-value caches (its header fields
+    are shared): what a finished transaction or response context keeps of it."""
+    return Request(request.method, request.uri, request.headers, request.body)
+
+
+def _reparse(wire: Optional[bytes]) -> Union[Request, Response, None]:
+    """A message sbc serialised before, as a message again (None when there is none)."""
+    if wire is None:
+        return None
+    try:
+        message = parse(wire, _OWN)
+    except ParseError:  # pragma: no cover - sbc's own output parses
+        return None
+    assert isinstance(message, (Request, Response))
+    return message
+
+
 class ServerTransaction(_Machine):
     """
     An INVITE or non-INVITE server transaction.
 
-    @ivar request: the request that created it.
+    Once the final response is sent (Completed, Accepted, Confirmed) it needs only its
+    key and the bytes of that response, to answer retransmitted requests (RFC 3261
+    §17.2.1, §17.2.2, RFC 6026 §8.7): the request is dropped then.
+
+    @ivar request: the request that created it (None once the final response went out).
+    @ivar key: its L{server_key}; @ivar method: the request's method.
     @ivar peer: where responses go (for a stream, the connection's remote address).
     @ivar local: the socket the request arrived on.
-    @ivar last_response: the last response sent, for retransmissions.
     """
 
     def __init__(
@@ -294,14 +321,27 @@ class ServerTransaction(_Machine):
         timers: Timers,
     ) -> None:
         super().__init__(peer.reliable, timers)
-        self.request = request
+        self.request: Optional[Request] = request
+        self.key = server_key(request)
+        self.method = request.method
         self.peer = peer
         self.local = local
         self.invite = request.method == "INVITE"
         self.table = SERVER_INVITE if self.invite else SERVER_NON_INVITE
         self.state = State.PROCEEDING if self.invite else State.TRYING
-        self.last_response: Optional[Response] = None
+        self._wire: Optional[bytes] = None  # the last response sent, serialised
         self._g_interval = timers.t1
+
+    @property
+    def last_response(self) -> Optional[Response]:
+        """The last response sent (parsed again from its bytes), for retransmissions."""
+        response = _reparse(self._wire)
+        assert response is None or isinstance(response, Response)
+        return response
+
+    @last_response.setter
+    def last_response(self, response: Response) -> None:
+        self._wire = response.to_bytes()
 
     def receive_request(self, request: Request, now: float) -> list[Effect]:
         """A retransmission of the request, or the ACK for a non-2xx final response."""
@@ -312,16 +352,18 @@ class ServerTransaction(_Machine):
         return self._step(response_class(response.status), now, response)
 
     def _out(self) -> list[Effect]:
-        assert self.last_response is not None
-        return [Send(self.last_response, self.peer, self.local)]
+        response = self.last_response
+        return [Send(response, self.peer, self.local)] if response is not None else []
 
     def _send(self, now: float, response: object) -> list[Effect]:
         assert isinstance(response, Response)
-        self.last_response = response
-        return self._out()
+        self._wire = response.to_bytes()
+        if response.status >= 200:
+            self.request = None  # only the response's bytes are needed from now on
+        return [Send(response, self.peer, self.local)]
 
     def _resend(self, now: float, payload: object) -> list[Effect]:
-        return self._out() if self.last_response is not None else []
+        return self._out()
 
     def _send_accepted(self, now: float, response: object) -> list[Effect]:
         self.deadlines["L"] = now + 64 * self.timers.t1
@@ -434,6 +476,7 @@ class ClientTransaction(_Machine):
 
     def _accept(self, now: float, response: object) -> list[Effect]:
         assert isinstance(response, Response)
+        self.request = bare(self.request)  # only passes 2xx retransmissions up from now on
         self.deadlines.clear()
         self.deadlines["M"] = now + 64 * self.timers.t1
         return [ResponseReceived(response)]
@@ -448,6 +491,7 @@ class ClientTransaction(_Machine):
             self.deadlines["D"] = now + (0 if self.reliable else 32.0)
         else:
             self.deadlines["K"] = now + (0 if self.reliable else self.timers.t4)
+        self.request = bare(self.request)  # absorbs retransmissions from now on
         return [*effects, ResponseReceived(response)]
 
     def _resend_ack(self, now: float, payload: object) -> list[Effect]:
