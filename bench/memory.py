@@ -3,11 +3,12 @@ Memory benchmark: what a finished call leaves in the proxy core while its transa
 linger (64*T1 after the last response: RFC 3261 Timers J/K/D, RFC 6026 Timers L/M), and
 what is left once they are over.
 
-    .venv/bin/python bench/memory.py [--calls 20000] [--rate 800] [--top 0]
+    .venv/bin/python bench/memory.py [--seconds 40] [--rate 200] [--top 0]
 
 Drives the call flow of bench/routescript.py (INVITE/180/200/ACK/BYE/200 to a registered
 user, sbc's own routing policy, no sockets) with a fake clock advancing at C{--rate}
-calls/s, firing every timer as it comes due.  Figures are C{tracemalloc}'s: bytes
+calls/s for C{--seconds} (longer than 64*T1, so that the window is in its steady state),
+firing every timer as it comes due.  Figures are C{tracemalloc}'s: bytes
 allocated and still alive, measured against the proxy before the first call.
 
  - retained/call: right after the last call, divided by the calls whose transactions still
@@ -99,13 +100,14 @@ def measure(calls: int, rate: float, top: int = 0) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--rate", type=float, default=800.0, help="calls per second")
+    parser.add_argument("--seconds", type=float, default=40.0, help="of calls")
+    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
     parser.add_argument("--top", type=int, default=0, help="print the N biggest sites")
     args = parser.parse_args()
-    result = measure(args.calls, args.rate, args.top)
+    calls = int(args.seconds * args.rate)
+    result = measure(calls, args.rate, args.top)
     print(
-        f"{args.calls} calls at {args.rate:g} calls/s: {result['lingering']} lingering "
+        f"{calls} calls at {args.rate:g} calls/s: {result['lingering']} lingering "
         f"({result['server_transactions']} server, {result['client_transactions']} client "
         "transactions)"
     )

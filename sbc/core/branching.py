@@ -55,7 +55,7 @@ from sbc.core.message import Request, Response
 from sbc.core.relaypolicy import RouteSigner
 from sbc.core.routescript import FailureContext, ReplyContext, ScriptExit
 from sbc.core.routing import Hop
-from sbc.core.timerheap import TimerHeap
+from sbc.core.timerheap import TimerHeap, compact
 from sbc.core.transaction import (
     ClientTransaction,
     ResponseReceived,
@@ -94,6 +94,7 @@ class BranchHandling:
     _late: dict[tuple, LateBranch]
     _resolving: dict[int, tuple[ResponseContext, Destination]]
     _events: list[OperatorEvent]
+    _peaks: dict[str, int]
 
     def _reply(self, server: ServerTransaction, response: Response, now: float) -> list[Effect]:
         raise NotImplementedError
@@ -119,6 +120,12 @@ class BranchHandling:
         self._branch_of.pop(client.key, None)
         self._probe_of.pop(client.key, None)
         self.heap.forget(client)
+        self._shrink("clients", self._clients)
+        self._shrink("branch_of", self._branch_of)
+
+    def _shrink(self, name: str, table: dict) -> None:
+        """Give a table's memory back once the load that grew it has passed."""
+        self._peaks[name] = compact(table, self._peaks.get(name, 0))
 
     # -- starting branches ------------------------------------------------------------------------
     def _forward_hops(

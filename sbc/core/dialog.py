@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from sbc.core.address import Address
 from sbc.core.message import Header, Message, Request, Response
+from sbc.core.timerheap import compact
 from sbc.core.uri import parse_uri
 
 __all__ = [
@@ -182,6 +183,7 @@ class DialogTable:
         self.settings = settings
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         self._calls: dict[str, int] = {}  # Call-ID -> how many live dialogs have it
+        self._peak = 0  # dialogs before the table last shrank
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -316,4 +318,8 @@ class DialogTable:
                 self._calls[dialog.call_id] = left
             else:
                 self._calls.pop(dialog.call_id, None)
+            peak = compact(self._dialogs, self._peak)
+            if peak < self._peak:  # rebuilt after a peak: so is the Call-ID count
+                compact(self._calls, self._peak)
+            self._peak = peak
         return DialogTerminated(dialog, reason)

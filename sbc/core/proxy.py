@@ -201,6 +201,7 @@ class Proxy(ScriptHosting):
         self._events: list[OperatorEvent] = []
         self._tokens = itertools.count(1)
         self._housekeeping = 0.0
+        self._peaks: dict[str, int] = {}  # the tables' sizes before they last shrank
 
     @property
     def settings(self) -> ProxySettings:
@@ -286,6 +287,8 @@ class Proxy(ScriptHosting):
         context = self._contexts.pop(key, None)
         if context is not None:
             self.heap.forget(context)
+        self._shrink("servers", self._servers)
+        self._shrink("contexts", self._contexts)
 
     # -- dialogs -----------------------------------------------------------------------------
     def _keepalive_dialogs(
