@@ -277,9 +277,9 @@ class Proxy(ScriptHosting):
                 context = self._contexts.get(server.key)
                 if context is not None:
                     context.settle()
+                    self.heap.forget(context)  # no lifetime any more
                     if not server.invite:  # only an INVITE's context answers a CANCEL
                         del self._contexts[server.key]
-                        self.heap.forget(context)
             return
         key = server.key
         self._servers.pop(key, None)

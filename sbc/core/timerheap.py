@@ -6,7 +6,8 @@ L{TimerHeap.next_deadline}.
 
 Machines are registered under a token; heap entries hold only C{(deadline, token)}, so a
 machine that leaves its table (L{TimerHeap.forget}) is freed at once even while stale
-entries for it wait in the heap (lazy deletion without keeping finished work alive).  A
+entries for it wait in the heap (lazy deletion without keeping finished work alive); once
+stale entries outnumber live ones the heap is rebuilt without them.  A
 machine says when it wants to run through its own C{next_deadline()}; an entry whose
 deadline is no longer the machine's is skipped.
 """
@@ -100,6 +101,20 @@ class TimerHeap:
             if peak < self._peak:  # rebuilt: so is its twin
                 compact(self._tokens, self._peak)
             self._peak = peak
+            if len(self._heap) > len(self._slots) * 3 // 2 + 64:
+                self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Rebuild the heap with each live machine's pushed entry only: a forgotten
+        machine's entries (a dialog's 12-hour timeout) must not wait there for their
+        deadline.  Runs when stale entries outnumber live ones: amortised O(log n)."""
+        slots = self._slots
+        self._heap = [
+            (when, token)
+            for when, token in self._heap
+            if (slot := slots.get(token)) is not None and slot.pushed == when
+        ]
+        heapq.heapify(self._heap)
 
     def _surface(self) -> Optional[tuple[float, Timed]]:
         """Drop stale entries from the top (pushing a machine's later deadline again);

@@ -281,10 +281,19 @@ class _Machine:
 _OWN = ParseLimits(max_message_size=1 << 30, max_headers=1 << 20, max_header_length=1 << 30)
 
 
+#: The header fields a request keeps once its transaction is over: what dialogs (RFC 3261
+#: §12.1), responses made for it (§8.2.6.2) and a reply_route read.
+KEPT = frozenset(
+    ("via", "from", "to", "call-id", "cseq", "contact", "record-route", "route", "content-type")
+)
+
+
 def bare(request: Request) -> Request:
-    """C{request} without its received bytes and parsed-value caches (its header fields
-    are shared): what a finished transaction or response context keeps of it."""
-    return Request(request.method, request.uri, request.headers, request.body)
+    """C{request} with only the L{KEPT} header fields (shared, not copied) and without
+    its received bytes and parsed-value caches: what a finished transaction or response
+    context keeps of it."""
+    headers = [h for h in request.headers if h.key in KEPT]
+    return Request(request.method, request.uri, headers, request.body)
 
 
 def _reparse(wire: Optional[bytes]) -> Union[Request, Response, None]:
