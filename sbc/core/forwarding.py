@@ -131,7 +131,7 @@ class Destination:
     binding: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Branch:
     """
     One branch of the response context.
@@ -172,6 +172,28 @@ class ResponseContext:
     @ivar ended_forking: a 6xx arrived (§16.7 step 5): the other branches are cancelled
         and no new branch may start (no failover, no failure-route branch).
     """
+
+    __slots__ = (
+        "server",
+        "request",
+        "branches",
+        "final_sent",
+        "cancel_requested",
+        "ended_forking",
+        "lifetime_end",
+        "local",
+        "loop_hash",
+        "natted",
+        "rr_params",
+        "keepalive",
+        "failure_route",
+        "relayed",
+        "send_socket",
+        "pending",
+        "_caller_target",
+        "_settled",
+        "__weakref__",
+    )
 
     def __init__(
         self,

@@ -373,7 +373,7 @@ class Proxy(ScriptHosting):
         if request.method == "ACK":
             return self._forward_stateless(request, source, local, now)
         peer = self.reply_peer(request, source)
-        server = ServerTransaction(request, peer, local, self.settings.timers)
+        server = ServerTransaction(request, peer, local, self.settings.timers, key)
         self._servers[key] = server
         if request.method == "CANCEL":
             return self._cancel(request, server, now)

@@ -224,6 +224,9 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 class _Machine:
     """Shared mechanics: table lookup, named deadlines."""
 
+    # Slots: thousands of finished transactions linger for 64*T1 under load.
+    __slots__ = ("reliable", "timers", "state", "deadlines", "table")
+
     table: dict[tuple[State, str], tuple[State, str]]
 
     def __init__(self, reliable: bool, timers: Timers) -> None:
@@ -317,10 +320,13 @@ class ServerTransaction(_Machine):
     §17.2.1, §17.2.2, RFC 6026 §8.7): the request is dropped then.
 
     @ivar request: the request that created it (None once the final response went out).
-    @ivar key: its L{server_key}; @ivar method: the request's method.
+    @ivar key: its L{server_key} (given when the caller has it already).
+    @ivar method: the request's method.
     @ivar peer: where responses go (for a stream, the connection's remote address).
     @ivar local: the socket the request arrived on.
     """
+
+    __slots__ = ("request", "key", "method", "peer", "local", "invite", "_wire", "_g_interval")
 
     def __init__(
         self,
@@ -328,10 +334,11 @@ class ServerTransaction(_Machine):
         peer: Address,
         local: Optional[Address],
         timers: Timers,
+        key: Optional[tuple] = None,
     ) -> None:
         super().__init__(peer.reliable, timers)
         self.request: Optional[Request] = request
-        self.key = server_key(request)
+        self.key = key if key is not None else server_key(request)
         self.method = request.method
         self.peer = peer
         self.local = local
@@ -410,6 +417,8 @@ class ClientTransaction(_Machine):
     @ivar peer: the next hop; @ivar local: the socket to send from (L{None}: any).
     @ivar provisional: the highest provisional status seen so far (0: none).
     """
+
+    __slots__ = ("request", "peer", "local", "branch", "invite", "provisional", "ack", "_interval")
 
     _is_client = True
 
