@@ -15,6 +15,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 from sbc.core.address import Address
@@ -258,7 +259,7 @@ class ResponseContext:
             branch.destination = None
             final = branch.final
             if final is not None and final.headers:
-                branch.final = Response(final.status, final.reason)
+                branch.final = _status_only(final.status, final.reason)
 
     def may_branch(self, now: float) -> bool:
         """May a new branch start (failover, DNS answer, failure route)?"""
@@ -304,6 +305,14 @@ class ResponseContext:
     def timed_out(self) -> bool:
         """t_branch_timeout: did a branch end with a local 408?"""
         return any(b.faked and b.final is not None and b.final.status == 408 for b in self.branches)
+
+
+@lru_cache(maxsize=256)
+def _status_only(status: int, reason: str) -> Response:
+    """A header-less response standing for a settled branch's final (its status is all
+    that is read after the final response went upstream); shared, messages are
+    immutable."""
+    return Response(status, reason)
 
 
 class LateBranch:
