@@ -246,9 +246,10 @@ class ResponseContext:
 
     def settle(self) -> None:
         """The final response went upstream: no failover, failure route or new branch
-        any more (RFC 3261 §16.7 steps 5-8).  Keep only what passing 2xx retransmissions
-        up (RFC 6026 §8.4) and answering a CANCEL (§16.10) need: the request without its
-        caches, the branches' transactions and final statuses."""
+        any more (RFC 3261 §16.7 steps 5-8).  Keep only what passing 2xx
+        retransmissions up (RFC 6026 Accepted state) and answering a CANCEL (§16.10)
+        need: the request without its caches, the branches' transactions and final
+        statuses."""
         if not self._settled:
             self._caller_target = contact_of(self.relayed or self.request)
             self._settled = True

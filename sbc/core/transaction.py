@@ -317,7 +317,7 @@ class ServerTransaction(_Machine):
 
     Once the final response is sent (Completed, Accepted, Confirmed) it needs only its
     key and the bytes of that response, to answer retransmitted requests (RFC 3261
-    §17.2.1, §17.2.2, RFC 6026 §8.7): the request is dropped then.
+    §17.2.1, §17.2.2, with RFC 6026): the request is dropped then.
 
     @ivar request: the request that created it (None once the final response went out).
     @ivar key: its L{server_key} (given when the caller has it already).
@@ -373,7 +373,9 @@ class ServerTransaction(_Machine):
 
     def _send(self, now: float, response: object) -> list[Effect]:
         assert isinstance(response, Response)
-        self._wire = response.to_bytes()
+        # Accepted absorbs retransmitted requests (RFC 6026: the TU relays each 2xx),
+        # so only the other states keep the response's bytes to send again.
+        self._wire = None if self.state is State.ACCEPTED else response.to_bytes()
         if response.status >= 200:
             self.request = None  # only the response's bytes are needed from now on
         return [Send(response, self.peer, self.local)]
@@ -400,6 +402,7 @@ class ServerTransaction(_Machine):
         return self._out()
 
     def _confirm(self, now: float, payload: object) -> list[Effect]:
+        self._wire = None  # Confirmed absorbs retransmissions (RFC 3261 §17.2.1)
         self.deadlines.pop("G", None)
         self.deadlines.pop("H", None)
         self.deadlines["I"] = now + (0 if self.reliable else self.timers.t4)
