@@ -409,7 +409,10 @@ class BranchHandling:
             # A branch we gave up on, or one ringing after the final response went
             # upstream: it only gets its CANCEL (no early dialog for a finished INVITE).
             return self._cancel_branch(branch, now)
-        if invite.method == "INVITE":
+        retransmitted = 200 <= response.status < 300 and response.to.tag in branch.answered_tags
+        if invite.method == "INVITE" and not retransmitted:
+            # A 2xx retransmission (RFC 6026 Accepted) leaves the dialogs alone: after a
+            # BYE it must not bring its dialog back until default_timeout.
             legs = None
             if 200 <= response.status < 300 and branch.client is not None:
                 legs = [
@@ -431,6 +434,8 @@ class BranchHandling:
             return effects
         if response.status < 300:
             branch.final, branch.faked = response, False
+            if not retransmitted:
+                branch.answered_tags += (response.to.tag,)
             effects += self._relay_2xx(forwarding, response, now)
             if invite.method == "INVITE":
                 for other in forwarding.branches:

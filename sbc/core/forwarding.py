@@ -148,6 +148,8 @@ class Branch:
     cancel_pending: bool = False
     cancelled: bool = False
     destination: Optional[Destination] = None
+    #: the To tags of the 2xx it passed (a downstream fork may send several)
+    answered_tags: tuple[Optional[str], ...] = ()
 
     @property
     def answered(self) -> bool:

@@ -166,3 +166,30 @@ def answer_bytes(request: Request, tag: str = "") -> bytes:
         f"Call-ID: {request.call_id}\r\nCSeq: {request.cseq.number} {request.method}\r\n"
         "Contact: <sip:bob@192.0.2.21:5081>\r\nContent-Length: 0\r\n\r\n"
     ).encode()
+
+
+def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> None:
+    """The 2xx is relayed again (RFC 6026 Accepted) but the dialog the BYE ended stays
+    gone: it would otherwise hold its INVITE until default_timeout (12 hours)."""
+    p = proxy()
+    register(p, BOB1, expires=100_000)
+    invite = (
+        b"INVITE sip:bob@sbc.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKre;rport\r\nMax-Forwards: 70\r\n"
+        b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@sbc.test>\r\n"
+        b"Call-ID: again\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    [out] = sends(send_request(p, invite, 1.0), BOB1)
+    final = parse(answer_bytes(out, "b"))
+    assert isinstance(final, Response)
+    [ok] = sends(p.receive_response(final, BOB1, 1.0), CALLER)
+    assert isinstance(ok, Response)
+    [relayed] = sends(send_request(p, in_dialog("BYE", out, ok, 2, "z9hG4bKbye"), 2.0), BOB1)
+    reply = parse(answer_bytes(relayed))
+    assert isinstance(reply, Response)
+    p.receive_response(reply, BOB1, 2.0)
+    assert p.sizes()["dialogs"] == 0
+    again = parse(answer_bytes(out, "b"))
+    assert isinstance(again, Response)
+    assert sends(p.receive_response(again, BOB1, 3.0), CALLER)  # still relayed upstream
+    assert p.sizes()["dialogs"] == 0
