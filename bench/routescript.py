@@ -60,7 +60,8 @@ def request(text: str) -> Request:
     return message
 
 
-def run(router, calls: int) -> float:  # type: ignore[no-untyped-def]
+def make_proxy(router) -> Proxy:  # type: ignore[no-untyped-def]
+    """A proxy with C{router} (None: no script) and bob registered from CALLEE."""
     routing = {"router": router} if router is not None else {}  # None: a proxy without
     proxy = Proxy(  # scripts (sbc before routing scripts), for comparison
         LocalIdentity.from_addresses([SBC], domains=["sbc.test"]),
@@ -75,49 +76,59 @@ def run(router, calls: int) -> float:  # type: ignore[no-untyped-def]
         "Contact: <sip:bob@192.0.2.21:5081>\nExpires: 3600\nContent-Length: 0\n\n"
     )
     proxy.receive_request(register, CALLEE, SBC, 0.0)
+    return proxy
+
+
+def one_call(proxy: Proxy, n: int, now: float) -> None:
+    """Call number C{n} at C{now}: INVITE, 180, 200, ACK, BYE and its 200."""
+    call_id = f"c{n}"
+    invite = parse(
+        (
+            f"INVITE sip:bob@sbc.test SIP/2.0\r\n{VIA}i{n};rport\r\n"
+            f"From: <sip:alice@sbc.test>;tag=a{n}\r\nTo: <sip:bob@sbc.test>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            "CSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5060>\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n"
+        ).encode()
+        + SDP
+    )
+    assert isinstance(invite, Request)
+    effects = proxy.receive_request(invite, CALLER, SBC, now)
+    [out] = [e.message for e in effects if isinstance(e, Send) and e.peer == CALLEE]
+    for status in (180, 200):
+        response = make_response(out, status, body=SDP if status == 200 else b"")
+        response = response.with_header("To", f"{out.get('to')};tag=b{n}")
+        response = response.with_header("Contact", "<sip:bob@192.0.2.21:5081>")
+        assert isinstance(response, Response)
+        proxy.receive_response(response, CALLEE, now)
+    route = out.get("record-route") or "<sip:203.0.113.1;lr>"
+    ack = request(
+        f"ACK sip:bob@192.0.2.21:5081 SIP/2.0\n{VIA}a{n};rport\n"
+        f"From: <sip:alice@sbc.test>;tag=a{n}\nTo: <sip:bob@sbc.test>;tag=b{n}\n"
+        f"Call-ID: {call_id}\n"
+        f"CSeq: 1 ACK\nRoute: {route}\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+    proxy.receive_request(ack, CALLER, SBC, now)
+    bye = request(
+        f"BYE sip:bob@192.0.2.21:5081 SIP/2.0\n{VIA}b{n};rport\n"
+        f"From: <sip:alice@sbc.test>;tag=a{n}\nTo: <sip:bob@sbc.test>;tag=b{n}\n"
+        f"Call-ID: {call_id}\n"
+        f"CSeq: 2 BYE\nRoute: {route}\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+    [bye_out] = [
+        e.message
+        for e in proxy.receive_request(bye, CALLER, SBC, now)
+        if isinstance(e, Send) and e.peer == CALLEE
+    ]
+    proxy.receive_response(make_response(bye_out, 200), CALLEE, now)  # type: ignore[arg-type]
+
+
+def run(router, calls: int) -> float:  # type: ignore[no-untyped-def]
+    proxy = make_proxy(router)
     started = time.perf_counter()
     now = 1.0
     for n in range(calls):
-        call_id = f"c{n}"
-        invite = parse(
-            (
-                f"INVITE sip:bob@sbc.test SIP/2.0\r\n{VIA}i{n};rport\r\n"
-                f"From: <sip:alice@sbc.test>;tag=a{n}\r\nTo: <sip:bob@sbc.test>\r\n"
-                f"Call-ID: {call_id}\r\n"
-                "CSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5060>\r\nMax-Forwards: 70\r\n"
-                f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n"
-            ).encode()
-            + SDP
-        )
-        assert isinstance(invite, Request)
-        effects = proxy.receive_request(invite, CALLER, SBC, now)
-        [out] = [e.message for e in effects if isinstance(e, Send) and e.peer == CALLEE]
-        for status in (180, 200):
-            response = make_response(out, status, body=SDP if status == 200 else b"")
-            response = response.with_header("To", f"{out.get('to')};tag=b{n}")
-            response = response.with_header("Contact", "<sip:bob@192.0.2.21:5081>")
-            assert isinstance(response, Response)
-            proxy.receive_response(response, CALLEE, now)
-        route = out.get("record-route") or "<sip:203.0.113.1;lr>"
-        ack = request(
-            f"ACK sip:bob@192.0.2.21:5081 SIP/2.0\n{VIA}a{n};rport\n"
-            f"From: <sip:alice@sbc.test>;tag=a{n}\nTo: <sip:bob@sbc.test>;tag=b{n}\n"
-            f"Call-ID: {call_id}\n"
-            f"CSeq: 1 ACK\nRoute: {route}\nMax-Forwards: 70\nContent-Length: 0\n\n"
-        )
-        proxy.receive_request(ack, CALLER, SBC, now)
-        bye = request(
-            f"BYE sip:bob@192.0.2.21:5081 SIP/2.0\n{VIA}b{n};rport\n"
-            f"From: <sip:alice@sbc.test>;tag=a{n}\nTo: <sip:bob@sbc.test>;tag=b{n}\n"
-            f"Call-ID: {call_id}\n"
-            f"CSeq: 2 BYE\nRoute: {route}\nMax-Forwards: 70\nContent-Length: 0\n\n"
-        )
-        [bye_out] = [
-            e.message
-            for e in proxy.receive_request(bye, CALLER, SBC, now)
-            if isinstance(e, Send) and e.peer == CALLEE
-        ]
-        proxy.receive_response(make_response(bye_out, 200), CALLEE, now)  # type: ignore[arg-type]
+        one_call(proxy, n, now)
         now += 0.001
         if n % 1000 == 999:
             proxy.handle_timer(now + 64)

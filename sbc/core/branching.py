@@ -55,7 +55,7 @@ from sbc.core.message import Request, Response
 from sbc.core.relaypolicy import RouteSigner
 from sbc.core.routescript import FailureContext, ReplyContext, ScriptExit
 from sbc.core.routing import Hop
-from sbc.core.timerheap import TimerHeap
+from sbc.core.timerheap import TimerHeap, compact
 from sbc.core.transaction import (
     ClientTransaction,
     ResponseReceived,
@@ -94,6 +94,7 @@ class BranchHandling:
     _late: dict[tuple, LateBranch]
     _resolving: dict[int, tuple[ResponseContext, Destination]]
     _events: list[OperatorEvent]
+    _peaks: dict[str, int]
 
     def _reply(self, server: ServerTransaction, response: Response, now: float) -> list[Effect]:
         raise NotImplementedError
@@ -119,6 +120,12 @@ class BranchHandling:
         self._branch_of.pop(client.key, None)
         self._probe_of.pop(client.key, None)
         self.heap.forget(client)
+        self._shrink("clients", self._clients)
+        self._shrink("branch_of", self._branch_of)
+
+    def _shrink(self, name: str, table: dict) -> None:
+        """Give a table's memory back once the load that grew it has passed."""
+        self._peaks[name] = compact(table, self._peaks.get(name, 0))
 
     # -- starting branches ------------------------------------------------------------------------
     def _forward_hops(
@@ -365,13 +372,13 @@ class BranchHandling:
     def _relay(self, forwarding: ResponseContext, response: Response, now: float) -> list[Effect]:
         """Send C{response} upstream through the server transaction, if it still may."""
         server = forwarding.server
-        out = upstream(server, response)
+        out = upstream(forwarding.request, response)
         if (server.state, response_class(out.status)) not in server.table:
             return []
         if out.status >= 200:
             forwarding.final_sent = True
         if 200 <= out.status < 300 and self.keepalive is not None and forwarding.keepalive:
-            self.keepalive.relayed_reply(server.request, out, server.peer, server.local, now)
+            self.keepalive.relayed_reply(forwarding.request, out, server.peer, server.local, now)
         return self._reply(server, out, now)
 
     def _branch_response(
@@ -396,31 +403,23 @@ class BranchHandling:
             return [self._anchor_response(forwarding, branch, response)]
         if branch.answered and response.status >= 300:
             return effects
-        final = branch.final
-        if (
-            final is not None
-            and 200 <= response.status < 300
-            and 200 <= final.status < 300
-            and final.to.tag == response.to.tag
-        ):
-            # A retransmission of this branch's 2xx (RFC 6026 §7.2, its ACK was late):
-            # upstream again, but its dialog was tracked by the first copy and may have
-            # ended since.
-            return self._relay_2xx(forwarding, response, now)
         if branch.final is not None and response.status >= 300:
             return effects  # e.g. the 487 after we cancelled a timed-out branch
         if response.status < 200 and (branch.final is not None or forwarding.final_sent):
             # A branch we gave up on, or one ringing after the final response went
             # upstream: it only gets its CANCEL (no early dialog for a finished INVITE).
             return self._cancel_branch(branch, now)
-        if invite.method == "INVITE":
+        retransmitted = 200 <= response.status < 300 and response.to.tag in branch.answered_tags
+        if invite.method == "INVITE" and not retransmitted:
+            # A 2xx retransmission (RFC 6026 Accepted) leaves the dialogs alone: after a
+            # BYE it must not bring its dialog back until default_timeout.
             legs = None
             if 200 <= response.status < 300 and branch.client is not None:
                 legs = [
                     Leg(contact_of(invite), forwarding.server.peer, forwarding.server.local),
                     Leg(contact_of(response), branch.client.peer, branch.client.local),
                 ]
-            caller_target = contact_of(forwarding.relayed or invite)  # as relayed, NAT-fixed
+            caller_target = forwarding.caller_target()  # as relayed, NAT-fixed
             events = self.dialogs.invite_response(invite, response, now, legs, caller_target)
             if invite.to.tag is not None and 200 <= response.status < 300:
                 dialog = self.dialogs.find(invite.call_id, invite.from_.tag, invite.to.tag)
@@ -435,6 +434,8 @@ class BranchHandling:
             return effects
         if response.status < 300:
             branch.final, branch.faked = response, False
+            if not retransmitted:
+                branch.answered_tags += (response.to.tag,)
             effects += self._relay_2xx(forwarding, response, now)
             if invite.method == "INVITE":
                 for other in forwarding.branches:
@@ -489,7 +490,7 @@ class BranchHandling:
         self, forwarding: ResponseContext, response: Response, now: float
     ) -> list[Effect]:
         server = forwarding.server
-        out = upstream(server, response)
+        out = upstream(forwarding.request, response)
         forwarding.final_sent = True
         if (server.state, "2xx") not in server.table:
             if not server.invite:

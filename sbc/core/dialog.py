@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from sbc.core.address import Address
 from sbc.core.message import Header, Message, Request, Response
+from sbc.core.timerheap import compact
 from sbc.core.uri import parse_uri
 
 __all__ = [
@@ -184,6 +185,7 @@ class DialogTable:
         #: Call-ID -> its live dialogs (a forked call has several early ones): the
         #: siblings of a dialog are found without walking the whole table.
         self._calls: dict[str, list[Dialog]] = {}
+        self._peak = 0  # dialogs before the table last shrank
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -314,4 +316,8 @@ class DialogTable:
                 siblings.remove(dialog)
                 if not siblings:
                     del self._calls[dialog.call_id]
+            peak = compact(self._dialogs, self._peak)
+            if peak < self._peak:  # rebuilt after a peak: so is the Call-ID count
+                compact(self._calls, self._peak)
+            self._peak = peak
         return DialogTerminated(dialog, reason)

@@ -15,13 +15,15 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 from sbc.core.address import Address
+from sbc.core.dialog import contact_of
 from sbc.core.message import Header, Request, Response
 from sbc.core.reply import REASONS, make_response
 from sbc.core.syntax import is_digits
-from sbc.core.transaction import ClientTransaction, ServerTransaction
+from sbc.core.transaction import ClientTransaction, ServerTransaction, bare
 
 __all__ = [
     "Destination",
@@ -87,14 +89,15 @@ def retry_after(response: Response) -> Optional[int]:
     return int(digits) if is_digits(digits) else None
 
 
-def upstream(server: ServerTransaction, response: Response) -> Response:
-    """C{response} without our Via (§16.7 step 3); rebuilt on the request's Vias when the
-    next hop dropped them (a response must never go upstream without Via)."""
+def upstream(request: Request, response: Response) -> Response:
+    """C{response} without our Via (§16.7 step 3); rebuilt on the Vias of C{request} (the
+    one received) when the next hop dropped them (a response must never go upstream
+    without Via)."""
     out = response.without_first_value("Via")
     assert isinstance(out, Response)
     if not out.has("via"):
         to_value = response.get("to")
-        rebuilt = make_response(server.request, response.status, response.reason)
+        rebuilt = make_response(request, response.status, response.reason)
         if to_value is not None:
             rebuilt = rebuilt.with_header("To", to_value)
         assert isinstance(rebuilt, Response)
@@ -130,7 +133,7 @@ class Destination:
     binding: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Branch:
     """
     One branch of the response context.
@@ -146,6 +149,8 @@ class Branch:
     cancel_pending: bool = False
     cancelled: bool = False
     destination: Optional[Destination] = None
+    #: the To tags of the 2xx it passed (a downstream fork may send several)
+    answered_tags: tuple[Optional[str], ...] = ()
 
     @property
     def answered(self) -> bool:
@@ -172,6 +177,28 @@ class ResponseContext:
         and no new branch may start (no failover, no failure-route branch).
     """
 
+    __slots__ = (
+        "server",
+        "request",
+        "branches",
+        "final_sent",
+        "cancel_requested",
+        "ended_forking",
+        "lifetime_end",
+        "local",
+        "loop_hash",
+        "natted",
+        "rr_params",
+        "keepalive",
+        "failure_route",
+        "relayed",
+        "send_socket",
+        "pending",
+        "_caller_target",
+        "_settled",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         server: ServerTransaction,
@@ -182,6 +209,9 @@ class ResponseContext:
         rr_params: Optional[str] = None,
     ) -> None:
         self.server = server
+        assert server.request is not None
+        #: The request as received (the server transaction drops it at its final response).
+        self.request: Request = server.request
         self.branches: list[Branch] = []
         self.final_sent = False
         self.cancel_requested = False
@@ -201,6 +231,8 @@ class ResponseContext:
         #: The socket the script forced (force_send_socket), for every branch.
         self.send_socket: Optional[Address] = None
         self.pending = 0
+        self._caller_target: Optional[str] = None
+        self._settled = False
 
     def next_deadline(self) -> Optional[float]:
         return None if self.final_sent else self.lifetime_end
@@ -209,9 +241,29 @@ class ResponseContext:
     def terminated(self) -> bool:
         return self.server.terminated
 
-    @property
-    def request(self) -> Request:
-        return self.server.request
+    def caller_target(self) -> Optional[str]:
+        """The caller's Contact as relayed (NAT-fixed): its remote target in a dialog."""
+        if self._settled:
+            return self._caller_target
+        return contact_of(self.relayed or self.request)
+
+    def settle(self) -> None:
+        """The final response went upstream: no failover, failure route or new branch
+        any more (RFC 3261 §16.7 steps 5-8).  Keep only what passing 2xx
+        retransmissions up (RFC 6026 Accepted state) and answering a CANCEL (§16.10)
+        need: the request without its caches, the branches' transactions and final
+        statuses."""
+        if not self._settled:
+            self._caller_target = contact_of(self.relayed or self.request)
+            self._settled = True
+            self.request = bare(self.request)
+        self.relayed = None
+        self.failure_route = None
+        for branch in self.branches:
+            branch.destination = None
+            final = branch.final
+            if final is not None and final.headers:
+                branch.final = _status_only(final.status, final.reason)
 
     def may_branch(self, now: float) -> bool:
         """May a new branch start (failover, DNS answer, failure route)?"""
@@ -257,6 +309,14 @@ class ResponseContext:
     def timed_out(self) -> bool:
         """t_branch_timeout: did a branch end with a local 408?"""
         return any(b.faked and b.final is not None and b.final.status == 408 for b in self.branches)
+
+
+@lru_cache(maxsize=256)
+def _status_only(status: int, reason: str) -> Response:
+    """A header-less response standing for a settled branch's final (its status is all
+    that is read after the final response went upstream); shared, messages are
+    immutable."""
+    return Response(status, reason)
 
 
 class LateBranch:

@@ -31,7 +31,6 @@ from sbc.core.relaypolicy import Verdict, signed_by_us
 from sbc.core.reply import make_response
 from sbc.core.routescript import FailureContext, RequestContext
 from sbc.core.routing import Hop, uri_target
-from sbc.core.transaction import server_key
 from sbc.core.uri import SipUri, escape_param, is_ip_literal, parse_uri
 
 __all__ = ["ScriptHosting", "ALLOW", "SUPPORTED", "ACCEPT"]
@@ -287,7 +286,7 @@ class ScriptHosting(BranchHandling):
         forwarding.failure_route = ctx.failure_route
         forwarding.send_socket = ctx.send_socket
         forwarding.relayed = hops[0].request  # a failure route starts from what was relayed
-        self._contexts[server_key(original)] = forwarding
+        self._contexts[ctx.server.key] = forwarding
         self.heap.schedule(forwarding)
         requests = [hop.request for hop in hops]
         anchor = ctx.media_requested and self.anchors_media

@@ -202,6 +202,7 @@ class Proxy(ScriptHosting):
         self._events: list[OperatorEvent] = []
         self._tokens = itertools.count(1)
         self._housekeeping = 0.0
+        self._peaks: dict[str, int] = {}  # the tables' sizes before they last shrank
 
     @property
     def settings(self) -> ProxySettings:
@@ -269,16 +270,26 @@ class Proxy(ScriptHosting):
 
     def _server_done(self, server: ServerTransaction) -> None:
         """A server transaction that ended leaves its table and takes its response
-        context with it; one that goes on is scheduled again."""
+        context with it; one that goes on is scheduled again, its context settled once
+        the final response is sent (a non-INVITE's leaves then)."""
         if not server.terminated:
             self.heap.schedule(server)
+            if server.request is None:  # its final response went upstream
+                context = self._contexts.get(server.key)
+                if context is not None:
+                    context.settle()
+                    self.heap.forget(context)  # no lifetime any more
+                    if not server.invite:  # only an INVITE's context answers a CANCEL
+                        del self._contexts[server.key]
             return
-        key = server_key(server.request)
+        key = server.key
         self._servers.pop(key, None)
         self.heap.forget(server)
         context = self._contexts.pop(key, None)
         if context is not None:
             self.heap.forget(context)
+        self._shrink("servers", self._servers)
+        self._shrink("contexts", self._contexts)
 
     # -- dialogs -----------------------------------------------------------------------------
     def _keepalive_dialogs(
@@ -363,7 +374,7 @@ class Proxy(ScriptHosting):
         if request.method == "ACK":
             return self._forward_stateless(request, source, local, now)
         peer = self.reply_peer(request, source)
-        server = ServerTransaction(request, peer, local, self.settings.timers)
+        server = ServerTransaction(request, peer, local, self.settings.timers, key)
         self._servers[key] = server
         if request.method == "CANCEL":
             return self._cancel(request, server, now)

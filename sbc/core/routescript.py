@@ -464,7 +464,7 @@ class FailureContext:
         self.effects: list[Any] = []
         self.done = False
         self._du: Optional[SipUri] = None
-        self.request = forwarding.relayed or forwarding.server.request
+        self.request = forwarding.relayed or forwarding.request
 
     @property
     def status(self) -> int:

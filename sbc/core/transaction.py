@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from sbc.core.address import Address
-from sbc.core.errors import LocalProtocolError
-from sbc.core.message import Header, Request, Response
+from sbc.core.errors import LocalProtocolError, ParseError
+from sbc.core.message import Header, ParseLimits, Request, Response, parse
 
 __all__ = [
     "Timers",
@@ -37,6 +37,7 @@ __all__ = [
     "ClientTransaction",
     "server_key",
     "client_key",
+    "bare",
     "SERVER_INVITE",
     "SERVER_NON_INVITE",
     "CLIENT_INVITE",
@@ -223,6 +224,9 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 class _Machine:
     """Shared mechanics: table lookup, named deadlines."""
 
+    # Slots: thousands of finished transactions linger for 64*T1 under load.
+    __slots__ = ("reliable", "timers", "state", "deadlines", "table")
+
     table: dict[tuple[State, str], tuple[State, str]]
 
     def __init__(self, reliable: bool, timers: Timers) -> None:
@@ -276,15 +280,53 @@ class _Machine:
         return []
 
 
+#: Our own serialised messages, parsed again for a retransmission: no size bound of a peer's.
+_OWN = ParseLimits(max_message_size=1 << 30, max_headers=1 << 20, max_header_length=1 << 30)
+
+
+#: The header fields a request keeps once its transaction is over: what dialogs (RFC 3261
+#: §12.1), responses made for it (§8.2.6.2) and a reply_route read.
+KEPT = frozenset(
+    ("via", "from", "to", "call-id", "cseq", "contact", "record-route", "route", "content-type")
+)
+
+
+def bare(request: Request) -> Request:
+    """C{request} with only the L{KEPT} header fields (fresh ones: the received fields
+    carry their parsed values, kilobytes per call) and without its received bytes and
+    parsed-value caches: what a finished transaction or response context keeps of it."""
+    headers = [Header(h.name, h.value, None, h.key) for h in request.headers if h.key in KEPT]
+    return Request(request.method, request.uri, headers, request.body)
+
+
+def _reparse(wire: Optional[bytes]) -> Union[Request, Response, None]:
+    """A message sbc serialised before, as a message again (None when there is none)."""
+    if wire is None:
+        return None
+    try:
+        message = parse(wire, _OWN)
+    except ParseError:  # pragma: no cover - sbc's own output parses
+        return None
+    assert isinstance(message, (Request, Response))
+    return message
+
+
 class ServerTransaction(_Machine):
     """
     An INVITE or non-INVITE server transaction.
 
-    @ivar request: the request that created it.
+    Once the final response is sent (Completed, Accepted, Confirmed) it needs only its
+    key and the bytes of that response, to answer retransmitted requests (RFC 3261
+    §17.2.1, §17.2.2, with RFC 6026): the request is dropped then.
+
+    @ivar request: the request that created it (None once the final response went out).
+    @ivar key: its L{server_key} (given when the caller has it already).
+    @ivar method: the request's method.
     @ivar peer: where responses go (for a stream, the connection's remote address).
     @ivar local: the socket the request arrived on.
-    @ivar last_response: the last response sent, for retransmissions.
     """
+
+    __slots__ = ("request", "key", "method", "peer", "local", "invite", "_wire", "_g_interval")
 
     def __init__(
         self,
@@ -292,16 +334,30 @@ class ServerTransaction(_Machine):
         peer: Address,
         local: Optional[Address],
         timers: Timers,
+        key: Optional[tuple] = None,
     ) -> None:
         super().__init__(peer.reliable, timers)
-        self.request = request
+        self.request: Optional[Request] = request
+        self.key = key if key is not None else server_key(request)
+        self.method = request.method
         self.peer = peer
         self.local = local
         self.invite = request.method == "INVITE"
         self.table = SERVER_INVITE if self.invite else SERVER_NON_INVITE
         self.state = State.PROCEEDING if self.invite else State.TRYING
-        self.last_response: Optional[Response] = None
+        self._wire: Optional[bytes] = None  # the last response sent, serialised
         self._g_interval = timers.t1
+
+    @property
+    def last_response(self) -> Optional[Response]:
+        """The last response sent (parsed again from its bytes), for retransmissions."""
+        response = _reparse(self._wire)
+        assert response is None or isinstance(response, Response)
+        return response
+
+    @last_response.setter
+    def last_response(self, response: Response) -> None:
+        self._wire = response.to_bytes()
 
     def receive_request(self, request: Request, now: float) -> list[Effect]:
         """A retransmission of the request, or the ACK for a non-2xx final response."""
@@ -312,16 +368,20 @@ class ServerTransaction(_Machine):
         return self._step(response_class(response.status), now, response)
 
     def _out(self) -> list[Effect]:
-        assert self.last_response is not None
-        return [Send(self.last_response, self.peer, self.local)]
+        response = self.last_response
+        return [Send(response, self.peer, self.local)] if response is not None else []
 
     def _send(self, now: float, response: object) -> list[Effect]:
         assert isinstance(response, Response)
-        self.last_response = response
-        return self._out()
+        # Accepted absorbs retransmitted requests (RFC 6026: the TU relays each 2xx),
+        # so only the other states keep the response's bytes to send again.
+        self._wire = None if self.state is State.ACCEPTED else response.to_bytes()
+        if response.status >= 200:
+            self.request = None  # only the response's bytes are needed from now on
+        return [Send(response, self.peer, self.local)]
 
     def _resend(self, now: float, payload: object) -> list[Effect]:
-        return self._out() if self.last_response is not None else []
+        return self._out()
 
     def _send_accepted(self, now: float, response: object) -> list[Effect]:
         self.deadlines["L"] = now + 64 * self.timers.t1
@@ -342,6 +402,7 @@ class ServerTransaction(_Machine):
         return self._out()
 
     def _confirm(self, now: float, payload: object) -> list[Effect]:
+        self._wire = None  # Confirmed absorbs retransmissions (RFC 3261 §17.2.1)
         self.deadlines.pop("G", None)
         self.deadlines.pop("H", None)
         self.deadlines["I"] = now + (0 if self.reliable else self.timers.t4)
@@ -359,6 +420,8 @@ class ClientTransaction(_Machine):
     @ivar peer: the next hop; @ivar local: the socket to send from (L{None}: any).
     @ivar provisional: the highest provisional status seen so far (0: none).
     """
+
+    __slots__ = ("request", "peer", "local", "branch", "invite", "provisional", "ack", "_interval")
 
     _is_client = True
 
@@ -434,6 +497,7 @@ class ClientTransaction(_Machine):
 
     def _accept(self, now: float, response: object) -> list[Effect]:
         assert isinstance(response, Response)
+        self.request = bare(self.request)  # only passes 2xx retransmissions up from now on
         self.deadlines.clear()
         self.deadlines["M"] = now + 64 * self.timers.t1
         return [ResponseReceived(response)]
@@ -448,6 +512,7 @@ class ClientTransaction(_Machine):
             self.deadlines["D"] = now + (0 if self.reliable else 32.0)
         else:
             self.deadlines["K"] = now + (0 if self.reliable else self.timers.t4)
+        self.request = bare(self.request)  # absorbs retransmissions from now on
         return [*effects, ResponseReceived(response)]
 
     def _resend_ack(self, now: float, payload: object) -> list[Effect]:

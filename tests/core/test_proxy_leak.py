@@ -1,12 +1,17 @@
 """
 Leak test of the proxy core: 10,000 calls through it with float time (100 calls/s), one
 in ten never hung up, and every table is empty again within 64*T1 of the last call (the
-calls without BYE once [dialog] default_timeout has passed).
+calls without BYE once [dialog] default_timeout has passed).  And a memory bound: what a
+finished call keeps while its transactions linger for 64*T1 (RFC 3261 §17, RFC 6026).
 """
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 from sbc.core.address import Address
+from sbc.core.caches import clear_parse_caches
 from sbc.core.dialog import DialogSettings
 from sbc.core.message import Request, Response, parse
 from sbc.core.proxy import Proxy
@@ -40,6 +45,65 @@ def in_dialog(method: str, out: Request, ok: Response, cseq: int, branch: str) -
 def settle(p: Proxy, now: float) -> None:
     while (deadline := p.next_deadline()) is not None and deadline <= now:
         p.handle_timer(deadline)
+
+
+def call(p: Proxy, n: int, now: float, hang_up: bool = True) -> None:
+    """One call through the proxy: INVITE, 180, 200, ACK and (when C{hang_up}) BYE, 200."""
+    invite = (
+        f"INVITE sip:bob@sbc.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKi{n};rport\r\nMax-Forwards: 70\r\n"
+        f"From: <sip:alice@example.com>;tag=a{n}\r\nTo: <sip:bob@sbc.test>\r\n"
+        f"Call-ID: leak-{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    [out] = sends(send_request(p, invite, now), BOB1)
+    answer(p, out, 180, BOB1, now, to_tag=f"b{n}")
+    final = parse(answer_bytes(out, f"b{n}"))
+    assert isinstance(final, Response)
+    [ok] = sends(p.receive_response(final, BOB1, now), CALLER)
+    assert isinstance(ok, Response) and ok.status == 200
+    ack = in_dialog("ACK", out, ok, 1, f"z9hG4bKa{n}")
+    assert sends(send_request(p, ack, now), BOB1)
+    if hang_up:
+        bye = in_dialog("BYE", out, ok, 2, f"z9hG4bKb{n}")
+        [relayed] = sends(send_request(p, bye, now + 0.001), BOB1)
+        reply = parse(answer_bytes(relayed))
+        assert isinstance(reply, Response)
+        p.receive_response(reply, BOB1, now + 0.002)
+
+
+def alive() -> int:
+    """Bytes alive now, without the parser's bounded caches (not per-call state)."""
+    clear_parse_caches()
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def test_a_finished_call_keeps_a_few_kilobytes_while_its_transactions_linger() -> None:
+    """Inside the 64*T1 window a finished call keeps its transactions' keys, the bytes of
+    their last responses and what passes 2xx retransmissions on, not parsed messages
+    (about 28 KB a call before, 7.7 KB now); after the window nothing (bench/memory.py
+    measures the same)."""
+    p = proxy()
+    register(p, BOB1, expires=100_000)
+    call(p, -1, 0.0)  # warm up
+    settle(p, 64 * T1 + 1)
+    start, calls, rate = 100.0, 2000, 100.0
+    tracemalloc.start()
+    try:
+        base = alive()
+        now = start
+        for n in range(calls):
+            now = start + n / rate
+            settle(p, now)
+            call(p, n, now)
+        per_call = (alive() - base) / calls  # all still inside 64*T1
+        settle(p, now + 64 * T1 + 1)
+        left = alive() - base
+    finally:
+        tracemalloc.stop()
+    assert p.sizes()["server_transactions"] == 0
+    assert per_call < 11_000, per_call  # measured 7,700
+    assert left < 200_000, left  # (was 2.4 MB: tables that never shrank)
 
 
 def test_ten_thousand_calls_leave_nothing_behind() -> None:
@@ -100,3 +164,30 @@ def answer_bytes(request: Request, tag: str = "") -> bytes:
         f"Call-ID: {request.call_id}\r\nCSeq: {request.cseq.number} {request.method}\r\n"
         "Contact: <sip:bob@192.0.2.21:5081>\r\nContent-Length: 0\r\n\r\n"
     ).encode()
+
+
+def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> None:
+    """The 2xx is relayed again (RFC 6026 Accepted) but the dialog the BYE ended stays
+    gone: it would otherwise hold its INVITE until default_timeout (12 hours)."""
+    p = proxy()
+    register(p, BOB1, expires=100_000)
+    invite = (
+        b"INVITE sip:bob@sbc.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKre;rport\r\nMax-Forwards: 70\r\n"
+        b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@sbc.test>\r\n"
+        b"Call-ID: again\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    [out] = sends(send_request(p, invite, 1.0), BOB1)
+    final = parse(answer_bytes(out, "b"))
+    assert isinstance(final, Response)
+    [ok] = sends(p.receive_response(final, BOB1, 1.0), CALLER)
+    assert isinstance(ok, Response)
+    [relayed] = sends(send_request(p, in_dialog("BYE", out, ok, 2, "z9hG4bKbye"), 2.0), BOB1)
+    reply = parse(answer_bytes(relayed))
+    assert isinstance(reply, Response)
+    p.receive_response(reply, BOB1, 2.0)
+    assert p.sizes()["dialogs"] == 0
+    again = parse(answer_bytes(out, "b"))
+    assert isinstance(again, Response)
+    assert sends(p.receive_response(again, BOB1, 3.0), CALLER)  # still relayed upstream
+    assert p.sizes()["dialogs"] == 0

@@ -6,7 +6,7 @@ import gc
 import weakref
 from typing import Optional
 
-from sbc.core.timerheap import TimerHeap
+from sbc.core.timerheap import TimerHeap, compact
 
 
 class Machine:
@@ -55,3 +55,27 @@ def test_a_forgotten_machine_is_freed_while_its_entry_waits() -> None:
     gc.collect()
     assert ref() is None and len(heap) == 1
     assert heap.pop_due(1.0) is keeper
+
+
+def test_forgotten_machines_do_not_leave_their_entries_for_hours() -> None:
+    """A finished call's dialog timeout (12 hours) must not wait in the heap: once stale
+    entries outnumber live ones the heap is rebuilt without them."""
+    heap, keeper = TimerHeap(), Machine(1.0)
+    heap.schedule(keeper)
+    for n in range(10_000):
+        dialog = Machine(43_200.0 + n)
+        heap.schedule(dialog)
+        heap.forget(dialog)
+    assert heap.entries < 100
+    assert heap.pop_due(1.0) is keeper
+
+
+def test_tables_shrink_in_place_after_a_peak() -> None:
+    """compact() rebuilds a dict that fell under a quarter of its peak, keeping it."""
+    table = {n: n for n in range(10_000)}
+    peak = compact(table, 0)
+    assert peak == 10_000
+    for n in range(9_000):
+        del table[n]
+    assert compact(table, peak) == 1_000
+    assert table == {n: n for n in range(9_000, 10_000)}

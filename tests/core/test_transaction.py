@@ -63,10 +63,10 @@ STATUS = {"1xx": 180, "2xx": 200, "final": 486}
 
 def feed_server(machine: ServerTransaction, event: str, now: float = 1.0) -> list:
     if event in ("request", "ack"):
-        r = req("ACK" if event == "ack" else machine.request.method)
+        r = req("ACK" if event == "ack" else machine.method)
         return machine.receive_request(r, now)
-    if event in STATUS:
-        return machine.send_response(resp(machine.request, STATUS[event]), now)
+    if event in STATUS:  # (the machine drops its request at its final response)
+        return machine.send_response(resp(req(machine.method), STATUS[event]), now)
     machine.deadlines[event] = now
     return machine.handle_timer(now)
 
