@@ -451,16 +451,17 @@ def run_steps(
     metrics_port: Optional[int] = None,
     stop_share: float = 0.05,
     proxy_core: Optional[int] = None,
+    quiet_wait: float = 30,
 ) -> list[Row]:
     """The ladder: one L{run_step} per rate, printed as it goes; stops after a step where
     more than C{stop_share} of the calls failed.  When pinned, each step first waits (up
-    to 30 s) for both cores to be quiet, and reports what others used on the proxy's core
-    ("others %")."""
+    to C{quiet_wait} s) for both cores to be quiet, and reports what others used on the
+    proxy's core ("others %")."""
     print(HEADER, flush=True)
     rows: list[Row] = []
     for rate in rates:
         if proxy_core is not None and core is not None:
-            wait_until_quiet([proxy_core, core])
+            wait_until_quiet([proxy_core, core], quiet_wait)
         row = run_step(
             target, pids, users, rate, step_seconds, folder, core, metrics_port, proxy_core
         )

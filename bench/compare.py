@@ -219,6 +219,7 @@ def ladder(args: argparse.Namespace, folder: str) -> None:
                 SIPP_CORE,
                 metrics_port,
                 proxy_core=PROXY_CORE,
+                quiet_wait=args.quiet_wait,
             )
 
         results[name] = with_proxy(name, folder, args.users, work, PROXY_CORE, SIPP_CORE)
@@ -263,7 +264,7 @@ def memory(args: argparse.Namespace, folder: str) -> None:
         def work(target, pids, csv, here, metrics_port, name=name):  # type: ignore[no-untyped-def]
             before = rss_mib(pids())
             print(HEADER, flush=True)
-            wait_until_quiet([PROXY_CORE, SIPP_CORE])
+            wait_until_quiet([PROXY_CORE, SIPP_CORE], args.quiet_wait)
             row = run_step(
                 target,
                 pids,
@@ -304,6 +305,9 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="the RSS run instead")
     parser.add_argument("--memory-rate", type=int, default=800)
     parser.add_argument("--memory-seconds", type=int, default=60)
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30, help="seconds to wait for idle cores per step"
+    )
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
