@@ -61,6 +61,8 @@ class Row:
     #: Garbage collections during the step, and those over 5 ms (sbc's /metrics only).
     gc_count: Optional[int] = None
     gc_slow: Optional[int] = None
+    #: SIPp had to be stopped (it did not end within its timeout and a margin).
+    overran: bool = False
 
     @property
     def failed_share(self) -> float:
@@ -331,8 +333,11 @@ def gc_pauses(metrics_port: Optional[int]) -> tuple[Optional[int], Optional[int]
     if not metrics_port:
         return None, None
     url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None, None  # sbc too busy to answer in time
     count = fast = 0.0
     for line in text.splitlines():
         if line.startswith("sbc_gc_pause_seconds_count "):
@@ -378,7 +383,7 @@ def run_step(
                 "-rtt_freq",
                 "1",
                 "-timeout",
-                f"{step_seconds + 60}s",
+                f"{step_seconds + 30}s",
                 target,
             ],
             core,
@@ -394,19 +399,25 @@ def run_step(
         cpu = cpu_seconds(pids()) - cpu0 if measured else float("nan")
         busy = core_busy_seconds(proxy_core) - busy0 if proxy_core is not None else None
         rss = rss_mib(pids()) if measured else float("nan")
-        run.wait(step_seconds + 90)
+        try:
+            run.wait(step_seconds + 45)
+            overran = False
+        except subprocess.TimeoutExpired:
+            overran = True  # its stat file has a row per second: count what it had
     finally:
         stop([run])
     gc1 = gc_pauses(metrics_port)
     rows = stat_rows(step, "uac_bench_*_.csv")
     stats = rows[-1]
     done = int(stats.get("SuccessfulCall(C)", 0))
-    failed = int(stats.get("FailedCall(C)", 0))
+    attempted = int(stats.get("OutgoingCall(C)", 0))
+    # A call still open when SIPp ended did not complete either.
+    failed = max(int(stats.get("FailedCall(C)", 0)), attempted - done)
     placed = placed_within(rows, step_seconds) or int(stats.get("OutgoingCall(C)", 0))
     times = setup_times(step)
     return Row(
         rate=rate,
-        attempted=int(stats.get("OutgoingCall(C)", done + failed)),
+        attempted=attempted,
         completed=done,
         failed=failed,
         retrans=int(stats.get("Retransmissions(C)", 0)),
@@ -418,6 +429,7 @@ def run_step(
         other_percent=None if busy is None else max(0.0, 100 * (busy - cpu) / step_seconds),
         gc_count=None if gc0[0] is None or gc1[0] is None else gc1[0] - gc0[0],
         gc_slow=None if gc0[1] is None or gc1[1] is None else gc1[1] - gc0[1],
+        overran=overran,
     )
 
 
@@ -435,6 +447,8 @@ def format_row(row: Row) -> str:
     )
     if row.other_percent is not None:
         line += f"  others {row.other_percent:.0f} %"
+    if row.overran:
+        line += "  (SIPp stopped: it overran its timeout)"
     if row.gc_count is not None:
         line += f"  gc {row.gc_count} ({row.gc_slow} > 5 ms)"
     return line
