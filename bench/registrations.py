@@ -9,7 +9,8 @@ each step registers its own users (SIPp, bench/register_bench.xml, one REGISTER 
 step: REGISTERs placed and answered 200, failed %, retransmissions, the rate achieved
 (200s over SIPp's own run time),
 the proxy's CPU % and CPU microseconds per REGISTER (CPU of the whole SIPp run / REGISTERs
-placed).  At the end: memory per binding, (RSS after - RSS before) / bindings for sbc, and
+placed).  At the end: memory per binding, (RSS after - RSS before) / bindings for sbc
+(after --settle seconds, once the transactions have expired), and
 for Kamailio its used shared memory (kamcmd core.shmmem) per binding next to the RSS sum
 (which counts each touched shared page once per process).  The proxy runs on core 0 and
 SIPp on core 1, as in bench/compare.py.
@@ -111,7 +112,9 @@ def split(users: int, rates: list[int]) -> list[int]:
     return shares
 
 
-def run_proxy(name: str, folder: str, users: int, rates: list[int], quiet: float) -> None:
+def run_proxy(
+    name: str, folder: str, users: int, rates: list[int], quiet: float, settle: float
+) -> None:
     here = os.path.join(folder, name)
     os.makedirs(here)
     port = free_port()
@@ -157,13 +160,18 @@ def run_proxy(name: str, folder: str, users: int, rates: list[int], quiet: float
             print(format_step(step), flush=True)
             if run.returncode not in (0, 1) and step.placed == 0:
                 raise SystemExit(f"{name}: SIPp failed:\n" + run.stdout[-2000:])
-        time.sleep(2)
         bound = sum(step.registered for step in steps)
-        rss_after = rss_mib(process_tree(proxy.pid))
         clean = [step.rate for step in steps if step.clean]
         print(f"{name}: highest clean REGISTER rate {max(clean) if clean else 'none'}/s")
+        time.sleep(2)
+        rss_loaded = rss_mib(process_tree(proxy.pid))
+        # Server transactions of the last REGISTERs (and their retransmissions) live on
+        # for Timer J (64*T1 = 32 s over UDP): wait them out before counting the bindings.
+        time.sleep(settle)
+        rss_after = rss_mib(process_tree(proxy.pid))
         line = (
-            f"{name}: {bound} bindings; RSS {rss_before:.1f} -> {rss_after:.1f} MiB = "
+            f"{name}: {bound} bindings; RSS {rss_before:.1f} MiB before, {rss_loaded:.1f} MiB "
+            f"2 s after the last REGISTER, {rss_after:.1f} MiB {settle:.0f} s later = "
             f"{(rss_after - rss_before) * 2**20 / max(bound, 1):.0f} bytes per binding"
         )
         if name == "kamailio":
@@ -190,6 +198,9 @@ def main() -> None:
     parser.add_argument(
         "--quiet-wait", type=float, default=30, help="seconds to wait for idle cores per step"
     )
+    parser.add_argument(
+        "--settle", type=float, default=35, help="seconds to wait before the final RSS"
+    )
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
@@ -200,7 +211,7 @@ def main() -> None:
     try:
         for name in args.only or PROXIES:
             print(f"\n== {name}: {args.users} users over {args.rates} REGISTER/s", flush=True)
-            run_proxy(name, folder, args.users, rates, args.quiet_wait)
+            run_proxy(name, folder, args.users, rates, args.quiet_wait, args.settle)
     finally:
         print(f"(logs in {folder})")
 
