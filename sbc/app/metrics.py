@@ -51,6 +51,8 @@ TRANSACTION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 DNS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 #: Seconds from a keepalive ping to its reply.
 RTT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
+#: Seconds a garbage collection stops the process (young ones take microseconds).
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 #: Methods counted under their own name; any other method a peer invents is counted as
 #: C{other}, so a peer cannot grow the label set (and the scrape) without bound.
@@ -190,6 +192,12 @@ class SbcMetrics:
             "sbc_keepalive_rtt_seconds",
             "From a SIP keepalive ping (OPTIONS/NOTIFY) to its reply",
             buckets=RTT_BUCKETS,
+            registry=registry,
+        )
+        self.gc_pause = Histogram(
+            "sbc_gc_pause_seconds",
+            "How long each garbage collection stopped the process",
+            buckets=GC_BUCKETS,
             registry=registry,
         )
         #: Labelled children by label values: C{labels()} takes a lock and builds a key on

@@ -28,6 +28,7 @@ from sbc import __version__
 from sbc.app import reload as reload_keys
 from sbc.app.acc import CallAccounting
 from sbc.app.config import ConfigError, Settings, defaults, load
+from sbc.app.gcwatch import GcWatch
 from sbc.app.manhole import AdminCommands, MetricsResource, manhole_factory
 from sbc.app.metrics import SbcMetrics
 from sbc.app.wiring import (
@@ -589,6 +590,7 @@ def makeService(options: Options) -> SbcService:  # noqa: N802 - twistd's name
     service = build_service(settings, reactor)
     service.handle_signals = True
     tune_garbage_collector()
+    GcWatch(service.metrics.gc_pause.observe).setServiceParent(service)
     return service
 
 

@@ -1,0 +1,75 @@
+"""Tests for L{sbc.app.gcwatch}: collections timed through C{gc.callbacks}, driven with
+C{gc.collect()}."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sbc.app.gcwatch import GcWatch
+from sbc.app.metrics import SbcMetrics
+
+
+class FakeClock:
+    """perf_counter stand-in: each reading is C{step} seconds after the previous one."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def pause_samples(metrics: SbcMetrics) -> Iterator[tuple[str, dict[str, str], float]]:
+    text = generate_latest(metrics.registry).decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "sbc_gc_pause_seconds":
+            for s in family.samples:
+                yield s.name, s.labels, s.value
+
+
+def test_gcwatch_counts_collections_and_feeds_the_histogram() -> None:
+    """Each gc.collect() is one timed collection, observed by the histogram."""
+    metrics = SbcMetrics(process=False)
+    watch = GcWatch(metrics.gc_pause.observe)
+    watch.startService()
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        watch.stopService()
+    assert watch.collections == 2
+    assert watch.longest > 0
+    counts = {name: value for name, labels, value in pause_samples(metrics) if not labels}
+    assert counts["sbc_gc_pause_seconds_count"] == 2
+
+
+def test_gcwatch_slow_pauses_and_summary() -> None:
+    """A pause over 5 ms is counted as slow; the summary line names count, max and slow."""
+    watch = GcWatch(clock=FakeClock(0.008))
+    watch.install()
+    watch.install()  # once only
+    try:
+        gc.collect()
+    finally:
+        watch.uninstall()
+    gc.collect()  # not seen any more
+    assert (watch.collections, watch.slow) == (1, 1)
+    assert watch.summary() == "gc: 1 collections, max 8.0 ms, 1 over 5 ms"
+
+
+def test_gcwatch_uninstalls_on_stop() -> None:
+    """Stopping the service removes the hook from gc.callbacks."""
+    watch = GcWatch()
+    before = len(gc.callbacks)
+    watch.startService()
+    assert len(gc.callbacks) == before + 1
+    watch.stopService()
+    assert len(gc.callbacks) == before
+    gc.collect()
+    assert watch.collections == 0
