@@ -5,16 +5,24 @@ How long the garbage collector stops sbc: a C{gc.callbacks} hook times every col
 took over L{SLOW_PAUSE}, and hands each duration to an observer (the
 C{sbc_gc_pause_seconds} histogram).  A pause stops the reactor: every message waiting in
 the socket buffer waits that long too.
+
+Automatic collections never walk the old generation (see
+L{sbc.app.service.GC_THRESHOLDS}); the watch runs that full collection itself, and only
+when the process has grown past L{GROWTH_FACTOR} times its size after the last one plus
+L{GROWTH_SLACK}: what reference cycles outlived the young collections is then freed at the
+price of one long pause, instead of a pause every few seconds under load.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.application import service
+from twisted.internet.task import LoopingCall
 from typing_extensions import override
 
 from sbc.net.log import logger
@@ -25,6 +33,22 @@ log = logger(__name__)
 
 #: Seconds: a pause longer than this shows in p99 call set-up times.
 SLOW_PAUSE = 0.005
+#: A full collection runs once the resident size exceeds this many times its size after
+#: the last full collection (or start-up) ...
+GROWTH_FACTOR = 2.0
+#: ... plus this many bytes (a load's own transactions must not trigger it).
+GROWTH_SLACK = 256 * 1024 * 1024
+#: Seconds between two looks at the resident size.
+GROWTH_CHECK_INTERVAL = 30.0
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class GcWatch(service.Service):
@@ -42,13 +66,22 @@ class GcWatch(service.Service):
         self,
         observe: Callable[[float], None] = lambda seconds: None,
         clock: Callable[[], float] = time.perf_counter,
+        reactor: Any = None,
+        size: Callable[[], int] = resident_bytes,
     ) -> None:
         self._observe = observe
         self._clock = clock
+        self._reactor = reactor
+        self._size = size
         self._started: Optional[float] = None
+        self._check: Optional[LoopingCall] = None
         self.collections = 0
         self.longest = 0.0
         self.slow = 0
+        #: Objects found in unreachable cycles, and full collections the watch ran.
+        self.collected = 0
+        self.full_collections = 0
+        self.baseline = 0
 
     def install(self) -> None:
         """Start timing collections (once, however often called)."""
@@ -70,25 +103,53 @@ class GcWatch(service.Service):
         pause = self._clock() - self._started
         self._started = None
         self.collections += 1
+        self.collected += info.get("collected", 0)
         self.longest = max(self.longest, pause)
         if pause > SLOW_PAUSE:
             self.slow += 1
         self._observe(pause)
 
+    def check_growth(self) -> bool:
+        """Run a full collection if the process grew past its bound; say whether it ran."""
+        size = self._size()
+        if not size or size <= self.baseline * GROWTH_FACTOR + GROWTH_SLACK:
+            return False
+        started = self._clock()
+        found = gc.collect()
+        self.full_collections += 1
+        self.baseline = self._size()
+        log.warn(
+            "gc: full collection after growing to {before} MiB: {found} objects in cycles "
+            "freed in {ms:.0f} ms, {after} MiB now",
+            before=size >> 20,
+            found=found,
+            ms=(self._clock() - started) * 1000,
+            after=self.baseline >> 20,
+        )
+        return True
+
     def summary(self) -> str:
-        """One line: count, longest pause, pauses over L{SLOW_PAUSE}."""
+        """One line: count, longest pause, pauses over L{SLOW_PAUSE}, cycles freed."""
         return (
             f"gc: {self.collections} collections, max {self.longest * 1000:.1f} ms, "
-            f"{self.slow} over {SLOW_PAUSE * 1000:.0f} ms"
+            f"{self.slow} over {SLOW_PAUSE * 1000:.0f} ms, {self.collected} objects in "
+            f"cycles freed, {self.full_collections} full collections for growth"
         )
 
     @override
     def startService(self) -> None:
         self.install()
+        self.baseline = self._size()
+        if self._reactor is not None:
+            self._check = LoopingCall(self.check_growth)
+            self._check.clock = self._reactor
+            self._check.start(GROWTH_CHECK_INTERVAL, now=False)
         super().startService()
 
     @override
     def stopService(self):  # type: ignore[no-untyped-def]
+        if self._check is not None and self._check.running:
+            self._check.stop()
         self.uninstall()
         log.info("{summary}", summary=self.summary())
         return super().stopService()

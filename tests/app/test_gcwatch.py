@@ -60,7 +60,7 @@ def test_gcwatch_slow_pauses_and_summary() -> None:
         watch.uninstall()
     gc.collect()  # not seen any more
     assert (watch.collections, watch.slow) == (1, 1)
-    assert watch.summary() == "gc: 1 collections, max 8.0 ms, 1 over 5 ms"
+    assert watch.summary().startswith("gc: 1 collections, max 8.0 ms, 1 over 5 ms, ")
 
 
 def test_gcwatch_uninstalls_on_stop() -> None:
@@ -73,3 +73,30 @@ def test_gcwatch_uninstalls_on_stop() -> None:
     assert len(gc.callbacks) == before
     gc.collect()
     assert watch.collections == 0
+
+
+def test_a_full_collection_runs_only_when_the_process_grew_past_its_bound() -> None:
+    """The growth check collects everything once the size passes twice the baseline
+    plus the slack, and takes the size after it as the new baseline."""
+    from twisted.internet.task import Clock
+
+    from sbc.app.gcwatch import GROWTH_CHECK_INTERVAL, GROWTH_SLACK
+
+    sizes = [100 << 20]
+    clock = Clock()
+    watch = GcWatch(reactor=clock, size=lambda: sizes[0])
+    watch.startService()
+    try:
+        assert watch.baseline == 100 << 20
+        sizes[0] = (200 << 20) + GROWTH_SLACK  # grown, but within the bound
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 0
+        sizes[0] += 1
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 1
+        assert watch.baseline == sizes[0]
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 1
+    finally:
+        watch.stopService()
+    assert not clock.getDelayedCalls()

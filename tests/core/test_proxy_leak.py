@@ -191,3 +191,23 @@ def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> N
     assert isinstance(again, Response)
     assert sends(p.receive_response(again, BOB1, 3.0), CALLER)  # still relayed upstream
     assert p.sizes()["dialogs"] == 0
+
+
+def test_calls_make_no_reference_cycles() -> None:
+    """The collector never walks the old generation automatically (the service's
+    GC_THRESHOLDS): whatever a call leaves in cycles would only go with a full
+    collection, so a call through the proxy core must leave none."""
+    p = proxy()
+    register(p, BOB1, expires=100_000)
+    call(p, -1, 0.0)  # warm up
+    settle(p, 64 * T1 + 1)
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(200):
+            call(p, n, 100.0 + n / 100)
+        settle(p, 102.0 + 64 * T1 + 1)
+        assert p.sizes()["server_transactions"] == 0
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
