@@ -195,7 +195,7 @@ class BranchHandling:
                 forwarding.rr_params,
                 now,
             )
-            client = ClientTransaction(out, target, socket, self.settings.timers)
+            client = ClientTransaction(out, target, socket, self.settings.timers, via_branch)
             branch = Branch(client, destination=destination)
             forwarding.branches.append(branch)
             self._branch_of[client.key] = (forwarding, branch)

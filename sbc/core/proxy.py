@@ -339,7 +339,7 @@ class Proxy(ScriptHosting):
                 continue
             branch = f"{BRANCH_PREFIX}k{self.rng.getrandbits(48):012x}"
             out = prepare_copy(request, request, socket, socket, branch, self.settings, self.signer)
-            client = ClientTransaction(out, leg.peer, socket, self.settings.timers)
+            client = ClientTransaction(out, leg.peer, socket, self.settings.timers, branch)
             self._probe_of[client.key] = (dialog, leg)
             effects += self._add_client(client, now)
         return effects

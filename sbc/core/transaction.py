@@ -431,12 +431,14 @@ class ClientTransaction(_Machine):
         peer: Address,
         local: Optional[Address],
         timers: Timers,
+        branch: Optional[str] = None,
     ) -> None:
         super().__init__(peer.reliable, timers)
         self.request = request
         self.peer = peer
         self.local = local
-        self.branch = request.top_via.branch or ""
+        # The caller that built the top Via passes its branch (no parse of our own Via).
+        self.branch = branch if branch is not None else request.top_via.branch or ""
         self.invite = request.method == "INVITE"
         self.table = CLIENT_INVITE if self.invite else CLIENT_NON_INVITE
         self.state = State.CALLING if self.invite else State.TRYING
