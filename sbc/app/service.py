@@ -590,7 +590,11 @@ def makeService(options: Options) -> SbcService:  # noqa: N802 - twistd's name
     service = build_service(settings, reactor)
     service.handle_signals = True
     tune_garbage_collector()
-    GcWatch(service.metrics.gc_pause.observe, reactor=reactor).setServiceParent(service)
+    GcWatch(
+        service.metrics.gc_pause.observe,
+        reactor=reactor,
+        busy=lambda: service.proxy.sizes()["server_transactions"],
+    ).setServiceParent(service)
     return service
 
 

@@ -84,7 +84,7 @@ def test_a_full_collection_runs_only_when_the_process_grew_past_its_bound() -> N
 
     sizes = [100 << 20]
     clock = Clock()
-    watch = GcWatch(reactor=clock, size=lambda: sizes[0])
+    watch = GcWatch(reactor=clock, size=lambda: sizes[0], busy=lambda: 10_000)
     watch.startService()
     try:
         assert watch.baseline == 100 << 20
@@ -100,3 +100,29 @@ def test_a_full_collection_runs_only_when_the_process_grew_past_its_bound() -> N
     finally:
         watch.stopService()
     assert not clock.getDelayedCalls()
+
+
+def test_a_full_collection_runs_once_a_load_is_over() -> None:
+    """With few transactions left and the process larger than after the last full
+    collection, the load's leftovers are collected (once: the size after it is the new
+    baseline); while transactions are open, nothing happens."""
+    from twisted.internet.task import Clock
+
+    from sbc.app.gcwatch import GROWTH_CHECK_INTERVAL, IDLE_SLACK, IDLE_TRANSACTIONS
+
+    sizes = [100 << 20]
+    open_transactions = [5_000]
+    clock = Clock()
+    watch = GcWatch(reactor=clock, size=lambda: sizes[0], busy=lambda: open_transactions[0])
+    watch.startService()
+    try:
+        sizes[0] += IDLE_SLACK + 1
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 0  # still busy
+        open_transactions[0] = IDLE_TRANSACTIONS
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 1
+        clock.advance(GROWTH_CHECK_INTERVAL)
+        assert watch.full_collections == 1
+    finally:
+        watch.stopService()
