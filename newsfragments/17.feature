@@ -4,9 +4,11 @@ stamping keeps the Via it built, UDP sends go straight to the socket, metrics ch
 looked up once, IP literals and host spellings are parsed once per distinct text, and the
 route-signing key is set up once. The garbage collector keeps every automatic collection
 near a millisecond (small young and middle generations) and never walks the old generation
-by itself: a full collection runs only when the process has grown to twice its size after
-the last one plus 256 MiB, with a warning line; the shutdown line says how many objects
-were found in reference cycles. `bench/compare.py` runs Kamailio beside sbc on the same
+by itself (a full collection runs only if the process grows past twice its size plus
+1 GiB). Every 30 s the parse caches are emptied, and once a load is over the collector's
+free lists are too (with every live object frozen, so nothing is scanned): a load's
+memory goes back to the system. The shutdown line says how many objects were found in
+reference cycles. `bench/compare.py` runs Kamailio beside sbc on the same
 call ladder and prints the CPU-per-call ratio; `bench/registrations.py` does the same for
 100,000 registrations; `bench/memory.py` measures what a finished call keeps.
 A REGISTER refresh that leaves a user's bindings as they were no longer logs a
