@@ -114,27 +114,7 @@ def test_ten_thousand_calls_leave_nothing_behind() -> None:
     for n in range(CALLS):
         now = n / RATE
         settle(p, now)
-        call_id = f"leak-{n}"
-        invite = (
-            f"INVITE sip:bob@sbc.test SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKi{n};rport\r\nMax-Forwards: 70\r\n"
-            f"From: <sip:alice@example.com>;tag=a{n}\r\nTo: <sip:bob@sbc.test>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        [out] = sends(send_request(p, invite, now), BOB1)
-        answer(p, out, 180, BOB1, now, to_tag=f"b{n}")
-        final = parse(answer_bytes(out, f"b{n}"))
-        assert isinstance(final, Response)
-        [ok] = sends(p.receive_response(final, BOB1, now), CALLER)
-        assert isinstance(ok, Response) and ok.status == 200
-        ack = in_dialog("ACK", out, ok, 1, f"z9hG4bKa{n}")
-        assert sends(send_request(p, ack, now), BOB1)
-        if n % 10:  # one call in ten is never hung up
-            bye = in_dialog("BYE", out, ok, 2, f"z9hG4bKb{n}")
-            [relayed] = sends(send_request(p, bye, now + 0.001), BOB1)
-            reply = parse(answer_bytes(relayed))
-            assert isinstance(reply, Response)
-            p.receive_response(reply, BOB1, now + 0.002)
+        call(p, n, now, hang_up=bool(n % 10))  # one call in ten is never hung up
         peak = max(peak, p.sizes()["server_transactions"])
     last = now
     settle(p, last + 64 * T1 + 1)

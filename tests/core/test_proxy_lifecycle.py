@@ -87,6 +87,19 @@ def call(p: Proxy, now: float = 0.0, call_id: str = "c1") -> Request:
     return out
 
 
+def hang_up(p: Proxy, out: Request) -> None:
+    """The caller of L{call} sends its BYE at 1.0 s, the callee answers 200 at 1.1 s."""
+    bye = request_bytes(
+        "BYE",
+        "sip:bob@192.0.2.21:5081",
+        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKbye;rport",
+        headers=[("Route", out.get("Record-Route") or "")],
+        call_id="c1",
+    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=tc1")
+    [relayed] = sent(send_request(p, bye, 1.0), BOB1)
+    answer(p, relayed, 200, BOB1, 1.1, to_tag="tc1")
+
+
 def test_a_confirmed_dialog_without_bye_ends_after_default_timeout() -> None:
     p = proxy(dialog=DialogSettings(default_timeout=100))
     register(p, BOB1, expires=3600)
@@ -150,15 +163,7 @@ def test_a_finished_call_is_freed_within_64_t1() -> None:
     p = proxy()
     register(p, BOB1, expires=3600)
     out = call(p)
-    bye = request_bytes(
-        "BYE",
-        "sip:bob@192.0.2.21:5081",
-        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKbye;rport",
-        headers=[("Route", out.get("Record-Route") or "")],
-        call_id="c1",
-    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=tc1")
-    [relayed] = sent(send_request(p, bye, 1.0), BOB1)
-    answer(p, relayed, 200, BOB1, 1.1, to_tag="tc1")
+    hang_up(p, out)
     forwarding_refs = [weakref.ref(f) for f in p._contexts.values()]
     # Another call keeps ringing meanwhile: its live timers sit on top of the heap.
     register(p, BOB2, user="carol", expires=3600)
@@ -184,15 +189,7 @@ def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> N
     p = proxy()
     register(p, BOB1, expires=3600)
     out = call(p)
-    bye = request_bytes(
-        "BYE",
-        "sip:bob@192.0.2.21:5081",
-        via="SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKbye;rport",
-        headers=[("Route", out.get("Record-Route") or "")],
-        call_id="c1",
-    ).replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=tc1")
-    [relayed] = sent(send_request(p, bye, 1.0), BOB1)
-    answer(p, relayed, 200, BOB1, 1.1, to_tag="tc1")
+    hang_up(p, out)
     assert p.sizes()["dialogs"] == 0
     effects = answer(p, out, 200, BOB1, 1.6, to_tag="tc1")
     assert statuses(effects) == [200]
