@@ -333,14 +333,10 @@ def test_a_6xx_cancels_the_other_branches_and_waits_for_them() -> None:
     assert statuses(final) == [603]
 
 
-def test_a_failure_route_cannot_add_branches_after_a_6xx() -> None:
+def with_failure_route(failure) -> Proxy:  # type: ignore[no-untyped-def]
+    """A proxy whose script relays to bob's binding (bob registered) with C{failure} as
+    the failure route."""
     from types import SimpleNamespace
-
-    tried: list[bool] = []
-
-    def failure(msg) -> None:  # type: ignore[no-untyped-def]
-        msg.ru = "sip:carol@192.0.2.30"
-        tried.append(msg.t_relay())
 
     def route(msg) -> None:  # type: ignore[no-untyped-def]
         msg.lookup("location")
@@ -350,6 +346,17 @@ def test_a_failure_route_cannot_add_branches_after_a_6xx() -> None:
     p = proxy()
     register(p, BOB1)
     p.router = SimpleNamespace(request_route=route)
+    return p
+
+
+def test_a_failure_route_cannot_add_branches_after_a_6xx() -> None:
+    tried: list[bool] = []
+
+    def failure(msg) -> None:  # type: ignore[no-untyped-def]
+        msg.ru = "sip:carol@192.0.2.30"
+        tried.append(msg.t_relay())
+
+    p = with_failure_route(failure)
     [out] = sent(send_request(p, invite()), BOB1)
     effects = answer(p, out, 603, BOB1, 1.0)
     assert tried == [False] and statuses(effects) == [603]
@@ -365,19 +372,11 @@ def test_6xx_cannot_be_a_failover_code(spec: str) -> None:
 def test_a_failure_route_answer_ends_the_early_dialogs() -> None:
     """A branch rang, its peer vanished (Timer C, no answer to the CANCEL), the failure
     route answers itself: the early dialog ends with the INVITE, nothing stays."""
-    from types import SimpleNamespace
 
     def failure(msg) -> None:  # type: ignore[no-untyped-def]
         msg.t_reply(480, "Gone")
 
-    def route(msg) -> None:  # type: ignore[no-untyped-def]
-        msg.lookup("location")
-        msg.t_on_failure(failure)
-        msg.t_relay()
-
-    p = proxy()
-    register(p, BOB1)
-    p.router = SimpleNamespace(request_route=route)
+    p = with_failure_route(failure)
     [out] = sent(send_request(p, invite()), BOB1)
     answer(p, out, 180, BOB1, 1.0, to_tag="b1")
     assert p.sizes()["dialogs"] == 1
