@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Optional, Union
 
-from sbc.core.syntax import is_digits
+from sbc.core.syntax import cached_when_short, is_digits
 from sbc.core.uri import format_host
 
 __all__ = [
@@ -38,14 +37,9 @@ RELIABLE = frozenset({"tcp", "tls", "ws", "wss"})
 WEBSOCKET = frozenset({"ws", "wss"})
 
 
+@cached_when_short(255)  # host names are at most 253 characters (RFC 1035 §2.3.4)
 def normalise_host(host: str) -> str:
     """Return C{host} without IPv6 brackets, lower-cased, IPv6 in its compressed form."""
-    # Host names are at most 253 characters (RFC 1035 §2.3.4): only those reach the cache,
-    # so a peer's long junk is worked out each time instead of filling memory.
-    return _normalise_host(host) if len(host) <= 255 else _normalise_uncached(host)
-
-
-def _normalise_uncached(host: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if ":" in host:
@@ -56,17 +50,10 @@ def _normalise_uncached(host: str) -> str:
     return host.lower()
 
 
-_normalise_host = lru_cache(maxsize=4096)(_normalise_uncached)
-
-
+@cached_when_short(47)  # the longest literal: bracketed IPv6 with an IPv4 tail
 def ip_of(host: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
     """The IP address C{host} spells (brackets, case and IPv6 zero runs allowed), or
-    L{None} for a host name.  Cached: the same few addresses recur in every message."""
-    return _ip_of(host) if len(host) <= 47 else None
-
-
-@lru_cache(maxsize=4096)
-def _ip_of(host: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    L{None} for a host name."""
     try:
         return ipaddress.ip_address(normalise_host(host))
     except ValueError:

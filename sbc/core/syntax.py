@@ -11,8 +11,9 @@ keeps working.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, TypeVar
 
 from sbc.core.errors import ParseError
 
@@ -65,6 +66,28 @@ _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 def unescape_param(value: str) -> str:
     """Undo %-escaping (RFC 3261 §19.1.4); malformed escapes are kept as they are."""
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+_T = TypeVar("_T")
+
+
+def cached_when_short(limit: int) -> Callable[[Callable[[str], _T]], Callable[[str], _T]]:
+    """Wrap a parse function of one text in a 4096-entry LRU cache that only texts of up
+    to C{limit} characters reach: values repeat across a call's messages, so each is
+    parsed once, while a peer's long values are parsed each time instead of filling the
+    cache.  The wrapper's C{cache_clear} empties the cache."""
+
+    def wrap(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+        cached = lru_cache(maxsize=4096)(parse)
+
+        def parse_text(text: str) -> _T:
+            return cached(text) if len(text) <= limit else parse(text)
+
+        parse_text.__doc__ = parse.__doc__
+        parse_text.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return parse_text
+
+    return wrap
 
 
 def is_digits(text: str) -> bool:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Optional, TypeVar
 
 from sbc.core.errors import ParseError
 from sbc.core.syntax import WS as _WS
 from sbc.core.syntax import (
     Params,
+    cached_when_short,
     escape_param,
     format_host,
     is_digits,
@@ -220,14 +221,7 @@ def _parse_uri(text: str) -> SipUri | OpaqueUri:
     return _parse_sip_uri(scheme, rest, text)
 
 
-_parse_uri_cached = lru_cache(maxsize=4096)(_parse_uri)
-
-
-def parse_uri(text: str) -> SipUri | OpaqueUri:
-    """The cached L{_parse_uri}: values repeat across a call's messages, so each distinct
-    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
-    must not be able to fill the cache with long strings)."""
-    return _parse_uri_cached(text) if len(text) <= CACHED_TEXT else _parse_uri(text)
+parse_uri = cached_when_short(CACHED_TEXT)(_parse_uri)
 
 
 def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
@@ -347,14 +341,7 @@ def _parse_name_addr(text: str) -> NameAddr:
     return NameAddr(None, uri, params, angle=False, raw=s)
 
 
-_parse_name_addr_cached = lru_cache(maxsize=4096)(_parse_name_addr)
-
-
-def parse_name_addr(text: str) -> NameAddr:
-    """The cached L{_parse_name_addr}: values repeat across a call's messages, so each distinct
-    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
-    must not be able to fill the cache with long strings)."""
-    return _parse_name_addr_cached(text) if len(text) <= CACHED_TEXT else _parse_name_addr(text)
+parse_name_addr = cached_when_short(CACHED_TEXT)(_parse_name_addr)
 
 
 def _parse_angle(display: Optional[str], rest: str, text: str) -> NameAddr:
@@ -484,14 +471,7 @@ def _parse_via(text: str) -> Via:
     return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)
 
 
-_parse_via_cached = lru_cache(maxsize=4096)(_parse_via)
-
-
-def parse_via(text: str) -> Via:
-    """The cached L{_parse_via}: values repeat across a call's messages, so each distinct
-    text is parsed once; text longer than L{CACHED_TEXT} is parsed each time (a peer
-    must not be able to fill the cache with long strings)."""
-    return _parse_via_cached(text) if len(text) <= CACHED_TEXT else _parse_via(text)
+parse_via = cached_when_short(CACHED_TEXT)(_parse_via)
 
 
 def _check_via_params(params: Params) -> None:
