@@ -104,6 +104,7 @@ class TmSettings:
     retr_timer2: int = 4000
     max_inv_lifetime: int = 180000
     max_noninv_lifetime: int = 32000
+    wt_timer: int = 5000
     restart_fr_on_each_reply: bool = True
     remap_503_500: bool = True
     failover_reply_codes: frozenset[int] = frozenset()
@@ -589,6 +590,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Any]]] = {
             "retr_timer2": _integer(10, 60_000),
             "max_inv_lifetime": _integer(100, 86_400_000),
             "max_noninv_lifetime": _integer(100, 3_600_000),
+            "wt_timer": _integer(100, 3_600_000),
             "restart_fr_on_each_reply": _boolean,
             "remap_503_500": _boolean,
             "failover_reply_codes": _failover_reply_codes,

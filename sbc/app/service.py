@@ -364,6 +364,7 @@ class SbcService(service.MultiService):
                 "t2": proxy.timers.t2,
                 "fr_timer": proxy.timers.fr_timer,
                 "fr_inv_timer": proxy.timers.fr_inv_timer,
+                "wt_timer": proxy.timers.wait,
             },
             "keepalive": {
                 "style": keepalive.style,

@@ -55,6 +55,7 @@ def proxy_settings(settings: Settings) -> ProxySettings:
         fr_timer=tm.fr_timer / 1000,
         fr_inv_timer=tm.fr_inv_timer / 1000,
         restart_fr_on_each_reply=tm.restart_fr_on_each_reply,
+        wait=tm.wt_timer / 1000,
     )
     return ProxySettings(
         timers=timers,

@@ -60,6 +60,10 @@ class Timers:
     @ivar fr_inv_timer: an INVITE branch that got a provisional reply times out after this.
     @ivar restart_fr_on_each_reply: every 1xx restarts C{fr_inv_timer} (else only the first
         one and those with a higher code, as Kamailio tm).
+    @ivar wait: Kamailio tm's C{wt_timer}: how long a completed transaction lingers to
+        absorb retransmissions.  It shortens Timers D, I, J, K, L and M (never lengthens
+        them); L{None} keeps RFC 3261 §17 and RFC 6026's values (64*T1, 32 s, T4).  Timer H,
+        which retransmits a final response until the ACK, is not a linger and keeps 64*T1.
     """
 
     t1: float = 0.5
@@ -68,6 +72,11 @@ class Timers:
     fr_timer: float = 30.0
     fr_inv_timer: float = 120.0
     restart_fr_on_each_reply: bool = True
+    wait: Optional[float] = None
+
+    def linger(self, rfc: float) -> float:
+        """How long a completed transaction stays, given the RFC's value for it."""
+        return rfc if self.wait is None else min(rfc, self.wait)
 
 
 class State(enum.Enum):
@@ -384,7 +393,7 @@ class ServerTransaction(_Machine):
         return self._out()
 
     def _send_accepted(self, now: float, response: object) -> list[Effect]:
-        self.deadlines["L"] = now + 64 * self.timers.t1
+        self.deadlines["L"] = now + self.timers.linger(64 * self.timers.t1)
         return self._send(now, response)
 
     def _send_completed(self, now: float, response: object) -> list[Effect]:
@@ -393,7 +402,8 @@ class ServerTransaction(_Machine):
                 self.deadlines["G"] = now + self._g_interval
             self.deadlines["H"] = now + 64 * self.timers.t1
         else:
-            self.deadlines["J"] = now + (0 if self.reliable else 64 * self.timers.t1)
+            linger = 0 if self.reliable else self.timers.linger(64 * self.timers.t1)
+            self.deadlines["J"] = now + linger
         return self._send(now, response)
 
     def _retransmit_g(self, now: float, payload: object) -> list[Effect]:
@@ -405,7 +415,7 @@ class ServerTransaction(_Machine):
         self._wire = None  # Confirmed absorbs retransmissions (RFC 3261 §17.2.1)
         self.deadlines.pop("G", None)
         self.deadlines.pop("H", None)
-        self.deadlines["I"] = now + (0 if self.reliable else self.timers.t4)
+        self.deadlines["I"] = now + (0 if self.reliable else self.timers.linger(self.timers.t4))
         return []
 
     def _timeout(self, now: float, payload: object) -> list[Effect]:
@@ -501,7 +511,7 @@ class ClientTransaction(_Machine):
         assert isinstance(response, Response)
         self.request = bare(self.request)  # only passes 2xx retransmissions up from now on
         self.deadlines.clear()
-        self.deadlines["M"] = now + 64 * self.timers.t1
+        self.deadlines["M"] = now + self.timers.linger(64 * self.timers.t1)
         return [ResponseReceived(response)]
 
     def _complete(self, now: float, response: object) -> list[Effect]:
@@ -511,9 +521,9 @@ class ClientTransaction(_Machine):
         if self.invite:
             self.ack = ack_for(self.request, response)
             effects.append(Send(self.ack, self.peer, self.local))
-            self.deadlines["D"] = now + (0 if self.reliable else 32.0)
+            self.deadlines["D"] = now + (0 if self.reliable else self.timers.linger(32.0))
         else:
-            self.deadlines["K"] = now + (0 if self.reliable else self.timers.t4)
+            self.deadlines["K"] = now + (0 if self.reliable else self.timers.linger(self.timers.t4))
         self.request = bare(self.request)  # absorbs retransmissions from now on
         return [*effects, ResponseReceived(response)]
 

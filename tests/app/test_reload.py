@@ -67,6 +67,7 @@ SAMPLES: dict[tuple[str, str], str] = {
     ("tm", "retr_timer2"): "2000",
     ("tm", "max_inv_lifetime"): "100000",
     ("tm", "max_noninv_lifetime"): "20000",
+    ("tm", "wt_timer"): "32000",
     ("tm", "restart_fr_on_each_reply"): "no",
     ("tm", "remap_503_500"): "no",
     ("tm", "failover_reply_codes"): "code=403",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from dataclasses import replace
 
 import pytest
 
@@ -180,6 +181,21 @@ def test_a_finished_call_is_freed_within_64_t1() -> None:
     assert sizes["server_transactions"] == sizes["client_transactions"] == 1  # the ringing call
     assert sizes["forwardings"] == 1 and sizes["dialogs"] == 1  # its early dialog
     assert all(ref() is None for ref in forwarding_refs)  # nothing keeps the first alive
+
+
+def test_with_wt_timer_a_finished_call_is_freed_once_it_runs_out() -> None:
+    """Kamailio's wt_timer (5 s) instead of 64*T1: every transaction of the call, its
+    response contexts and its dialog are gone 5 s after the BYE's 200."""
+    p = make_proxy([SBC], ProxySettings(timers=replace(TIMERS, wait=5.0)))
+    register(p, BOB1, expires=3600)
+    out = call(p)
+    hang_up(p, out)
+    p.handle_timer(5.5)  # the INVITE's 200 was at 0.1: its transactions lingered until 5.1
+    assert p.sizes()["server_transactions"] == 1  # the BYE's, until 6.1
+    p.handle_timer(6.1)
+    sizes = p.sizes()
+    assert sizes["server_transactions"] == sizes["client_transactions"] == 0, sizes
+    assert sizes["forwardings"] == sizes["dialogs"] == 0, sizes
 
 
 def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> None:

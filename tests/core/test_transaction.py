@@ -283,6 +283,49 @@ def test_server_absorbs_retransmissions_by_resending_the_last_response() -> None
     assert machine.deadlines == {"J": 0.2 + 32.0}
 
 
+WAIT = Timers(t1=0.5, t2=4.0, t4=5.0, fr_timer=32.0, fr_inv_timer=60.0, wait=2.0)
+
+
+def test_wt_timer_shortens_every_linger_of_a_udp_transaction() -> None:
+    """Kamailio's wt_timer caps the time a completed transaction absorbs retransmissions:
+    Timers J, I and L (server), K, D and M (client); a retransmission inside it is still
+    absorbed, and the transaction is gone once it runs out."""
+    options = ServerTransaction(req("OPTIONS"), UDP, None, WAIT)
+    options.send_response(resp(options.request, 200), 1.0)
+    [again] = options.receive_request(req("OPTIONS"), 2.5)
+    assert isinstance(again, Send) and again.message.status == 200
+    assert options.deadlines == {"J": 3.0}
+    options.handle_timer(3.0)
+    assert options.terminated
+    invite = ServerTransaction(req(), UDP, None, WAIT)
+    invite.send_response(resp(invite.request, 200), 1.0)
+    assert invite.deadlines == {"L": 3.0}
+    rejected = ServerTransaction(req(), UDP, None, WAIT)
+    rejected.send_response(resp(rejected.request, 486), 0.0)
+    assert rejected.deadlines["H"] == 32.0  # retransmitting until the ACK: not a linger
+    rejected.receive_request(req("ACK"), 1.0)
+    assert rejected.deadlines == {"I": 3.0}
+    for method, status, timer in (("INVITE", 486, "D"), ("INVITE", 200, "M"), ("BYE", 200, "K")):
+        machine = ClientTransaction(req(method), UDP, None, WAIT)
+        machine.start(0.0)
+        machine.receive_response(resp(machine.request, status), 1.0)
+        assert machine.deadlines == {timer: 3.0}, method
+        machine.handle_timer(3.0)
+        assert machine.terminated, method
+
+
+def test_wt_timer_never_lengthens_the_rfc_timers() -> None:
+    """A wt_timer above the RFC's value leaves it: T4 for K and I, 64*T1 for J."""
+    timers = Timers(t1=0.5, t4=5.0, wait=60.0)
+    machine = ClientTransaction(req("BYE"), UDP, None, timers)
+    machine.start(0.0)
+    machine.receive_response(resp(machine.request, 200), 1.0)
+    assert machine.deadlines == {"K": 6.0}
+    options = ServerTransaction(req("OPTIONS"), UDP, None, timers)
+    options.send_response(resp(options.request, 200), 0.0)
+    assert options.deadlines == {"J": 32.0}
+
+
 def test_server_key_matches_ack_to_invite_and_separates_cancel() -> None:
     """ACK shares the INVITE's key; CANCEL has its own."""
     assert server_key(req("INVITE")) == server_key(req("INVITE"))
