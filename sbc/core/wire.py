@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from sbc.core.message import Message, Request, Response
 
-__all__ = ["Wire", "RECEIVED", "SENT", "raw_call_id", "looks_like_sip"]
+__all__ = ["Wire", "RECEIVED", "SENT", "raw_call_id", "looks_like_sip", "tap_while"]
 
 RECEIVED = "received"
 SENT = "sent"
@@ -72,3 +72,14 @@ def looks_like_sip(data: bytes) -> bool:
     """Does C{data} start with a SIP request or status line (not a CRLF or 4-byte
     keepalive)?"""
     return _START.match(data[:200]) is not None
+
+
+def tap_while(taps: list[Any], tap: Any, on: bool) -> None:
+    """Keep C{tap} in C{taps} (the engine's wire taps) while it is C{on}, and out of them
+    while it is off: a tap that would return at once costs the engine nothing per message.
+    Called by a tap whenever its settings change (start-up, reload, an admin command)."""
+    if on:
+        if tap not in taps:
+            taps.append(tap)
+    elif tap in taps:
+        taps.remove(tap)
