@@ -9,8 +9,7 @@ records as Kamailio's acc does) read it.  Pure data, no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from sbc.core.message import Message, Request, Response
 
@@ -22,10 +21,11 @@ SENT = "sent"
 HostPort = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Wire:
+class Wire(NamedTuple):
     """
-    One SIP message on the wire.
+    One SIP message on the wire.  Built for every message while any tap is on, so a named
+    tuple: as unchangeable as a frozen dataclass, made in a third of the time (a frozen
+    dataclass sets each field through C{object.__setattr__}).
 
     @ivar direction: L{RECEIVED} or L{SENT}.
     @ivar transport: C{udp}, C{tcp} or C{tls}.
