@@ -332,10 +332,11 @@ class SbcMetrics:
         if status >= 200:
             started = self._transactions.pop(key, None)
             if started is not None:
+                method = cseq.method
                 self._observe(
                     self._transaction_children,
                     self.transaction_duration,
-                    cseq.method,
+                    method if method in KNOWN_METHODS else "other",  # a peer's own word
                     now - started,
                 )
 
@@ -344,7 +345,7 @@ class SbcMetrics:
         children: dict[str, Any], histogram: Histogram, label: str, seconds: float
     ) -> None:
         """C{histogram.labels(label).observe(seconds)}, the child looked up in C{children}
-        (which keeps at most L{MAX_CACHED_CHILDREN}: a method label is what a peer sent)."""
+        (which keeps at most L{MAX_CACHED_CHILDREN})."""
         child = children.get(label)
         if child is None:
             child = histogram.labels(label)

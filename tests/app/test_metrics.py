@@ -141,12 +141,21 @@ def test_invented_methods_share_one_label() -> None:
         metrics.wire(
             Wire(RECEIVED, "udp", ("192.0.2.1", 5060), ("127.0.0.1", 5060), b"", 0.0, request)
         )
+        answer = make_response(request, 405)
+        metrics.wire(
+            Wire(SENT, "udp", ("127.0.0.1", 5060), ("192.0.2.1", 5060), b"", 0.5, answer)
+        )
     got = samples(metrics)
     received = [k for k in got if k[0] == "sbc_requests_received_total"]
     assert received == [
         ("sbc_requests_received_total", (("method", "other"), ("transport", "udp")))
     ]
     assert got[received[0]] == 50
+    durations = {
+        dict(labels)["method"] for name, labels in got if name.startswith("sbc_transaction_dur")
+    }
+    assert durations == {"other"}
+    assert got[("sbc_transaction_duration_seconds_count", (("method", "other"),))] == 50
 
 
 #: What C{/metrics} showed for L{scrape_scenario} when the message counters were
