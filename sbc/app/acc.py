@@ -10,7 +10,7 @@ database that is down costs records (counted in C{acc_db_errors}, logged), never
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from twisted.application import service
 from twisted.internet import threads
@@ -20,8 +20,11 @@ from typing_extensions import override
 from sbc.core.acc import AccSettings, CallRecord, CallTracker, MediaStats
 from sbc.core.dialog import DialogEvent
 from sbc.core.stats import Statistics
-from sbc.core.wire import Wire
+from sbc.core.wire import Wire, tap_while
 from sbc.net.log import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sbc.net.engine import WireTap
 
 __all__ = ["CallAccounting", "PostgresWriter", "COLUMNS"]
 
@@ -116,7 +119,11 @@ class CallAccounting(service.Service):
         reactor: Any,
         media_stats: Optional[MediaStats] = None,
         stats: Optional[Statistics] = None,
+        taps: Optional[list[WireTap]] = None,
     ) -> None:
+        """
+        @param taps: the engine's wire taps: this writer is one of them while L{active}.
+        """
         self.reactor = reactor
         self.tracker = CallTracker(media_stats)
         self.stats = stats if stats is not None else Statistics()
@@ -124,6 +131,7 @@ class CallAccounting(service.Service):
         self._file: Optional[IO[str]] = None
         self._db: Optional[PostgresWriter] = None
         self._pool: Optional[ThreadPool] = None
+        self._taps = taps
         self.configure(settings)
 
     @property
@@ -151,6 +159,8 @@ class CallAccounting(service.Service):
             if previous is not None:
                 self._in_thread(previous.close)
         self.settings = settings
+        if self._taps is not None:
+            tap_while(self._taps, self, self.active)
 
     def _in_thread(self, work: Any, *args: Any) -> Any:
         if self._pool is None:

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.app.test_metrics -*-
 """
 Prometheus metrics with C{prometheus_client}: counters as counters (C{_total}, with
-labels), gauges as gauges, histograms for call set-up time, transaction duration, DNS
+labels; the per-message ones are plain integers in dicts, exported by a collector at
+scrape time), gauges as gauges, histograms for call set-up time, transaction duration, DNS
 lookup time and keepalive round trips, and the process collector (CPU, memory, open
 file descriptors).  One registry per sbc, served by C{prometheus_client}'s own Twisted
 C{MetricsResource} on C{[manhole] metrics_listen}.
@@ -13,17 +14,18 @@ counters (or gauges for the few that are levels, not counts).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Histogram,
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -64,6 +66,8 @@ KNOWN_METHODS = frozenset(
 #: Open transactions, calls and pings remembered at most (a peer that never answers must
 #: not grow memory); the oldest are forgotten first.
 MAX_TRACKED = 100_000
+#: Histogram children remembered per histogram for quick look-up.
+MAX_CACHED_CHILDREN = 32
 
 
 def _disposition(status: int) -> str:
@@ -79,6 +83,60 @@ def _disposition(status: int) -> str:
     if status in (408, 480):
         return "unanswered"
     return "failed"
+
+
+#: Label values of the reply counters by status class (C{2} for a 200, ...).
+_CLASS_LABELS = {n: (f"{n}xx",) for n in range(1, 7)}
+
+
+class _Counts(dict[tuple[str, ...], int]):
+    """
+    One counter family: its value by label values, as plain integers (one dict operation
+    per message, no lock: messages are counted and C{/metrics} is rendered on the reactor
+    thread, L{sbc.app.manhole.MetricsResource}).  The time each label set was first
+    counted is kept for its C{_created} sample, as a C{prometheus_client} C{Counter} child
+    exports it.
+    """
+
+    __slots__ = ("name", "documentation", "labelnames", "created")
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        super().__init__()
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def __missing__(self, key: tuple[str, ...]) -> int:
+        self.created[key] = time.time()
+        return 0
+
+    def family(self, with_created: bool) -> CounterMetricFamily:
+        """The family as C{/metrics} shows it (C{<name>_total} and C{<name>_created})."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        created = self.created
+        for key, value in self.items():
+            family.add_metric(key, float(value), created[key] if with_created else None)
+        return family
+
+
+class _CounterCollector(Collector):
+    """The per-message counters, exported at scrape time as C{prometheus_client}'s own
+    labelled C{Counter}s showed them (same names, HELP, labels and samples)."""
+
+    def __init__(self, counters: list[_Counts]) -> None:
+        self._counters = counters
+
+    def describe(self) -> Iterator[Metric]:
+        for counts in self._counters:
+            yield CounterMetricFamily(counts.name, counts.documentation, labels=counts.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        # PROMETHEUS_DISABLE_CREATED_SERIES (or disable_created_metrics()) drops the
+        # _created samples of every counter: these follow the library's switch.
+        with_created = getattr(prometheus_metrics, "_use_created", True)
+        for counts in self._counters:
+            yield counts.family(with_created)
 
 
 class _Bounded(OrderedDict[Any, Any]):
@@ -143,29 +201,29 @@ class SbcMetrics:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
         registry.register(_StateCollector(statistics, gauges))
-        self.requests_received = Counter(
-            "sbc_requests_received",
-            "SIP requests received",
-            ["method", "transport"],
-            registry=registry,
+        self._requests_received = _Counts(
+            "sbc_requests_received", "SIP requests received", ("method", "transport")
         )
-        self.requests_sent = Counter(
-            "sbc_requests_sent",
-            "SIP requests sent (relayed or generated)",
-            ["method", "transport"],
-            registry=registry,
+        self._requests_sent = _Counts(
+            "sbc_requests_sent", "SIP requests sent (relayed or generated)", ("method", "transport")
         )
-        self.replies_received = Counter(
-            "sbc_replies_received", "SIP responses received", ["class"], registry=registry
+        self._replies_received = _Counts(
+            "sbc_replies_received", "SIP responses received", ("class",)
         )
-        self.replies_sent = Counter(
-            "sbc_replies_sent", "SIP responses sent", ["class"], registry=registry
+        self._replies_sent = _Counts("sbc_replies_sent", "SIP responses sent", ("class",))
+        self._calls_by_disposition = _Counts(
+            "sbc_calls", "Initial INVITEs by their final outcome", ("disposition",)
         )
-        self.calls = Counter(
-            "sbc_calls",
-            "Initial INVITEs by their final outcome",
-            ["disposition"],
-            registry=registry,
+        registry.register(
+            _CounterCollector(
+                [
+                    self._requests_received,
+                    self._requests_sent,
+                    self._replies_received,
+                    self._replies_sent,
+                    self._calls_by_disposition,
+                ]
+            )
         )
         self.call_setup = Histogram(
             "sbc_call_setup_seconds",
@@ -200,9 +258,11 @@ class SbcMetrics:
             buckets=GC_BUCKETS,
             registry=registry,
         )
-        #: Labelled children by label values: C{labels()} takes a lock and builds a key on
-        #: every call, this is one dict lookup per message.
-        self._children: dict[tuple, Any] = {}
+        #: Histogram children by label value: C{labels()} takes a lock and checks its
+        #: arguments on every call, this is one dict lookup.  Made on first use, so that a
+        #: scrape shows no label set before it has been observed.
+        self._setup_children: dict[str, Any] = {}
+        self._transaction_children: dict[str, Any] = {}
         self._transactions: _Bounded = _Bounded()
         self._calls: _Bounded = _Bounded()
         self._pings: _Bounded = _Bounded()
@@ -225,27 +285,23 @@ class SbcMetrics:
             return
         if isinstance(message, Request):
             method = message.method
-            label = method if method in KNOWN_METHODS else "other"
-            key = (received, label, record.transport)
-            child = self._children.get(key)
-            if child is None:
-                counter = self.requests_received if received else self.requests_sent
-                child = self._children[key] = counter.labels(label, record.transport)
-            child.inc()
+            counts = self._requests_received if received else self._requests_sent
+            counts[method if method in KNOWN_METHODS else "other", record.transport] += 1
             if received:
                 self._request_in(message, record.time)
         elif isinstance(message, Response):
-            key = (received, message.status // 100)
-            child = self._children.get(key)
-            if child is None:
-                counter = self.replies_received if received else self.replies_sent
-                child = self._children[key] = counter.labels(f"{key[1]}xx")
-            child.inc()
+            status = message.status
+            try:
+                key = _CLASS_LABELS[status // 100]
+            except KeyError:
+                key = (f"{status // 100}xx",)
             if received:
+                self._replies_received[key] += 1
                 started = self._pings.pop(message.call_id, None)
                 if started is not None:
                     self.keepalive_rtt.observe(max(0.0, record.time - started))
             else:
+                self._replies_sent[key] += 1
                 self._response_out(message, record.time)
 
     def _request_in(self, request: Request, now: float) -> None:
@@ -267,13 +323,32 @@ class SbcMetrics:
         if call is not None:
             if 180 <= status < 190 and not call[1]:
                 call[1] = True
-                self.call_setup.labels("ringing").observe(max(0.0, now - call[0]))
+                self._observe(self._setup_children, self.call_setup, "ringing", now - call[0])
             elif status >= 200:
                 del self._calls[key]
                 if status < 300:
-                    self.call_setup.labels("answered").observe(max(0.0, now - call[0]))
-                self.calls.labels(_disposition(status)).inc()
+                    self._observe(self._setup_children, self.call_setup, "answered", now - call[0])
+                self._calls_by_disposition[(_disposition(status),)] += 1
         if status >= 200:
             started = self._transactions.pop(key, None)
             if started is not None:
-                self.transaction_duration.labels(cseq.method).observe(max(0.0, now - started))
+                method = cseq.method
+                self._observe(
+                    self._transaction_children,
+                    self.transaction_duration,
+                    method if method in KNOWN_METHODS else "other",  # a peer's own word
+                    now - started,
+                )
+
+    @staticmethod
+    def _observe(
+        children: dict[str, Any], histogram: Histogram, label: str, seconds: float
+    ) -> None:
+        """C{histogram.labels(label).observe(seconds)}, the child looked up in C{children}
+        (which keeps at most L{MAX_CACHED_CHILDREN})."""
+        child = children.get(label)
+        if child is None:
+            child = histogram.labels(label)
+            if len(children) < MAX_CACHED_CHILDREN:
+                children[label] = child
+        child.observe(max(0.0, seconds))

@@ -246,13 +246,14 @@ class SbcService(service.MultiService):
         self.metrics = SbcMetrics(self.engine.stats.snapshot, self.levels)
         self.engine.taps.append(self.metrics)
         self.engine.lookup_listeners.append(self.metrics.dns_lookup_took)
-        self.hep = HepSender(settings.siptrace, self.engine.stats)
-        self.engine.taps.append(self.hep)
+        # HEP and acc are among the taps only while they are on (they see to it).
+        self.hep = HepSender(settings.siptrace, self.engine.stats, self.engine.taps)
         if isinstance(self.media, RtpRelay):
             self.media.rtcp_listeners.append(self.hep.rtcp)
-        self.acc = CallAccounting(settings.acc, reactor, self._media_stats, self.engine.stats)
+        self.acc = CallAccounting(
+            settings.acc, reactor, self._media_stats, self.engine.stats, self.engine.taps
+        )
         self.acc.setServiceParent(self)
-        self.engine.taps.append(self.acc)
         self.engine.dialog_listeners.append(self.acc.dialog_event)
         self._add_manhole(settings)
         self.handle_signals = False

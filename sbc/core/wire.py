@@ -9,12 +9,11 @@ records as Kamailio's acc does) read it.  Pure data, no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from sbc.core.message import Message, Request, Response
 
-__all__ = ["Wire", "RECEIVED", "SENT", "raw_call_id", "looks_like_sip"]
+__all__ = ["Wire", "RECEIVED", "SENT", "raw_call_id", "looks_like_sip", "tap_while"]
 
 RECEIVED = "received"
 SENT = "sent"
@@ -22,10 +21,11 @@ SENT = "sent"
 HostPort = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Wire:
+class Wire(NamedTuple):
     """
-    One SIP message on the wire.
+    One SIP message on the wire.  Built for every message while any tap is on, so a named
+    tuple: as unchangeable as a frozen dataclass, made in a third of the time (a frozen
+    dataclass sets each field through C{object.__setattr__}).
 
     @ivar direction: L{RECEIVED} or L{SENT}.
     @ivar transport: C{udp}, C{tcp} or C{tls}.
@@ -72,3 +72,14 @@ def looks_like_sip(data: bytes) -> bool:
     """Does C{data} start with a SIP request or status line (not a CRLF or 4-byte
     keepalive)?"""
     return _START.match(data[:200]) is not None
+
+
+def tap_while(taps: list[Any], tap: Any, on: bool) -> None:
+    """Keep C{tap} in C{taps} (the engine's wire taps) while it is C{on}, and out of them
+    while it is off: a tap that would return at once costs the engine nothing per message.
+    Called by a tap whenever its settings change (start-up, reload, an admin command)."""
+    if on:
+        if tap not in taps:
+            taps.append(tap)
+    elif tap in taps:
+        taps.remove(tap)

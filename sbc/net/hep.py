@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from sbc.core.hep import PROTO_RTCP, PROTO_SIP, HepPacket, SiptraceSettings, encode
 from sbc.core.rtcp import reports
 from sbc.core.stats import Statistics
-from sbc.core.wire import Wire
+from sbc.core.wire import Wire, tap_while
 from sbc.net.log import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sbc.net.engine import WireTap
 
 __all__ = ["HepSender"]
 
@@ -35,10 +38,19 @@ class HepSender:
     @ivar settings: the C{[siptrace]} settings in force (replaced live by L{configure}).
     """
 
-    def __init__(self, settings: SiptraceSettings, stats: Optional[Statistics] = None) -> None:
+    def __init__(
+        self,
+        settings: SiptraceSettings,
+        stats: Optional[Statistics] = None,
+        taps: Optional[list[WireTap]] = None,
+    ) -> None:
+        """
+        @param taps: the engine's wire taps: this sender is one of them while capture is on.
+        """
         self.stats = stats if stats is not None else Statistics()
         self.settings = SiptraceSettings()
         self._socket: Optional[socket.socket] = None
+        self._taps = taps
         self.configure(settings)
 
     def configure(self, settings: SiptraceSettings) -> None:
@@ -54,6 +66,8 @@ class HepSender:
             self._socket = socket.socket(family, socket.SOCK_DGRAM)
             self._socket.setblocking(False)
         self.settings = settings
+        if self._taps is not None:
+            tap_while(self._taps, self, settings.enabled)
         if settings.enabled:
             log.info(
                 "siptrace: HEP3 capture to {target}, capture id {capture_id}",

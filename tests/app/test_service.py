@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sbc.app.config import defaults, load
 from sbc.app.devcert import make_certificates
+from sbc.app.manhole import AdminCommands
 from sbc.app.service import ListenerService, Options, build_service, makeService
 from sbc.core.address import Address
 
@@ -178,3 +179,28 @@ def test_websocket_listeners_and_origin_reload(tmp_path) -> None:  # type: ignor
     assert "[websocket] allowed_origins" in service.reload()["changed"]
     assert factory.settings.origin_allowed("https://b.example")
     assert not service.websocket_factory("wss").settings.origin_allowed("https://a.example")
+
+
+def test_hep_and_acc_are_taps_only_while_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The engine calls HEP capture and acc only while they are on: at start-up, after a
+    reload and after C{siptrace.status}, the metrics always."""
+    path = tmp_path / "sbc.ini"
+    core = "[core]\nlisten = udp:127.0.0.1:5060\n"
+    path.write_text(core)
+    service = build_service(load(str(path)), MemoryReactorClock())
+    assert service.engine.taps == [service.metrics]
+    path.write_text(core + "[siptrace]\nduplicate_uri = udp:127.0.0.1:9060\n")
+    assert service.reload()["reloaded"]
+    assert service.engine.taps == [service.metrics, service.hep]
+    commands = AdminCommands(service)
+    commands.run("siptrace.status off")
+    assert service.engine.taps == [service.metrics]
+    commands.run("siptrace.status on")
+    assert service.engine.taps == [service.metrics, service.hep]
+    path.write_text(core + f"[acc]\nlog_file = {tmp_path / 'acc.json'}\n")
+    assert service.reload()["reloaded"]
+    assert service.engine.taps == [service.metrics, service.acc]
+    path.write_text(core)
+    assert service.reload()["reloaded"]
+    assert service.engine.taps == [service.metrics]
+    service.hep.close()
