@@ -61,6 +61,7 @@ class Row:
     #: Garbage collections during the step, and those over 5 ms (sbc's /metrics only).
     gc_count: Optional[int] = None
     gc_slow: Optional[int] = None
+    gc_seconds: Optional[float] = None
     #: SIPp had to be stopped (it did not end within its timeout and a margin).
     overran: bool = False
 
@@ -328,23 +329,28 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def gc_pauses(metrics_port: Optional[int]) -> tuple[Optional[int], Optional[int]]:
-    """sbc's collections so far and those over 5 ms, from C{sbc_gc_pause_seconds}."""
+def gc_pauses(
+    metrics_port: Optional[int],
+) -> tuple[Optional[int], Optional[int], Optional[float]]:
+    """sbc's collections so far, those over 5 ms and the seconds they took in all, from
+    C{sbc_gc_pause_seconds}."""
     if not metrics_port:
-        return None, None
+        return None, None, None
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
     except OSError:
-        return None, None  # sbc too busy to answer in time
-    count = fast = 0.0
+        return None, None, None  # sbc too busy to answer in time
+    count = fast = seconds = 0.0
     for line in text.splitlines():
         if line.startswith("sbc_gc_pause_seconds_count "):
             count = float(line.split()[1])
+        elif line.startswith("sbc_gc_pause_seconds_sum "):
+            seconds = float(line.split()[1])
         elif line.startswith('sbc_gc_pause_seconds_bucket{le="0.005"}'):
             fast = float(line.split()[1])
-    return int(count), int(count - fast)
+    return int(count), int(count - fast), seconds
 
 
 def run_step(
@@ -429,6 +435,7 @@ def run_step(
         other_percent=None if busy is None else max(0.0, 100 * (busy - cpu) / step_seconds),
         gc_count=None if gc0[0] is None or gc1[0] is None else gc1[0] - gc0[0],
         gc_slow=None if gc0[1] is None or gc1[1] is None else gc1[1] - gc0[1],
+        gc_seconds=None if gc0[2] is None or gc1[2] is None else gc1[2] - gc0[2],
         overran=overran,
     )
 
@@ -450,7 +457,10 @@ def format_row(row: Row) -> str:
     if row.overran:
         line += "  (SIPp stopped: it overran its timeout)"
     if row.gc_count is not None:
-        line += f"  gc {row.gc_count} ({row.gc_slow} > 5 ms)"
+        line += f"  gc {row.gc_count} ({row.gc_slow} > 5 ms"
+        if row.gc_seconds is not None:
+            line += f", {1000 * row.gc_seconds:.0f} ms in all"
+        line += ")"
     return line
 
 

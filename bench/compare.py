@@ -287,7 +287,7 @@ def memory(args: argparse.Namespace, folder: str) -> None:
                 shm = kamailio_shm_mib(here)
                 line += f"; shm used {shm:.1f} MiB" if shm is not None else ""
             else:
-                count, slow = gc_pauses(metrics_port)
+                count, slow, _ = gc_pauses(metrics_port)
                 line += f"; gc {count} collections ({slow} > 5 ms) so far"
             print(line, flush=True)
 
