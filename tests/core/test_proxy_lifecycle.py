@@ -198,6 +198,19 @@ def test_with_wt_timer_a_finished_call_is_freed_once_it_runs_out() -> None:
     assert sizes["forwardings"] == sizes["dialogs"] == 0, sizes
 
 
+def test_with_wt_timer_a_2xx_retransmitted_after_its_transaction_brings_no_dialog_back() -> None:
+    """The callee's 200 retransmitted once the INVITE's transactions are gone (wt_timer
+    run out, the call hung up meanwhile) creates no dialog and no transaction."""
+    p = make_proxy([SBC], ProxySettings(timers=replace(TIMERS, wait=5.0)))
+    register(p, BOB1, expires=3600)
+    out = call(p)
+    hang_up(p, out)
+    p.handle_timer(7.0)
+    answer(p, out, 200, BOB1, 7.5, to_tag="tc1")
+    sizes = p.sizes()
+    assert sizes["dialogs"] == sizes["server_transactions"] == sizes["client_transactions"] == 0
+
+
 def test_a_2xx_retransmitted_after_the_bye_does_not_bring_the_dialog_back() -> None:
     """The callee's 200 retransmissions (its ACK was late) can outlive the call: they are
     passed upstream, but the dialog the BYE ended stays ended (it would otherwise linger
