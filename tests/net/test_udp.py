@@ -153,3 +153,82 @@ class LimitCounterTests(SynchronousTestCase):
             ),
             (1, 1, 1),
         )
+
+
+class _Socket:
+    """The socket of a real port: records C{sendto}, or raises C{error} once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.error: OSError | None = None
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        self.sent.append((data, address))
+        return len(data)
+
+
+class _Port(_Transport):
+    """A transport with a socket and a reactor, as C{twisted.internet.udp.Port} has."""
+
+    def __init__(self, reactor: Clock) -> None:
+        super().__init__()
+        self.socket = _Socket()
+        self.reactor = reactor
+
+
+class SendQueueTests(SynchronousTestCase):
+    """Datagrams sent during a pass of the reactor loop go out together right after it."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.protocol = SipDatagramProtocol(SipEngine(make_proxy([]), Clock()))
+        self.port = _Port(self.clock)
+        self.protocol.makeConnection(self.port)
+        self.sent = self.port.socket.sent
+
+    def test_queued_until_the_pass_ends_then_sent_in_order(self) -> None:
+        """Nothing leaves before the reactor comes back; then all of it, in order, once."""
+        for i in range(3):
+            self.protocol.send(b"%d" % i, ("192.0.2.1", 5060 + i))
+        self.assertEqual(self.sent, [])
+        self.clock.advance(0)
+        self.assertEqual([d for d, _ in self.sent], [b"0", b"1", b"2"])
+        self.assertEqual(self.sent[2][1], ("192.0.2.1", 5062))
+        self.clock.advance(0)
+        self.assertEqual(len(self.sent), 3)  # each datagram once
+
+    def test_a_full_queue_goes_out_at_once(self) -> None:
+        """At most MAX_QUEUED wait: the time a datagram waits stays short under load."""
+        for i in range(SipDatagramProtocol.MAX_QUEUED + 1):
+            self.protocol.send(b"%d" % i, ("192.0.2.1", 5060))
+        self.assertEqual(len(self.sent), SipDatagramProtocol.MAX_QUEUED)
+        self.clock.advance(0)
+        self.assertEqual(len(self.sent), SipDatagramProtocol.MAX_QUEUED + 1)
+
+    def test_stopping_sends_what_is_queued(self) -> None:
+        """A socket that stops sends its queue first; afterwards nothing waits."""
+        self.protocol.send(b"bye", ("192.0.2.1", 5060))
+        self.protocol.doStop()
+        self.assertEqual(self.sent, [(b"bye", ("192.0.2.1", 5060))])
+        self.protocol.send(b"late", ("192.0.2.1", 5060))  # no reactor pass to wait for
+        self.assertEqual(len(self.sent), 2)
+
+    def test_errors_of_a_queued_datagram_are_counted_and_the_rest_still_go(self) -> None:
+        """ECONNREFUSED (an earlier ICMP error) is ignored, other errors counted; neither
+        stops the datagrams queued behind it."""
+        stats = self.protocol.engine.stats
+        self.port.socket.error = ConnectionRefusedError()
+        self.protocol.send(b"a", ("192.0.2.1", 5060))
+        self.protocol.send(b"b", ("192.0.2.1", 5060))
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [(b"b", ("192.0.2.1", 5060))])
+        self.assertEqual(stats.get("udp_send_errors"), 0)
+        self.port.socket.error = OSError(101, "Network is unreachable")
+        self.protocol.send(b"c", ("192.0.2.1", 5060))
+        self.protocol.send(b"d", ("192.0.2.1", 5060))
+        self.clock.advance(0)
+        self.assertEqual([d for d, _ in self.sent], [b"b", b"d"])
+        self.assertEqual(stats.get("udp_send_errors"), 1)
