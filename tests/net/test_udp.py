@@ -1,9 +1,15 @@
-"""Tests for L{sbc.net.udp} and the engine behind it, over a fake datagram transport."""
+"""Tests for L{sbc.net.udp} and the engine behind it, over a fake datagram transport (and
+one real port for the send queue)."""
 
 from __future__ import annotations
 
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -232,3 +238,25 @@ class SendQueueTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual([d for d, _ in self.sent], [b"b", b"d"])
         self.assertEqual(stats.get("udp_send_errors"), 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_socket_sends_the_pass_s_datagrams_after_it_in_order() -> None:
+    """On a real port in the running reactor: what is sent during a pass has not left when
+    the pass goes on (a direct send to loopback would already be in the peer's buffer),
+    and all of it arrives, in order, once the reactor comes back."""
+    protocol = SipDatagramProtocol(SipEngine(make_proxy([]), reactor))
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        for i in range(3):
+            protocol.send(b"datagram %d" % i, peer.getsockname())
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        await deferLater(reactor, 0.05, lambda: None)
+        assert [peer.recv(100) for _ in range(3)] == [b"datagram 0", b"datagram 1", b"datagram 2"]
+    finally:
+        peer.close()
+        await port.stopListening()
