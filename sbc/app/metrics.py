@@ -66,8 +66,6 @@ KNOWN_METHODS = frozenset(
 #: Open transactions, calls and pings remembered at most (a peer that never answers must
 #: not grow memory); the oldest are forgotten first.
 MAX_TRACKED = 100_000
-#: Histogram children remembered per histogram for quick look-up.
-MAX_CACHED_CHILDREN = 32
 
 
 def _disposition(status: int) -> str:
@@ -345,10 +343,8 @@ class SbcMetrics:
         children: dict[str, Any], histogram: Histogram, label: str, seconds: float
     ) -> None:
         """C{histogram.labels(label).observe(seconds)}, the child looked up in C{children}
-        (which keeps at most L{MAX_CACHED_CHILDREN})."""
+        (bounded by the labels: set-up stages, and methods as L{KNOWN_METHODS} or C{other})."""
         child = children.get(label)
         if child is None:
-            child = histogram.labels(label)
-            if len(children) < MAX_CACHED_CHILDREN:
-                children[label] = child
+            child = children[label] = histogram.labels(label)
         child.observe(max(0.0, seconds))
