@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -172,11 +174,22 @@ def gc_line(folder: str) -> str:
     return lines[-1] if lines else ""
 
 
-def with_proxy(
-    name: str, folder: str, users: int, work, proxy_core: Optional[int], sipp_core: Optional[int]
-):  # type: ignore[no-untyped-def]
-    """Start C{name}, the UAS and C{users} registrations, then C{work(target, pids, users_csv,
-    proxy_folder, metrics_port)}; everything started is stopped afterwards."""
+@dataclass
+class Running:
+    """A proxy started by L{proxy_running}: its process, where to send SIP, its folder, its
+    metrics port (sbc only) and every process to stop at the end (add yours)."""
+
+    process: subprocess.Popen
+    target: str
+    folder: str
+    metrics_port: Optional[int]
+    started: list[subprocess.Popen]
+
+
+@contextmanager
+def proxy_running(name: str, folder: str, proxy_core: Optional[int]) -> Iterator[Running]:
+    """Start C{name} in its own folder under C{folder}; on the way out, stop it and every
+    process added to C{started}."""
     here = os.path.join(folder, name)
     os.makedirs(here)
     port = free_port()
@@ -185,16 +198,26 @@ def with_proxy(
     try:
         proxy = start_proxy(name, here, port, proxy_core, metrics_port)
         started.append(proxy)
-        target = f"127.0.0.1:{port}"
-        csv = write_users(os.path.join(here, "users.csv"), "sbc.test", users)
-        uas, uas_port = start_uas(here, sipp_core)
-        started.append(uas)
-        reg = register(target, csv, users, uas_port, here, sipp_core)
-        if reg.returncode != 0:
-            raise SystemExit(f"{name}: registration failed:\n" + reg.stdout[-2000:])
-        return work(target, lambda: process_tree(proxy.pid), csv, here, metrics_port)
+        yield Running(proxy, f"127.0.0.1:{port}", here, metrics_port, started)
     finally:
         stop(started)
+
+
+def with_proxy(
+    name: str, folder: str, users: int, work, proxy_core: Optional[int], sipp_core: Optional[int]
+):  # type: ignore[no-untyped-def]
+    """Start C{name}, the UAS and C{users} registrations, then C{work(target, pids, users_csv,
+    proxy_folder, metrics_port)}; everything started is stopped afterwards."""
+    with proxy_running(name, folder, proxy_core) as proxy:
+        here = proxy.folder
+        csv = write_users(os.path.join(here, "users.csv"), "sbc.test", users)
+        uas, uas_port = start_uas(here, sipp_core)
+        proxy.started.append(uas)
+        reg = register(proxy.target, csv, users, uas_port, here, sipp_core)
+        if reg.returncode != 0:
+            raise SystemExit(f"{name}: registration failed:\n" + reg.stdout[-2000:])
+        pid = proxy.process.pid
+        return work(proxy.target, lambda: process_tree(pid), csv, here, proxy.metrics_port)
 
 
 def ladder(args: argparse.Namespace, folder: str) -> None:

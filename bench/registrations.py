@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,6 @@ from calls import (  # noqa: E402
     register,
     rss_mib,
     stat_rows,
-    stop,
     wait_until_quiet,
     write_users,
 )
@@ -49,7 +47,7 @@ from compare import (  # noqa: E402
     ensure_kamailio,
     gc_line,
     kamailio_shm_mib,
-    start_proxy,
+    proxy_running,
 )
 
 
@@ -115,15 +113,8 @@ def split(users: int, rates: list[int]) -> list[int]:
 def run_proxy(
     name: str, folder: str, users: int, rates: list[int], quiet: float, settle: float
 ) -> None:
-    here = os.path.join(folder, name)
-    os.makedirs(here)
-    port = free_port()
-    metrics_port = free_port() if name == "sbc" else None
-    started: list[subprocess.Popen] = []
-    try:
-        proxy = start_proxy(name, here, port, PROXY_CORE, metrics_port)
-        started.append(proxy)
-        target = f"127.0.0.1:{port}"
+    with proxy_running(name, folder, PROXY_CORE) as running:
+        proxy, target, here = running.process, running.target, running.folder
         contact_port = free_port()  # nobody calls these users: nothing needs to listen
         time.sleep(1)
         rss_before = rss_mib(process_tree(proxy.pid))
@@ -165,8 +156,9 @@ def run_proxy(
         print(f"{name}: highest clean REGISTER rate {max(clean) if clean else 'none'}/s")
         time.sleep(2)
         rss_loaded = rss_mib(process_tree(proxy.pid))
-        # Server transactions of the last REGISTERs (and their retransmissions) live on
-        # for Timer J (64*T1 = 32 s over UDP): wait them out before counting the bindings.
+        # Server transactions of the last REGISTERs (and their retransmissions) linger for
+        # wt_timer (5 s in both by default; RFC 3261's Timer J is 32 s over UDP): wait them
+        # out before counting the bindings.
         time.sleep(settle)
         rss_after = rss_mib(process_tree(proxy.pid))
         line = (
@@ -184,8 +176,6 @@ def run_proxy(
             else:
                 line += "; kamcmd core.shmmem unavailable"
         print(line, flush=True)
-    finally:
-        stop(started)
     if name == "sbc":
         print(gc_line(here) or "gc: no shutdown line", flush=True)
 
