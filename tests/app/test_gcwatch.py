@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,16 +34,30 @@ def pause_samples(metrics: SbcMetrics) -> Iterator[tuple[str, dict[str, str], fl
                 yield s.name, s.labels, s.value
 
 
+@contextmanager
+def explicit_collections_only() -> Iterator[None]:
+    """No automatic collection meanwhile: only the test's own gc.collect() calls run (one
+    that the allocation count happened to trigger would be counted too)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def test_gcwatch_counts_collections_and_feeds_the_histogram() -> None:
     """Each gc.collect() is one timed collection, observed by the histogram."""
     metrics = SbcMetrics(process=False)
     watch = GcWatch(metrics.gc_pause.observe)
-    watch.startService()
-    try:
-        gc.collect()
-        gc.collect()
-    finally:
-        watch.stopService()
+    with explicit_collections_only():
+        watch.startService()
+        try:
+            gc.collect()
+            gc.collect()
+        finally:
+            watch.stopService()
     assert watch.collections == 2
     assert watch.longest > 0
     counts = {name: value for name, labels, value in pause_samples(metrics) if not labels}
@@ -52,12 +67,13 @@ def test_gcwatch_counts_collections_and_feeds_the_histogram() -> None:
 def test_gcwatch_slow_pauses_and_summary() -> None:
     """A pause over 5 ms is counted as slow; the summary line names count, max and slow."""
     watch = GcWatch(clock=FakeClock(0.008))
-    watch.install()
-    watch.install()  # once only
-    try:
-        gc.collect()
-    finally:
-        watch.uninstall()
+    with explicit_collections_only():
+        watch.install()
+        watch.install()  # once only
+        try:
+            gc.collect()
+        finally:
+            watch.uninstall()
     gc.collect()  # not seen any more
     assert (watch.collections, watch.slow) == (1, 1)
     assert watch.summary().startswith("gc: 1 collections, max 8.0 ms, 1 over 5 ms, ")
