@@ -197,6 +197,63 @@ def _evolve(value: _V, changes: dict[str, object]) -> _V:
     return new
 
 
+_new = object.__new__
+
+
+def _sip_uri(
+    scheme: str,
+    user: Optional[str],
+    password: Optional[str],
+    host: str,
+    port: Optional[int],
+    params: Params,
+    headers: tuple[tuple[str, str], ...],
+    raw: str,
+) -> SipUri:
+    """C{SipUri(...)} for the parser: the generated frozen C{__init__} sets each field
+    through C{object.__setattr__}, twice the cost of filling C{__dict__} directly."""
+    uri = _new(SipUri)
+    state = uri.__dict__
+    state["scheme"] = scheme
+    state["user"] = user
+    state["password"] = password
+    state["host"] = host
+    state["port"] = port
+    state["params"] = params
+    state["headers"] = headers
+    state["raw"] = raw
+    return uri
+
+
+def _name_addr(
+    display: Optional[str], uri: SipUri | OpaqueUri, params: Params, angle: bool, raw: str
+) -> NameAddr:
+    """C{NameAddr(...)} for the parser, as L{_sip_uri}."""
+    value = _new(NameAddr)
+    state = value.__dict__
+    state["display"] = display
+    state["uri"] = uri
+    state["params"] = params
+    state["angle"] = angle
+    state["raw"] = raw
+    return value
+
+
+def _via(
+    protocol: str, transport: str, host: str, port: Optional[int], params: Params, raw: str
+) -> Via:
+    """C{Via(...)} for the parser, as L{_sip_uri}."""
+    via = _new(Via)
+    state = via.__dict__
+    state["protocol"] = protocol
+    state["transport"] = transport
+    state["host"] = host
+    state["port"] = port
+    state["params"] = params
+    state["raw"] = raw
+    return via
+
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 
 
@@ -255,7 +312,7 @@ def _parse_sip_uri(scheme: str, rest: str, text: str) -> SipUri:
             if not name or not eq:
                 raise ParseError(400, "bad URI header")
             headers.append((name, value))
-    return SipUri(scheme, user, password, host, port, tuple(params), tuple(headers), raw=text)
+    return _sip_uri(scheme, user, password, host, port, tuple(params), tuple(headers), text)
 
 
 @dataclass(frozen=True)
@@ -338,7 +395,7 @@ def _parse_name_addr(text: str) -> NameAddr:
         raise ParseError(400, "URI with headers must be enclosed in <>")
     uri = parse_uri(uri_text)
     params = _parse_header_params(semi + params_text, "address")
-    return NameAddr(None, uri, params, angle=False, raw=s)
+    return _name_addr(None, uri, params, False, s)
 
 
 parse_name_addr = cached_when_short(CACHED_TEXT)(_parse_name_addr)
@@ -353,7 +410,7 @@ def _parse_angle(display: Optional[str], rest: str, text: str) -> NameAddr:
         raise ParseError(400, "white space inside <URI>")
     uri = parse_uri(uri_text)
     params = _parse_header_params(rest[gt + 1 :], "address")
-    return NameAddr(display, uri, params, angle=True, raw=text.strip(_WS))
+    return _name_addr(display, uri, params, True, text.strip(_WS))
 
 
 @dataclass(frozen=True)
@@ -440,7 +497,7 @@ def _parse_via(text: str) -> Via:
         if port is None or 0 < port <= 65535:
             params = _parse_header_params(params_text, "Via")
             _check_via_params(params)
-            return Via("SIP/2.0", transport.upper(), host, port, params, raw=text)
+            return _via("SIP/2.0", transport.upper(), host, port, params, text)
     s = text.strip(_WS)
     parts = s.split("/", 2)
     if len(parts) != 3:
@@ -468,7 +525,7 @@ def _parse_via(text: str) -> Via:
         raise ParseError(400, "bad port in Via")
     params = _parse_header_params(rest[j:], "Via")
     _check_via_params(params)
-    return Via(f"{name}/{version}", transport.upper(), host, port, params, raw=s)
+    return _via(f"{name}/{version}", transport.upper(), host, port, params, s)
 
 
 parse_via = cached_when_short(CACHED_TEXT)(_parse_via)
