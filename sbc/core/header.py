@@ -20,6 +20,7 @@ __all__ = [
     "COMPACT_FORMS",
     "CRLF",
     "CSeq",
+    "DEFAULT_LIMITS",
     "Header",
     "display_name",
     "find_head_end",
@@ -27,6 +28,7 @@ __all__ = [
     "index_fields",
     "make_header",
     "parse_cseq",
+    "ParseLimits",
     "parse_fields",
     "split_fields",
 ]
@@ -142,6 +144,24 @@ class Header:
 
     def __hash__(self) -> int:
         return hash((self.key, self.value))
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """
+    Bounds on what a peer may send.
+
+    @ivar max_message_size: bytes in one message, start line to end of body (larger: 513).
+    @ivar max_headers: header fields in one message (more: 400).
+    @ivar max_header_length: characters in one header field, folding included (more: 400).
+    """
+
+    max_message_size: int = 65535
+    max_headers: int = 256
+    max_header_length: int = 8192
+
+
+DEFAULT_LIMITS = ParseLimits()
 
 
 @dataclass(frozen=True)
@@ -299,7 +319,12 @@ Fields = Union[Header, tuple[Header, ...]]
 def index_fields(headers: Iterable[Header]) -> dict[str, Fields]:
     """The fields of C{headers} by key (a tuple only where a key occurs more than once:
     most occur once, and a message may be kept for a while)."""
-    index: dict[str, Fields] = {}
+    if not isinstance(headers, (tuple, list)):
+        headers = list(headers)
+    index: dict[str, Fields] = {h.key: h for h in headers}
+    if len(index) == len(headers):  # the usual case: no key twice
+        return index
+    index = {}
     for h in headers:
         found = index.get(h.key)
         if found is None:

@@ -22,11 +22,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from sbc.core.errors import ParseError
-from sbc.core.header import _KEYS, COMPACT_FORMS, CSeq, Header, header_key
+from sbc.core.header import (
+    _KEYS,
+    COMPACT_FORMS,
+    DEFAULT_LIMITS,
+    CSeq,
+    Header,
+    ParseLimits,
+    header_key,
+)
 from sbc.core.header import CRLF as _CRLF
 from sbc.core.header import Fields as _Fields
 from sbc.core.header import display_name as _display_name
@@ -65,24 +72,6 @@ _DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
 )
-
-
-@dataclass(frozen=True)
-class ParseLimits:
-    """
-    Bounds on what a peer may send.
-
-    @ivar max_message_size: bytes in one message, start line to end of body (larger: 513).
-    @ivar max_headers: header fields in one message (more: 400).
-    @ivar max_header_length: characters in one header field, folding included (more: 400).
-    """
-
-    max_message_size: int = 65535
-    max_headers: int = 256
-    max_header_length: int = 8192
-
-
-DEFAULT_LIMITS = ParseLimits()
 
 
 class Message:
@@ -293,11 +282,7 @@ class Message:
     # -- changes: each returns a new message ------------------------------------------------
     def with_headers(self, headers: Iterable[Header]) -> Message:
         """Return a copy with the header list replaced."""
-        new = self._copy_start()
-        new.headers = tuple(headers)
-        new.body = self.body
-        new._blank = self._blank
-        new._raw = None
+        new = self._derive(headers, None, ())
         new._cache = {}
         new._index = None
         return new
@@ -307,18 +292,22 @@ class Message:
     ) -> Message:
         """L{with_headers} where only the fields of C{key} (L{None}: none) changed, to
         C{fields}: what was worked out for the other keys carries over to the copy."""
-        new = self.with_headers(headers)
-        if self._cache:
-            cache = new._cache = self._cache.copy()
-            cache.pop(key, None)  # type: ignore[arg-type]
+        new = self._copy_start()
+        new.headers = tuple(headers)
+        new.body = self.body
+        new._blank = self._blank
+        new._raw = None
+        new._cache = cache = self._cache.copy() if self._cache else {}
+        cache.pop(key, None)  # type: ignore[arg-type]
         index = self._index
         if index is not None:
-            index = new._index = index.copy()
+            index = index.copy()
             if key is not None:
                 if fields:
                     index[key] = fields if len(fields) > 1 else fields[0]
                 else:
                     index.pop(key, None)
+        new._index = index
         return new
 
     def with_header_first(self, name: str, value: str) -> Message:
@@ -498,7 +487,24 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+#: Start lines as received -> a message with only that start line, to copy (its parts are
+#: immutable).  Peers choose them: bounded as the header-line memo (cleared when full).
+_STARTS: dict[str, Message] = {}
+
+
 def _parse_start(line: str) -> Message:
+    """A new message with start line C{line} (without its line end) and nothing else set."""
+    proto = _STARTS.get(line)
+    if proto is None:
+        proto = _read_start(line)
+        if len(line) <= 512:
+            if len(_STARTS) >= 1024:
+                _STARTS.clear()
+            _STARTS[line] = proto
+    return proto._copy_start()
+
+
+def _read_start(line: str) -> Message:
     if line.startswith("SIP/") or line[:4].upper() == "SIP/":
         parts = line.split(" ", 2)
         if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
@@ -548,7 +554,7 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = F
     message = _parse_start(start[:-1] if start.endswith("\r") else start)
     message._start_raw = head[:first]
     message._blank = data[head_end:body_start].decode("ascii") or _CRLF
-
+    message._cache = {}
     headers = _split_fields(head[first:], limits.max_headers, limits.max_header_length)
     message.headers = tuple(headers)
     index = message._index = _index_of(headers)
@@ -581,9 +587,10 @@ def _validate(message: Message, seen: dict[str, _Fields]) -> None:
     for key in _REQUIRED:
         if key not in seen:
             raise ParseError(400, f"Missing {_display_name(key)} header")
-    for key in _SINGLE:
-        if type(seen.get(key)) is tuple:
-            raise ParseError(400, f"multiple {_display_name(key)} headers")
+    if len(seen) != len(message.headers):  # some key occurs more than once
+        for key in _SINGLE:
+            if type(seen.get(key)) is tuple:
+                raise ParseError(400, f"multiple {_display_name(key)} headers")
     message.vias  # noqa: B018 - parsing is the check
     message.from_  # noqa: B018
     message.to  # noqa: B018
