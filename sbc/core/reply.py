@@ -48,7 +48,7 @@ REASONS = {
     513: "Message Too Large",
 }
 
-_COPIED = ("via", "from", "to", "call-id", "cseq")
+_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def to_tag_for(call_id: str, from_tag: str, branch: str) -> str:
@@ -57,6 +57,10 @@ def to_tag_for(call_id: str, from_tag: str, branch: str) -> str:
     text = f"{call_id}\0{from_tag}\0{branch}".encode("utf-8", "surrogateescape")
     digest = hashlib.blake2s(text, digest_size=8)
     return digest.hexdigest()
+
+
+def _tag_for(request: Request) -> str:
+    return to_tag_for(request.call_id, request.from_.tag or "", request.top_via.branch or "")
 
 
 def _with_to_tag(value: str, tag: str) -> str:
@@ -77,19 +81,21 @@ def make_response(
     Content-Type/Content-Length.
     """
     out: list[Header] = []
+    tag: Optional[str] = None  # for To: worked out once, when first needed
     for h in request.headers:
-        if h.key in _COPIED:
-            if h.key == "to" and status > 100 and request.to.tag is None:
-                tag = to_tag_for(
-                    request.call_id, request.from_.tag or "", request.top_via.branch or ""
-                )
-                out.append(Header(h.name, _with_to_tag(h.value, tag)))
-            else:
-                out.append(Header(h.name, h.value))
+        key = h.key
+        if key in _COPIED:
+            if key == "to" and status > 100:
+                if tag is None:
+                    tag = "" if request.to.tag is not None else _tag_for(request)
+                if tag:
+                    out.append(Header(h.name, _with_to_tag(h.value, tag), None, key))
+                    continue
+            out.append(Header(h.name, h.value, None, key))
     out.extend(Header(name, value) for name, value in headers)
     if content_type is not None:
-        out.append(Header("Content-Type", content_type))
-    out.append(Header("Content-Length", str(len(body))))
+        out.append(Header("Content-Type", content_type, None, "content-type"))
+    out.append(Header("Content-Length", str(len(body)), None, "content-length"))
     return Response(status, reason or REASONS.get(status, ""), out, body)
 
 
