@@ -35,6 +35,7 @@ __all__ = [
     "split_commas",
     "scan_quoted",
     "parse_header_params",
+    "split_plain_params",
 ]
 
 #: RFC 3261 token characters (alphanum and -.!%*_+`'~).
@@ -263,11 +264,7 @@ def parse_header_params(text: str, what: str) -> Params:
     if not text:
         return ()
     if _PLAIN_PARAMS.match(text) is not None:
-        plain = []
-        for item in text[1:].split(";"):
-            name, eq, value = item.partition("=")
-            plain.append((name, value if eq else None))
-        return tuple(plain)
+        return split_plain_params(text)
     params = []
     i = 0
     n = len(text)
@@ -308,6 +305,16 @@ def parse_header_params(text: str, what: str) -> Params:
                 j = k
         params.append((name, value))
         i = j
+    return tuple(params)
+
+
+def split_plain_params(text: str) -> Params:
+    """L{parse_header_params} for a non-empty C{text} known to be C{*( ";" token [ "="
+    ( token / host ) ] )} (no white space, no quoted strings): split it."""
+    params = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params.append((name, value if eq else None))
     return tuple(params)
 
 

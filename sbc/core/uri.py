@@ -37,6 +37,7 @@ from sbc.core.syntax import parse_port as _parse_port
 from sbc.core.syntax import scan_quoted as _scan_quoted
 from sbc.core.syntax import set_param as _set_param
 from sbc.core.syntax import split_hostport as _split_hostport
+from sbc.core.syntax import split_plain_params as _split_plain_params
 from sbc.core.syntax import without_param as _without_param
 
 #: Longest text the parse caches keep (longer values are parsed each time).
@@ -495,8 +496,12 @@ def _parse_via(text: str) -> Via:
         transport, host, port_text, params_text = m.groups()
         port = None if port_text is None else int(port_text)
         if port is None or 0 < port <= 65535:
-            params = _parse_header_params(params_text, "Via")
-            _check_via_params(params)
+            # The pattern checked the parameters: split them; only rport with a value and
+            # ttl have more to check (RFC 3581, RFC 3261 §20.42).
+            params = _split_plain_params(params_text) if params_text else ()
+            low = params_text.lower()
+            if "rport=" in low or "ttl" in low:
+                _check_via_params(params)
             return _via("SIP/2.0", transport.upper(), host, port, params, text)
     s = text.strip(_WS)
     parts = s.split("/", 2)
