@@ -314,14 +314,12 @@ class Message:
         """Return a copy with a new header field placed before all others of the same name."""
         key = header_key(name)
         header = Header(name, value, None, key)
+        fields = self._fields(key)
+        if not fields:
+            return self._derive(self.headers + (header,), key, (header,))
         headers = list(self.headers)
-        for i, h in enumerate(headers):
-            if h.key == key:
-                headers.insert(i, header)
-                break
-        else:
-            headers.append(header)
-        return self._derive(headers, key, (header, *self._fields(key)))
+        headers.insert(_position(headers, fields[0]), header)
+        return self._derive(headers, key, (header, *fields))
 
     def with_header_appended(self, name: str, value: str) -> Message:
         """Return a copy with a new header field after all others."""
@@ -405,9 +403,11 @@ _new = object.__new__
 
 
 def _position(headers: list[Header], field: Header) -> int:
-    for i, h in enumerate(headers):
+    i = 0
+    for h in headers:
         if h is field:
             return i
+        i += 1
     raise ValueError(field)
 
 
