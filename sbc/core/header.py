@@ -239,11 +239,11 @@ def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
     if len(lines) > max_headers or "\n " in text or "\n\t" in text or text[:1] in (" ", "\t"):
         return parse_fields(lines, max_headers, max_length)
     memo = _LINES
-    headers = []
-    append = headers.append
-    for line in lines:
-        field = memo.get(line)
-        if field is None:
+    headers: list[Optional[Header]] = list(map(memo.get, lines))
+    if all(headers) and max_length >= _LINE_KEPT:  # all seen before, none too long
+        return headers  # type: ignore[return-value]
+    for i, line in enumerate(lines):
+        if headers[i] is None:
             colon = line.find(":")
             key = _FIELD_KEYS.get(line[:colon]) if colon > 0 else None
             if key is None:
@@ -253,10 +253,10 @@ def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
                 if len(memo) >= _LINES_MAX:
                     memo.clear()
                 memo[line] = field
+            headers[i] = field
         if len(line) > max_length:
             return parse_fields(lines, max_headers, max_length)
-        append(field)
-    return headers
+    return headers  # type: ignore[return-value]
 
 
 def parse_fields(lines: Sequence[str], max_headers: int, max_length: int) -> list[Header]:
