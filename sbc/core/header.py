@@ -9,6 +9,7 @@ C{from sbc.core.message import Header} keeps working.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional, TypeVar, Union
@@ -334,10 +335,22 @@ def index_fields(headers: Iterable[Header]) -> dict[str, Fields]:
     return index
 
 
+#: An empty line after a line end: CRLF CRLF, or with a bare LF on either side.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
 def find_head_end(data: bytes) -> tuple[int, int]:
     """Return (end of the header section incl. the last line end, start of body), or (-1, -1).
 
     CRLF is the rule; a bare LF is accepted as a line end, as most stacks do."""
+    # One pass for the usual message: when the first LF (CR) LF is the LF of a CRLF CRLF,
+    # no bare LF comes before it and that is the end.  Any other case: the three searches.
+    m = _BLANK_LINE.search(data)
+    if m is None:
+        return (-1, -1)
+    at = m.start()
+    if m.end() - at == 3 and at > 0 and data[at - 1] == 13:  # CR
+        return (at + 1, at + 3)
     best = (-1, -1)
     i = data.find(b"\r\n\r\n")
     if i >= 0:
