@@ -227,6 +227,17 @@ _LINES_MAX = 4096
 _LINE_KEPT = 512
 
 
+class _Memo(dict):  # type: ignore[type-arg]
+    """A dict that can carry a C{cache_clear} (see L{sbc.core.caches.clear_parse_caches})."""
+
+
+#: Start lines as received -> a message with only that start line, for L{sbc.core.message}
+#: to copy (method and URI, status and reason are immutable).  Bounded as L{_LINES}, and
+#: emptied with the other parse caches.
+START_LINES = _Memo()
+START_LINES.cache_clear = START_LINES.clear  # type: ignore[attr-defined]
+
+
 def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
     """
     The header fields of a message from the text after its start line (up to and including

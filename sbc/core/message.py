@@ -35,6 +35,7 @@ from sbc.core.header import (
     header_key,
 )
 from sbc.core.header import CRLF as _CRLF
+from sbc.core.header import START_LINES as _START_LINES
 from sbc.core.header import Fields as _Fields
 from sbc.core.header import display_name as _display_name
 from sbc.core.header import find_head_end as _find_head_end
@@ -487,20 +488,15 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-#: Start lines as received -> a message with only that start line, to copy (its parts are
-#: immutable).  Peers choose them: bounded as the header-line memo (cleared when full).
-_STARTS: dict[str, Message] = {}
-
-
 def _parse_start(line: str) -> Message:
     """A new message with start line C{line} (without its line end) and nothing else set."""
-    proto = _STARTS.get(line)
+    proto = _START_LINES.get(line)
     if proto is None:
         proto = _read_start(line)
-        if len(line) <= 512:
-            if len(_STARTS) >= 1024:
-                _STARTS.clear()
-            _STARTS[line] = proto
+        if len(line) <= 512:  # peers choose them: bounded as the header-line memo
+            if len(_START_LINES) >= 1024:
+                _START_LINES.clear()
+            _START_LINES[line] = proto
     return proto._copy_start()
 
 
