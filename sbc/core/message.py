@@ -587,11 +587,18 @@ def _validate(message: Message, seen: dict[str, _Fields]) -> None:
         for key in _SINGLE:
             if type(seen.get(key)) is tuple:
                 raise ParseError(400, f"multiple {_display_name(key)} headers")
-    message.vias  # noqa: B018 - parsing is the check
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
+    # Parsing is the check, in the order of the properties, straight from the index: From,
+    # To and CSeq are single fields here (checked above).
+    cache = message._cache
+    via = seen["via"]
+    if type(via) is tuple:
+        message.vias  # noqa: B018
+    else:
+        cache["via"] = via.parse(parse_via, "Via element")  # type: ignore[union-attr]
+    cache["from"] = seen["from"].parse_whole(parse_name_addr)  # type: ignore[union-attr]
+    cache["to"] = seen["to"].parse_whole(parse_name_addr)  # type: ignore[union-attr]
     message.call_id  # noqa: B018
-    cseq = message.cseq
+    cseq = cache["cseq"] = seen["cseq"].parse_whole(_parse_cseq)  # type: ignore[union-attr]
     if isinstance(message, Request) and cseq.method != message.method:
         raise ParseError(400, "CSeq method does not match the request method")
     message.max_forwards  # noqa: B018
