@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.core.test_message -*-
 """
 SIP header fields (RFC 3261 §7.3, §20, §25.1): their names, compact forms, the text of one
-field as it arrived, and the header section they are split from.
+field as it arrived, and the message head they are split from (start line included).
 
 L{sbc.core.message} builds messages out of these and re-exports every public name here, so
 C{from sbc.core.message import Header} keeps working.
@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 from sbc.core.errors import ParseError
 from sbc.core.syntax import is_digits, is_token, split_commas
+from sbc.core.uri import SipUri, parse_uri
 
 __all__ = [
     "COMPACT_FORMS",
@@ -31,6 +32,7 @@ __all__ = [
     "parse_cseq",
     "ParseLimits",
     "parse_fields",
+    "parse_start_line",
     "split_fields",
 ]
 
@@ -188,6 +190,37 @@ def parse_cseq(value: str) -> CSeq:
     if number >= _MAX_CSEQ:
         raise ParseError(400, "CSeq number out of range")
     return CSeq(number, parts[1])
+
+
+def parse_start_line(line: str) -> tuple[Optional[str], Any, Any]:
+    """
+    The parts of a start line (without its line end, RFC 3261 §7.1, §7.2): C{(method,
+    Request-URI, None)} for a request, C{(None, status code, reason phrase)} for a response.
+
+    @raise ParseError: a malformed line (400), a SIP version other than 2.0 (505).
+    """
+    if line.startswith("SIP/") or line[:4].upper() == "SIP/":
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+            raise ParseError(400, "bad status line")
+        code = parts[1]
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
+            raise ParseError(400, "bad status code")
+        return None, int(code), parts[2] if len(parts) == 3 else ""
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise ParseError(400, "bad request line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise ParseError(400, "bad method")
+    if version.upper() != "SIP/2.0":
+        if version[:4].upper() == "SIP/":
+            raise ParseError(505, "Version Not Supported")
+        raise ParseError(400, "bad request line")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers:
+        raise ParseError(400, "headers in Request-URI")
+    return method, uri, None
 
 
 def make_header(group: Sequence[str], max_length: int = 8192) -> Header:

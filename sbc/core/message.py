@@ -41,6 +41,7 @@ from sbc.core.header import display_name as _display_name
 from sbc.core.header import find_head_end as _find_head_end
 from sbc.core.header import index_fields as _index_of
 from sbc.core.header import parse_cseq as _parse_cseq
+from sbc.core.header import parse_start_line as _parse_start_line
 from sbc.core.header import split_fields as _split_fields
 from sbc.core.syntax import is_digits
 from sbc.core.uri import (
@@ -48,9 +49,7 @@ from sbc.core.uri import (
     OpaqueUri,
     SipUri,
     Via,
-    is_token,
     parse_name_addr,
-    parse_uri,
     parse_via,
 )
 
@@ -492,37 +491,13 @@ def _parse_start(line: str) -> Message:
     """A new message with start line C{line} (without its line end) and nothing else set."""
     proto = _START_LINES.get(line)
     if proto is None:
-        proto = _read_start(line)
+        method, first, second = _parse_start_line(line)
+        proto = Request(method, first) if method is not None else Response(first, second)
         if len(line) <= 512:  # peers choose them: bounded as the header-line memo
             if len(_START_LINES) >= 1024:
                 _START_LINES.clear()
             _START_LINES[line] = proto
     return proto._copy_start()
-
-
-def _read_start(line: str) -> Message:
-    if line.startswith("SIP/") or line[:4].upper() == "SIP/":
-        parts = line.split(" ", 2)
-        if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
-            raise ParseError(400, "bad status line")
-        code = parts[1]
-        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
-            raise ParseError(400, "bad status code")
-        return Response(int(code), parts[2] if len(parts) == 3 else "")
-    parts = line.split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise ParseError(400, "bad request line")
-    method, uri_text, version = parts
-    if not is_token(method):
-        raise ParseError(400, "bad method")
-    if version.upper() != "SIP/2.0":
-        if version[:4].upper() == "SIP/":
-            raise ParseError(505, "Version Not Supported")
-        raise ParseError(400, "bad request line")
-    uri = parse_uri(uri_text)
-    if isinstance(uri, SipUri) and uri.headers:
-        raise ParseError(400, "headers in Request-URI")
-    return Request(method, uri)
 
 
 def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, stream: bool = False) -> Message:
