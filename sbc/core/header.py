@@ -281,8 +281,11 @@ def split_fields(text: str, max_headers: int, max_length: int) -> list[Header]:
     """
     lines = text.split("\n")
     lines.pop()  # the text after the last line end: always empty
-    if len(lines) > max_headers or "\n " in text or "\n\t" in text or text[:1] in (" ", "\t"):
+    if len(lines) > max_headers:
         return parse_fields(lines, max_headers, max_length)
+    # Folding (RFC 3261 §7.3.1) needs no search of its own: a continuation line starts with
+    # white space, so it is neither in the memo nor a known name before a colon, and the
+    # loop hands the section to parse_fields.
     memo = _LINES
     headers: list[Optional[Header]] = list(map(memo.get, lines))
     if all(headers) and max_length >= _LINE_KEPT:  # all seen before, none too long
