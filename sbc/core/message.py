@@ -130,8 +130,13 @@ class Message:
 
     def get(self, key: str) -> Optional[str]:
         """Return the value of the first header C{key} (any form of its name), or L{None}."""
-        fields = self._fields(_KEYS.get(key) or header_key(key))
-        return fields[0].value if fields else None
+        index = self._index
+        if index is None:
+            index = self._index = _index_of(self.headers)
+        found = index.get(_KEYS.get(key) or header_key(key))
+        if found is None:
+            return None
+        return found.value if type(found) is not tuple else found[0].value  # type: ignore
 
     def get_all(self, key: str) -> list[str]:
         """Return the value of every header C{key}, one item per header field."""
@@ -149,7 +154,10 @@ class Message:
 
     def has(self, key: str) -> bool:
         """Say whether header C{key} is present."""
-        return bool(self._fields(_KEYS.get(key) or header_key(key)))
+        index = self._index
+        if index is None:
+            index = self._index = _index_of(self.headers)
+        return (_KEYS.get(key) or header_key(key)) in index
 
     def _parsed_list(self, key: str, parse_one: Callable[[str], Any], what: str) -> tuple:
         """Every element of list header C{key} parsed by C{parse_one} (see L{Header.parse})."""
