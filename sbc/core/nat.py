@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, ip_of, normalise_host
@@ -46,11 +46,23 @@ EXTRA_RANGES = ("192.0.0.0/24",)
 NAT_FLAGS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+#: PrivateRanges keeps this many answers; it forgets them all when full.
+_MEMO_SIZE = 4096
+#: The longest IP literal (bracketed IPv6 with an IPv4 tail): longer hosts are not kept.
+_MEMO_KEY = 47
+
+
 @dataclass(frozen=True)
 class PrivateRanges:
-    """Networks whose addresses count as private (IPv4 and, for sbc's tests, IPv6 ULA)."""
+    """Networks whose addresses count as private (IPv4 and, for sbc's tests, IPv6 ULA).
+
+    The answer for a host is kept (a bounded memo: hosts repeat across a call's messages,
+    and testing an address against each network costs microseconds)."""
 
     networks: tuple[Network, ...]
+    _memo: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def of(cls, cidrs: Iterable[str]) -> PrivateRanges:
@@ -63,10 +75,26 @@ class PrivateRanges:
         """Whether C{host} is an IP literal inside one of the networks (names: no)."""
         if not host:
             return False
+        memo = self._memo
+        known = memo.get(host)
+        if known is not None:
+            return known
+        found = self._lookup(host)
+        if len(host) <= _MEMO_KEY:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[host] = found
+        return found
+
+    def _lookup(self, host: str) -> bool:
         ip = ip_of(host)
         if ip is None:
             return False
-        return any(ip.version == net.version and ip in net for net in self.networks)
+        version = ip.version
+        for net in self.networks:
+            if net.version == version and ip in net:
+                return True
+        return False
 
 
 #: sbc's default private ranges: nathelper's base list plus IPv6 unique local addresses, so

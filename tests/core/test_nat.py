@@ -228,3 +228,21 @@ def test_ipv6_ula_is_private_in_sbc_ranges() -> None:
     """sbc's default ranges include fc00::/7 so IPv6 test networks can be NATed too."""
     assert PrivateRanges.of(("fc00::/7",)).contains("[fd00::1]")
     assert not RANGES.contains("fd00::1")
+
+
+def test_private_ranges_memo_is_bounded_and_answers_as_before(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The memo of answers gives the same answers, keeps no long host (a peer's) and is
+    emptied when full; ranges built alike still compare equal and hash alike."""
+    import sbc.core.nat as nat
+
+    ranges = PrivateRanges.of(BASE_RANGES)
+    for host in ("10.0.0.5", "192.0.2.1", "example.com", "[fd00::1]", "10.0.0.5"):
+        assert ranges.contains(host) == ranges._lookup(host)
+    assert ranges.contains("10.0.0.5") and not ranges.contains("192.0.2.1")
+    long_name = "a" * 48 + ".example.com"
+    assert not ranges.contains(long_name) and long_name not in ranges._memo
+    monkeypatch.setattr(nat, "_MEMO_SIZE", 3)
+    for i in range(5):
+        ranges.contains(f"10.0.0.{i}")
+    assert len(ranges._memo) <= 3
+    assert ranges == PrivateRanges.of(BASE_RANGES) and hash(ranges) == hash(NT_RANGES)
