@@ -157,5 +157,6 @@ def reply_route(msg) -> None:  # type: ignore[no-untyped-def]
     """A reply from a NATed UAS gets its Contact (and SDP) fixed like a request would."""
     nat = msg.nat_policy
     tests = (nat.nat_uac_test & REPLY_TESTS) | WEBSOCKET_TEST
-    if tests and msg.is_present_hf("contact") and msg.from_ua and msg.nat_uac_test(tests):
+    # The NAT test first: from_ua parses the reply's Record-Route, which nothing else reads.
+    if tests and msg.is_present_hf("contact") and msg.nat_uac_test(tests) and msg.from_ua:
         fix_nated(msg, nat)
