@@ -49,6 +49,8 @@ class AccessFunctions:
     #: Whether loose_route() consumed our signed Route, for the message as it was then
     #: (asked again after the script changed the message, e.g. its Request-URI).
     _signed: Optional[tuple[Any, bool]] = None
+    #: allow_source_address()'s answer, once asked (the source does not change).
+    _trusted: Optional[bool] = None
 
     def _reply(self, code: int, reason: Optional[str] = None, headers: Any = ()) -> None:
         raise NotImplementedError
@@ -58,7 +60,10 @@ class AccessFunctions:
         """permissions' allow_source_address(): did a C{[permissions] trusted} peer send
         this request (its transport, address and port)?  sbc's own sockets count too: a
         request from them is a spiral."""
-        return bool(self._proxy.is_trusted(self._source))
+        trusted = self._trusted
+        if trusted is None:
+            trusted = self._trusted = bool(self._proxy.is_trusted(self._source))
+        return trusted
 
     @property
     def allow_relay(self) -> bool:
