@@ -20,6 +20,7 @@ from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, ip_of, normalise
 from sbc.core.errors import ParseError
 from sbc.core.message import Message, Request
 from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
+from sbc.core.syntax import set_param
 from sbc.core.uri import SipUri, Via
 
 __all__ = [
@@ -290,14 +291,14 @@ def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = Fal
     via = request.top_via
     source = normalise_host(host)
     wants_rport = force_rport or via.rport == ""
-    new = via
+    params = via.params
     if wants_rport:
-        new = new.with_param("rport", str(port))
+        params = set_param(params, "rport", str(port))
     if wants_rport or normalise_host(via.host) != source:
-        new = new.with_param("received", source)
-    if new is via:
+        params = set_param(params, "received", source)
+    if params is via.params:
         return request
-    stamped = request.with_top_via(new)
+    stamped = request.with_top_via(via.evolve(params=params))  # one copy of the Via
     assert isinstance(stamped, Request)
     return stamped
 
