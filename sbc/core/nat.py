@@ -313,12 +313,25 @@ def response_target(via: Via) -> tuple[str, int]:
     @return: (bare host, port).
     """
     default = DEFAULT_PORTS.get(via.transport.lower(), 5060)
+    # The three parameters in one pass over them (the first of each name, any case; a
+    # valueless one reads as "").
+    rport_text = maddr = received = None
+    for key, value in via.params:
+        name = key.lower()
+        if name == "rport":
+            if rport_text is None:
+                rport_text = value or ""
+        elif name == "maddr":
+            if maddr is None:
+                maddr = value or ""
+        elif name == "received" and received is None:
+            received = value or ""
     rport: Optional[int] = None
-    if via.rport:
-        rport = int(via.rport)
+    if rport_text:
+        rport = int(rport_text)
     port = rport or via.port or default
-    if via.maddr:
-        return normalise_host(via.maddr), via.port or default
-    if via.received:
-        return normalise_host(via.received), port
+    if maddr:
+        return normalise_host(maddr), via.port or default
+    if received:
+        return normalise_host(received), port
     return normalise_host(via.host), port

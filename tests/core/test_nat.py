@@ -85,6 +85,13 @@ def test_force_rport() -> None:
         ("SIP/2.0/TLS 192.0.2.1", ("192.0.2.1", 5061)),
         ("SIP/2.0/UDP h.example;maddr=239.1.1.1;received=192.0.2.3", ("239.1.1.1", 5060)),
         ("SIP/2.0/UDP [2001:db8::5];rport=5062;received=2001:db8::6", ("2001:db8::6", 5062)),
+        # Parameter names in any case; the first of a repeated one counts; rport
+        # without a value leaves the sent-by port.
+        ("SIP/2.0/UDP 10.0.0.5;RPort=4000;Received=192.0.2.9;rport=9", ("192.0.2.9", 4000)),
+        (
+            "SIP/2.0/UDP 10.0.0.5:5070;rport;received=192.0.2.9;received=192.0.2.1",
+            ("192.0.2.9", 5070),
+        ),
     ],
 )
 def test_response_target(via: str, target: tuple[str, int]) -> None:
