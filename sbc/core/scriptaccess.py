@@ -107,12 +107,16 @@ class AccessFunctions:
         the request is for one of our domains and no Route takes it elsewhere."""
         trusted = self.allow_source_address()
         if self.has_totag():
+            routed, allow_relay = self.routed_by_us, self.allow_relay
+            # Any one of the four lets the request through: the dialog is looked up only
+            # when none of the others does (the verdict is the same).
+            known = False if routed or trusted or allow_relay else self.is_known_dlg()
             return in_dialog_verdict(
                 method=self.original.method,
-                routed_by_us=self.routed_by_us,
-                known_dialog=self.is_known_dlg(),
+                routed_by_us=routed,
+                known_dialog=known,
                 trusted=trusted,
-                allow_relay=self.allow_relay,
+                allow_relay=allow_relay,
             )
         return initial_verdict(
             method=self.original.method,
