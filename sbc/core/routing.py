@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional, Union
 from sbc.core.address import DEFAULT_PORTS, TRANSPORTS, Address, normalise_host
 from sbc.core.identity import LocalIdentity
 from sbc.core.message import Request
-from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
+from sbc.core.uri import CACHED_TEXT, NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
     "Hop",
@@ -161,11 +161,32 @@ def loose_route(request: Request, identity: LocalIdentity) -> LooseRoute:
     return LooseRoute(new, RouteOutcome.NEXT_HOP, next_entry.uri, tuple(consumed))
 
 
+#: uri_target keeps this many answers, by URI text as received; forgets them all when full.
+_TARGETS_SIZE = 4096
+_targets: dict[str, Optional[Address]] = {}
+_UNKNOWN = object()
+
+
 def uri_target(uri: SipUri) -> Optional[Address]:
     """
     The transport address a SIP URI names when its host (or maddr) is an IP literal; L{None}
-    when it needs DNS (RFC 3263) or names a transport sbc does not speak.
+    when it needs DNS (RFC 3263) or names a transport sbc does not speak.  The answer for a
+    parsed URI is kept by its text (a bounded memo: the same contacts and Request-URIs come
+    back for every request of a dialog; texts longer than the parse caches keep are not).
     """
+    text = uri.raw
+    if text is None or len(text) > CACHED_TEXT:
+        return _uri_target(uri)
+    target = _targets.get(text, _UNKNOWN)
+    if target is _UNKNOWN:
+        target = _uri_target(uri)
+        if len(_targets) >= _TARGETS_SIZE:
+            _targets.clear()
+        _targets[text] = target
+    return target  # type: ignore[return-value]
+
+
+def _uri_target(uri: SipUri) -> Optional[Address]:
     host = uri.param("maddr") or uri.host
     if not is_ip_literal(host):
         return None
