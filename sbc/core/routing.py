@@ -7,7 +7,6 @@ and turning a next-hop URI into a transport address.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import NamedTuple, Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, TRANSPORTS, Address, normalise_host
@@ -81,10 +80,10 @@ class RouteOutcome(enum.IntEnum):
     PRELOADED_CONSUMED = -3
 
 
-@dataclass(frozen=True)
-class LooseRoute:
+class LooseRoute(NamedTuple):
     """
-    The result of L{loose_route}.
+    The result of L{loose_route} (a named tuple: one is made for every request, and a
+    frozen dataclass costs more to build).
 
     @ivar request: the request with our Route entries removed (and strict-router fixes).
     @ivar next_hop: where to send it, or L{None} to route by the Request-URI.
