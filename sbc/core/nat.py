@@ -269,12 +269,16 @@ def client_nat_test(message: Message, source: Address, flags: int, ranges: Priva
 
 def is_rfc1918(host: str, nat_addr_mode: int = 1) -> bool:
     """Kamailio's C{is_rfc1918()}: IPv4 only, the base list (+ 192.0.0.0/24 in mode 1)."""
-    cidrs = BASE_RANGES + (EXTRA_RANGES if nat_addr_mode == 1 else ())
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return ip.version == 4 and PrivateRanges.of(cidrs).contains(host)
+    return ip.version == 4 and (_RFC1918_MODE1 if nat_addr_mode == 1 else _RFC1918).contains(host)
+
+
+#: is_rfc1918's ranges, built once (not per call).
+_RFC1918 = PrivateRanges.of(BASE_RANGES)
+_RFC1918_MODE1 = PrivateRanges.of(BASE_RANGES + EXTRA_RANGES)
 
 
 def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = False) -> Request:
