@@ -225,8 +225,9 @@ class ScriptHosting(BranchHandling):
         """t_relay: forward statefully to the context's hops; False when none is usable
         (nothing is sent or answered then)."""
         hops = ctx.hops()
-        if any(hop[1] is None for hop in hops):
-            return False
+        for hop in hops:
+            if hop[1] is None:
+                return False
         if ctx.original.to.tag is not None:
             dialog = self.dialogs.touch(ctx.original, ctx.now)  # in dialog, relayed by us
             if dialog is not None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, WEBSOCKET, Address, ip_of, normalise_host
 from sbc.core.errors import ParseError
 from sbc.core.message import Message, Request
 from sbc.core.sdp import SdpError, media_connections, parse_sdp, session_connection
+from sbc.core.syntax import set_param
 from sbc.core.uri import SipUri, Via
 
 __all__ = [
@@ -46,11 +47,23 @@ EXTRA_RANGES = ("192.0.0.0/24",)
 NAT_FLAGS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+#: PrivateRanges keeps this many answers; it forgets them all when full.
+_MEMO_SIZE = 4096
+#: The longest IP literal (bracketed IPv6 with an IPv4 tail): longer hosts are not kept.
+_MEMO_KEY = 47
+
+
 @dataclass(frozen=True)
 class PrivateRanges:
-    """Networks whose addresses count as private (IPv4 and, for sbc's tests, IPv6 ULA)."""
+    """Networks whose addresses count as private (IPv4 and, for sbc's tests, IPv6 ULA).
+
+    The answer for a host is kept (a bounded memo: hosts repeat across a call's messages,
+    and testing an address against each network costs microseconds)."""
 
     networks: tuple[Network, ...]
+    _memo: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def of(cls, cidrs: Iterable[str]) -> PrivateRanges:
@@ -63,10 +76,26 @@ class PrivateRanges:
         """Whether C{host} is an IP literal inside one of the networks (names: no)."""
         if not host:
             return False
+        memo = self._memo
+        known = memo.get(host)
+        if known is not None:
+            return known
+        found = self._lookup(host)
+        if len(host) <= _MEMO_KEY:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[host] = found
+        return found
+
+    def _lookup(self, host: str) -> bool:
         ip = ip_of(host)
         if ip is None:
             return False
-        return any(ip.version == net.version and ip in net for net in self.networks)
+        version = ip.version
+        for net in self.networks:
+            if net.version == version and ip in net:
+                return True
+        return False
 
 
 #: sbc's default private ranges: nathelper's base list plus IPv6 unique local addresses, so
@@ -240,12 +269,16 @@ def client_nat_test(message: Message, source: Address, flags: int, ranges: Priva
 
 def is_rfc1918(host: str, nat_addr_mode: int = 1) -> bool:
     """Kamailio's C{is_rfc1918()}: IPv4 only, the base list (+ 192.0.0.0/24 in mode 1)."""
-    cidrs = BASE_RANGES + (EXTRA_RANGES if nat_addr_mode == 1 else ())
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return ip.version == 4 and PrivateRanges.of(cidrs).contains(host)
+    return ip.version == 4 and (_RFC1918_MODE1 if nat_addr_mode == 1 else _RFC1918).contains(host)
+
+
+#: is_rfc1918's ranges, built once (not per call).
+_RFC1918 = PrivateRanges.of(BASE_RANGES)
+_RFC1918_MODE1 = PrivateRanges.of(BASE_RANGES + EXTRA_RANGES)
 
 
 def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = False) -> Request:
@@ -262,14 +295,14 @@ def stamp_via(request: Request, host: str, port: int, *, force_rport: bool = Fal
     via = request.top_via
     source = normalise_host(host)
     wants_rport = force_rport or via.rport == ""
-    new = via
+    params = via.params
     if wants_rport:
-        new = new.with_param("rport", str(port))
+        params = set_param(params, "rport", str(port))
     if wants_rport or normalise_host(via.host) != source:
-        new = new.with_param("received", source)
-    if new is via:
+        params = set_param(params, "received", source)
+    if params is via.params:
         return request
-    stamped = request.with_top_via(new)
+    stamped = request.with_top_via(via.evolve(params=params))  # one copy of the Via
     assert isinstance(stamped, Request)
     return stamped
 
@@ -284,12 +317,25 @@ def response_target(via: Via) -> tuple[str, int]:
     @return: (bare host, port).
     """
     default = DEFAULT_PORTS.get(via.transport.lower(), 5060)
+    # The three parameters in one pass over them (the first of each name, any case; a
+    # valueless one reads as "").
+    rport_text = maddr = received = None
+    for key, value in via.params:
+        name = key.lower()
+        if name == "rport":
+            if rport_text is None:
+                rport_text = value or ""
+        elif name == "maddr":
+            if maddr is None:
+                maddr = value or ""
+        elif name == "received" and received is None:
+            received = value or ""
     rport: Optional[int] = None
-    if via.rport:
-        rport = int(via.rport)
+    if rport_text:
+        rport = int(rport_text)
     port = rport or via.port or default
-    if via.maddr:
-        return normalise_host(via.maddr), via.port or default
-    if via.received:
-        return normalise_host(via.received), port
+    if maddr:
+        return normalise_host(maddr), via.port or default
+    if received:
+        return normalise_host(received), port
     return normalise_host(via.host), port

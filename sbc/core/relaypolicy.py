@@ -109,7 +109,10 @@ class TrustedPeers:
 
     def allows(self, source: Address) -> bool:
         """Is C{source} (the transport address a request came from) a trusted peer?"""
-        return any(entry.matches(source) for entry in self.entries)
+        for entry in self.entries:
+            if entry.matches(source):
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self.entries)

@@ -33,27 +33,30 @@ def fix_nated(msg, nat) -> None:  # type: ignore[no-untyped-def]
 
 def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     nat = msg.nat_policy
+    # What the script changes (Route, Contact, SDP, the alias in the Request-URI) leaves
+    # these as they are: read once.
+    method, initial, first_hop = msg.method, msg.initial, msg.first_hop
     # Only the first hop judges and fixes a client: behind another proxy the client's NAT
     # was that proxy's to handle (and its alias must survive).
-    natted = msg.first_hop and msg.nat_uac_test(nat.nat_uac_test | WEBSOCKET_TEST)
+    natted = first_hop and msg.nat_uac_test(nat.nat_uac_test | WEBSOCKET_TEST)
     routed = msg.loose_route()  # inside a dialog: 1 only through our own signed Route
-    if msg.first_hop and msg.check_route_param(r";nat=yes(;|$)"):
+    if first_hop and msg.check_route_param(r";nat=yes(;|$)"):
         natted = True  # the dialog was marked NATed when it was set up
-    if msg.initial and msg.is_method("OPTIONS") and msg.user is None and msg.du is None:
+    if initial and method == "OPTIONS" and msg.user is None and msg.du is None:
         if msg.is_myself():
             msg.send_options_reply()  # a keepalive for sbc itself: no credentials needed
             return
-    along_path = msg.initial and msg.du is None and msg.path_received()
+    along_path = initial and msg.du is None and msg.path_received()
     if not allowed(msg, along_path):
         return
-    if natted and not msg.is_method("REGISTER"):
+    if natted and method != "REGISTER":
         fix_nated(msg, nat)
     if natted:
         msg.natted = True
         msg.add_rr_param(";nat=yes")
-    if msg.initial and msg.is_method(*DIALOG_CREATING):
+    if initial and method in DIALOG_CREATING:
         msg.record_route()
-    if msg.is_method("REGISTER", "SUBSCRIBE") or (msg.is_method("INVITE") and msg.initial):
+    if method in ("REGISTER", "SUBSCRIBE") or (method == "INVITE" and initial):
         msg.nat_keepalive()
     if along_path:
         relay(msg)  # from the core registrar, along the Path we added and signed
@@ -62,7 +65,7 @@ def request_route(msg) -> None:  # type: ignore[no-untyped-def]
     # inside dialogs we route, and for trusted peers; from anyone else it would make sbc
     # relay to any address.
     if nat.contact_fix == "alias" and (msg.du is None or msg.du == msg.ru):
-        if not msg.initial or msg.allow_source_address():
+        if not initial or msg.allow_source_address():
             alias = msg.handle_ruri_alias()
             if alias == -1:
                 msg.sl_send_reply(400, "Bad alias parameter in Request-URI")
@@ -117,7 +120,7 @@ def relay(msg) -> None:  # type: ignore[no-untyped-def]
 def local(msg, natted: bool) -> None:  # type: ignore[no-untyped-def]
     """Requests for our domains (registrar, location, OPTIONS) or for others."""
     if msg.is_myself():
-        if msg.is_method("REGISTER"):
+        if msg.method == "REGISTER":
             if msg.registrar_uri is not None:
                 # Edge mode: relay to the core registrar with a Path naming us (RFC 3327).
                 if natted and msg.nat_policy.register_fix != "off":
@@ -157,5 +160,6 @@ def reply_route(msg) -> None:  # type: ignore[no-untyped-def]
     """A reply from a NATed UAS gets its Contact (and SDP) fixed like a request would."""
     nat = msg.nat_policy
     tests = (nat.nat_uac_test & REPLY_TESTS) | WEBSOCKET_TEST
-    if tests and msg.is_present_hf("contact") and msg.from_ua and msg.nat_uac_test(tests):
+    # The NAT test first: from_ua parses the reply's Record-Route, which nothing else reads.
+    if tests and msg.is_present_hf("contact") and msg.nat_uac_test(tests) and msg.from_ua:
         fix_nated(msg, nat)

@@ -53,6 +53,8 @@ class RequestContext(MessageContext, AccessFunctions):
     use sbc (permissions, authentication, the relay verdict) is in L{AccessFunctions}.
     """
 
+    message: Request  # a request context's message is always a request
+
     def __init__(
         self,
         proxy: ScriptHost,
@@ -102,23 +104,28 @@ class RequestContext(MessageContext, AccessFunctions):
     @property
     def method(self) -> str:
         """$rm."""
-        return self.request.method
+        return self.message.method
 
     def is_method(self, *names: str) -> bool:
         """is_method("INVITE", "SUBSCRIBE"): the method is one of C{names}."""
-        method = self.request.method
-        return method in names or any(method == n.upper() for n in names)
+        method = self.message.method
+        if method in names:
+            return True
+        for name in names:  # a loop, not any(): a script asks this several times a request
+            if name.upper() == method:
+                return True
+        return False
 
     @property
     def user(self) -> Optional[str]:
         """$rU: the Request-URI's user part."""
-        uri = self.request.uri
+        uri = self.message.uri
         return uri.user if isinstance(uri, SipUri) else None
 
     @property
     def is_sip_uri(self) -> bool:
         """The Request-URI is a sip: or sips: URI."""
-        return isinstance(self.request.uri, SipUri)
+        return isinstance(self.message.uri, SipUri)
 
     @property
     def registrar_uri(self) -> Optional[SipUri]:
@@ -133,12 +140,12 @@ class RequestContext(MessageContext, AccessFunctions):
     @property
     def first_hop(self) -> bool:
         """The request came straight from its UA (a single Via)."""
-        return len(self.request.vias) == 1
+        return len(self.message.vias) == 1
 
     @property
     def initial(self) -> bool:
         """No To tag: the request starts a dialog or is outside one."""
-        return self.request.to.tag is None
+        return self.message.to.tag is None
 
     @property
     def ru(self) -> str:
@@ -165,7 +172,7 @@ class RequestContext(MessageContext, AccessFunctions):
     def is_myself(self, uri: Union[str, SipUri, None] = None) -> bool:
         """Does C{uri} (default: the Request-URI) name sbc?"""
         target = (
-            self.request.uri if uri is None else parse_uri(uri) if isinstance(uri, str) else uri
+            self.message.uri if uri is None else parse_uri(uri) if isinstance(uri, str) else uri
         )
         return isinstance(target, SipUri) and self._proxy.identity.is_myself(target)
 

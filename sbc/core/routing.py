@@ -7,13 +7,12 @@ and turning a next-hop URI into a transport address.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import NamedTuple, Optional, Union
 
 from sbc.core.address import DEFAULT_PORTS, TRANSPORTS, Address, normalise_host
 from sbc.core.identity import LocalIdentity
 from sbc.core.message import Request
-from sbc.core.uri import NameAddr, SipUri, format_host, is_ip_literal
+from sbc.core.uri import CACHED_TEXT, NameAddr, SipUri, format_host, is_ip_literal
 
 __all__ = [
     "Hop",
@@ -81,10 +80,10 @@ class RouteOutcome(enum.IntEnum):
     PRELOADED_CONSUMED = -3
 
 
-@dataclass(frozen=True)
-class LooseRoute:
+class LooseRoute(NamedTuple):
     """
-    The result of L{loose_route}.
+    The result of L{loose_route} (a named tuple: one is made for every request, and a
+    frozen dataclass costs more to build).
 
     @ivar request: the request with our Route entries removed (and strict-router fixes).
     @ivar next_hop: where to send it, or L{None} to route by the Request-URI.
@@ -161,11 +160,32 @@ def loose_route(request: Request, identity: LocalIdentity) -> LooseRoute:
     return LooseRoute(new, RouteOutcome.NEXT_HOP, next_entry.uri, tuple(consumed))
 
 
+#: uri_target keeps this many answers, by URI text as received; forgets them all when full.
+_TARGETS_SIZE = 4096
+_targets: dict[str, Optional[Address]] = {}
+_UNKNOWN = object()
+
+
 def uri_target(uri: SipUri) -> Optional[Address]:
     """
     The transport address a SIP URI names when its host (or maddr) is an IP literal; L{None}
-    when it needs DNS (RFC 3263) or names a transport sbc does not speak.
+    when it needs DNS (RFC 3263) or names a transport sbc does not speak.  The answer for a
+    parsed URI is kept by its text (a bounded memo: the same contacts and Request-URIs come
+    back for every request of a dialog; texts longer than the parse caches keep are not).
     """
+    text = uri.raw
+    if text is None or len(text) > CACHED_TEXT:
+        return _uri_target(uri)
+    target = _targets.get(text, _UNKNOWN)
+    if target is _UNKNOWN:
+        target = _uri_target(uri)
+        if len(_targets) >= _TARGETS_SIZE:
+            _targets.clear()
+        _targets[text] = target
+    return target  # type: ignore[return-value]
+
+
+def _uri_target(uri: SipUri) -> Optional[Address]:
     host = uri.param("maddr") or uri.host
     if not is_ip_literal(host):
         return None

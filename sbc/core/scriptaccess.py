@@ -49,6 +49,8 @@ class AccessFunctions:
     #: Whether loose_route() consumed our signed Route, for the message as it was then
     #: (asked again after the script changed the message, e.g. its Request-URI).
     _signed: Optional[tuple[Any, bool]] = None
+    #: allow_source_address()'s answer, once asked (the source does not change).
+    _trusted: Optional[bool] = None
 
     def _reply(self, code: int, reason: Optional[str] = None, headers: Any = ()) -> None:
         raise NotImplementedError
@@ -58,7 +60,10 @@ class AccessFunctions:
         """permissions' allow_source_address(): did a C{[permissions] trusted} peer send
         this request (its transport, address and port)?  sbc's own sockets count too: a
         request from them is a spiral."""
-        return bool(self._proxy.is_trusted(self._source))
+        trusted = self._trusted
+        if trusted is None:
+            trusted = self._trusted = bool(self._proxy.is_trusted(self._source))
+        return trusted
 
     @property
     def allow_relay(self) -> bool:
@@ -102,12 +107,16 @@ class AccessFunctions:
         the request is for one of our domains and no Route takes it elsewhere."""
         trusted = self.allow_source_address()
         if self.has_totag():
+            routed, allow_relay = self.routed_by_us, self.allow_relay
+            # Any one of the four lets the request through: the dialog is looked up only
+            # when none of the others does (the verdict is the same).
+            known = False if routed or trusted or allow_relay else self.is_known_dlg()
             return in_dialog_verdict(
                 method=self.original.method,
-                routed_by_us=self.routed_by_us,
-                known_dialog=self.is_known_dlg(),
+                routed_by_us=routed,
+                known_dialog=known,
                 trusted=trusted,
-                allow_relay=self.allow_relay,
+                allow_relay=allow_relay,
             )
         return initial_verdict(
             method=self.original.method,

@@ -85,6 +85,13 @@ def test_force_rport() -> None:
         ("SIP/2.0/TLS 192.0.2.1", ("192.0.2.1", 5061)),
         ("SIP/2.0/UDP h.example;maddr=239.1.1.1;received=192.0.2.3", ("239.1.1.1", 5060)),
         ("SIP/2.0/UDP [2001:db8::5];rport=5062;received=2001:db8::6", ("2001:db8::6", 5062)),
+        # Parameter names in any case; the first of a repeated one counts; rport
+        # without a value leaves the sent-by port.
+        ("SIP/2.0/UDP 10.0.0.5;RPort=4000;Received=192.0.2.9;rport=9", ("192.0.2.9", 4000)),
+        (
+            "SIP/2.0/UDP 10.0.0.5:5070;rport;received=192.0.2.9;received=192.0.2.1",
+            ("192.0.2.9", 5070),
+        ),
     ],
 )
 def test_response_target(via: str, target: tuple[str, int]) -> None:
@@ -228,3 +235,21 @@ def test_ipv6_ula_is_private_in_sbc_ranges() -> None:
     """sbc's default ranges include fc00::/7 so IPv6 test networks can be NATed too."""
     assert PrivateRanges.of(("fc00::/7",)).contains("[fd00::1]")
     assert not RANGES.contains("fd00::1")
+
+
+def test_private_ranges_memo_is_bounded_and_answers_as_before(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The memo of answers gives the same answers, keeps no long host (a peer's) and is
+    emptied when full; ranges built alike still compare equal and hash alike."""
+    import sbc.core.nat as nat
+
+    ranges = PrivateRanges.of(BASE_RANGES)
+    for host in ("10.0.0.5", "192.0.2.1", "example.com", "[fd00::1]", "10.0.0.5"):
+        assert ranges.contains(host) == ranges._lookup(host)
+    assert ranges.contains("10.0.0.5") and not ranges.contains("192.0.2.1")
+    long_name = "a" * 48 + ".example.com"
+    assert not ranges.contains(long_name) and long_name not in ranges._memo
+    monkeypatch.setattr(nat, "_MEMO_SIZE", 3)
+    for i in range(5):
+        ranges.contains(f"10.0.0.{i}")
+    assert len(ranges._memo) <= 3
+    assert ranges == PrivateRanges.of(BASE_RANGES) and hash(ranges) == hash(NT_RANGES)

@@ -122,3 +122,26 @@ def test_uri_target(uri: str, target) -> None:  # type: ignore[no-untyped-def]
     parsed = parse_uri(uri)
     assert isinstance(parsed, SipUri)
     assert uri_target(parsed) == target
+
+
+def test_uri_target_memo_is_bounded_and_keeps_received_texts_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The memo answers as the computation does, keys parsed URIs by their text only (a
+    changed URI has none), keeps no text longer than the parse caches do, and is emptied
+    when full."""
+    import sbc.core.routing as routing
+
+    routing._targets.clear()
+    uri = parse_uri("sip:bob@192.0.2.10:5080;transport=tcp")
+    assert isinstance(uri, SipUri)
+    assert uri_target(uri) == uri_target(uri) == Address("tcp", "192.0.2.10", 5080)
+    changed = uri.evolve(host="192.0.2.99")
+    assert uri_target(changed) == Address("tcp", "192.0.2.99", 5080)
+    long_uri = parse_uri("sip:" + "u" * 600 + "@192.0.2.10")
+    assert isinstance(long_uri, SipUri) and uri_target(long_uri) is not None
+    assert set(routing._targets) == {str(uri)}
+    monkeypatch.setattr(routing, "_TARGETS_SIZE", 2)
+    for port in range(5060, 5065):
+        parsed = parse_uri(f"sip:192.0.2.10:{port}")
+        assert isinstance(parsed, SipUri)
+        assert uri_target(parsed) == Address("udp", "192.0.2.10", port)
+    assert len(routing._targets) <= 2
