@@ -1,14 +1,15 @@
 # -*- test-case-name: tests.core.test_proxy_leak -*-
 """
 The parser's bounded caches, in one place: parsed URIs, name-addrs and Vias, host
-spellings and IP literals (LRU, 4096 short texts each) and the memo of header lines.
+spellings and IP literals (LRU, 4096 short texts each), the memos of header and start
+lines and the next-hop answers of L{sbc.core.routing.uri_target}.
 They are shared by every message, not per-call state; memory measurements empty them
 first so that what is left is what calls keep.
 """
 
 from __future__ import annotations
 
-from sbc.core import address, header, syntax, uri
+from sbc.core import address, header, routing, syntax, uri
 
 __all__ = ["clear_parse_caches"]
 
@@ -20,3 +21,4 @@ def clear_parse_caches() -> None:
             if hasattr(value, "cache_clear"):
                 value.cache_clear()
     header._LINES.clear()
+    routing._targets.clear()  # uri_target's answers by URI text
