@@ -6,7 +6,7 @@ took over L{SLOW_PAUSE}, and hands each duration to an observer (the
 C{sbc_gc_pause_seconds} histogram).  A pause stops the reactor: every message waiting in
 the socket buffer waits that long too.
 
-Automatic collections never walk the old generation (see
+Automatic collections walk only the young generation (see
 L{sbc.app.service.GC_THRESHOLDS}); the watch runs that full collection itself, only when
 the process has grown past L{GROWTH_FACTOR} times its size after the last one plus
 L{GROWTH_SLACK} (one long pause, instead of a pause every few seconds under load).  When a

@@ -602,18 +602,19 @@ def makeService(options: Options) -> SbcService:  # noqa: N802 - twistd's name
 
 #: Collector thresholds.  A young collection scans the objects made since the last one
 #: that are still alive; in a proxy that is each call's transaction state, alive while
-#: its transactions linger, so the scan time is set by threshold 0, not by garbage.  Small
-#: young and middle generations keep every automatic collection near a millisecond
-#: (measured over 45 s of calls at 800 calls/s: max 3.2 ms; Python's 700/10/10 and the
-#: 100000/50/100 used before both reached over 200 ms).  A middle collection every second
-#: young one, not every fourth: in the real process at 800 calls/s, 2 % of the middle
-#: collections took 5-7 ms with 4 (none was preempted), none did with 2, for the same total
-#: time in the collector.  No automatic full collection: one walks every live
-#: transaction, dialog and binding (850 ms with 800 calls/s in the window).  The core
-#: makes no reference cycles per call (tests/core/test_proxy_leak.py checks), so what the
-#: young collections miss is rare; L{GcWatch} runs a full collection only when the
-#: process has grown well past its size after the last one.
-GC_THRESHOLDS = (500, 2, 1_000_000_000)
+#: its transactions linger, so the scan time is set by threshold 0, not by garbage.  A
+#: small young generation keeps every automatic collection near a millisecond (measured
+#: over 45 s of calls at 800 calls/s: max 3.2 ms; Python's 700/10/10 and the 100000/50/100
+#: used before both reached over 200 ms).  What survives a young collection is not scanned
+#: again automatically: a middle collection would only walk the same live call state a
+#: second time (bench/engineflow.py, 8,000 calls: 64-81 µs per call in the collector with
+#: a middle collection every second young one, 35-36 without; the longest pause 8-9 ms
+#: against 3 ms), and a full one walks every live transaction, dialog and binding (850 ms
+#: with 800 calls/s in the window).  The core makes no reference cycles per call
+#: (tests/core/test_proxy_leak.py checks), so what the young collections miss is rare;
+#: L{GcWatch} runs a full collection only when the process has grown well past its size
+#: after the last one.
+GC_THRESHOLDS = (500, 1_000_000_000, 1_000_000_000)
 
 
 def tune_garbage_collector() -> None:
